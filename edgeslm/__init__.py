@@ -1,0 +1,3 @@
+"""edgeslm: export small language models to on-device runtimes, with parity and latency reports."""
+
+__version__ = "0.1.0"

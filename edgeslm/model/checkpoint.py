@@ -1,0 +1,188 @@
+"""Read a checkpoint folder: config, safetensors weights, tokenizer, special tokens and generation defaults.
+
+Pickle checkpoints (``*.bin``, ``*.pt``) are refused: loading them runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from edgeslm.errors import InputError
+from edgeslm.model.source import ModelSource
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos_id: int | None
+    eos_ids: tuple[int, ...]
+    pad_id: int | None
+    bos: str | None
+    eos: str | None
+
+
+@dataclass
+class Checkpoint:
+    """A model folder that has been checked: config parses, weights are safetensors, tokenizer loads."""
+
+    source: ModelSource
+    config: object
+    weight_files: list[Path]
+    tokenizer: object
+    special: SpecialTokens
+    generation: dict = field(default_factory=dict)
+    chat_template: str | None = None
+
+    @cached_property
+    def weights(self) -> dict[str, torch.Tensor]:
+        return load_safetensors(self.weight_files)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.weight_files)
+
+    def reference_model(self):
+        """The original transformers model in fp32 (the parity reference)."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(self.source.path, dtype=torch.float32)
+        return model.eval()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        return files
+    pickles = sorted(p.name for pat in ("*.bin", "*.pt", "*.pth") for p in folder.glob(pat))
+    if pickles:
+        raise InputError(
+            f"{folder} holds only pickle weights ({', '.join(pickles[:3])}); edgeslm loads safetensors only, "
+            "since unpickling runs arbitrary code",
+            "convert once in a trusted environment: AutoModelForCausalLM.from_pretrained(dir)"
+            ".save_pretrained(out, safe_serialization=True)",
+        )
+    raise InputError(f"no weights (*.safetensors) in {folder}", "pass a folder written by save_pretrained")
+
+
+def load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            out.update(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise InputError(
+                f"weights file {f.name} is corrupt or truncated ({e})",
+                "download it again (delete it from the HF cache first) or re-save the model",
+            ) from None
+    return out
+
+
+def _check_safetensors_headers(files: list[Path]) -> None:
+    """Cheap integrity check: the header parses and the file is as long as the header says."""
+    import struct
+
+    for f in files:
+        size = f.stat().st_size
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if n > size - 8:
+                    raise ValueError("header longer than file")
+                header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            if 8 + n + end != size:
+                raise ValueError(f"file has {size} bytes, header describes {8 + n + end}")
+        except (ValueError, struct.error, KeyError, TypeError) as e:
+            raise InputError(
+                f"weights file {f.name} is corrupt or truncated ({e})",
+                "download it again (delete it from the HF cache first) or re-save the model",
+            ) from None
+
+
+def _special_tokens(config, tokenizer, generation: dict) -> SpecialTokens:
+    """bos/eos from the model's config, checked against the tokenizer: a mismatch would break the app."""
+    bos_id = generation.get("bos_token_id", getattr(config, "bos_token_id", None))
+    eos = generation.get("eos_token_id", getattr(config, "eos_token_id", None))
+    eos_ids = tuple(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+    tok_bos = tokenizer.bos_token_id
+    tok_eos = tokenizer.eos_token_id
+    if bos_id is None:
+        bos_id = tok_bos
+    if not eos_ids and tok_eos is not None:
+        eos_ids = (tok_eos,)
+    vocab = len(tokenizer)
+    problems = []
+    if bos_id is not None and tok_bos is not None and bos_id != tok_bos:
+        problems.append(f"config bos_token_id={bos_id} but the tokenizer's bos {tokenizer.bos_token!r} is {tok_bos}")
+    if tok_eos is not None and eos_ids and tok_eos not in eos_ids:
+        problems.append(f"config eos_token_id={list(eos_ids)} does not include the tokenizer's eos "
+                        f"{tokenizer.eos_token!r} ({tok_eos})")
+    for t in ([bos_id] if bos_id is not None else []) + list(eos_ids):
+        if not 0 <= t < vocab:
+            problems.append(f"special token id {t} is outside the tokenizer's vocabulary ({vocab})")
+    if not eos_ids:
+        problems.append("neither config nor tokenizer names an eos token, so generation could never stop")
+    if problems:
+        raise InputError(
+            "special tokens disagree between config and tokenizer: " + "; ".join(problems),
+            "fix bos_token_id/eos_token_id in config.json / generation_config.json or the tokenizer files",
+        )
+    pad = getattr(config, "pad_token_id", None)
+    return SpecialTokens(bos_id, eos_ids, pad, tokenizer.bos_token, tokenizer.eos_token)
+
+
+def load_checkpoint(source: ModelSource) -> Checkpoint:
+    """Check a model folder and read everything but the weights (read lazily)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = source.path
+    files = _weight_files(folder)
+    _check_safetensors_headers(files)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as e:
+        raise InputError(f"cannot read {folder / 'config.json'}: {e}", "check the model folder") from None
+
+    from edgeslm.model.families import family_for
+
+    family_for(config)  # fail early on unsupported architectures
+
+    if not any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
+        raise InputError(
+            f"missing tokenizer: {folder} has no tokenizer.json or tokenizer.model",
+            "copy the tokenizer files of the original model into the folder (tokenizer.save_pretrained(dir))",
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as e:  # tokenizers raise many types
+        raise InputError(f"the tokenizer in {folder} does not load ({e})", "re-save it with save_pretrained") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError("the tokenizer has no fast (tokenizer.json) form", "save it with a fast tokenizer")
+
+    gen_path = folder / "generation_config.json"
+    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    special = _special_tokens(config, tokenizer, generation)
+    return Checkpoint(
+        source=source,
+        config=config,
+        weight_files=files,
+        tokenizer=tokenizer,
+        special=special,
+        generation=generation,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )

@@ -1,0 +1,243 @@
+"""The one re-authored decoder that every backend exports.
+
+Why re-author instead of exporting transformers' modules: transformers' models do not export cleanly to all
+three runtimes (dynamic caches, ops Core ML lacks) and their internals change between releases. This decoder is
+plain torch with a static KV cache; each family's differences are switches in :class:`DecoderSpec`, and the
+weights come from the checkpoint unchanged (see ``families.py``).
+
+Calling convention (the one ExecuTorch's LLM runner uses): ``forward(tokens[1, L] int64, input_pos[L] int64)``
+returns float logits ``[1, vocab]`` for the last position, or ``[1, L, vocab]`` when ``full_logits`` is set
+(used by parity on eager models).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+}
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Everything that distinguishes one family's decoder from another's."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    max_seq_len: int
+    norm_eps: float = 1e-6
+    norm_offset: float = 0.0  # Gemma stores RMSNorm weights as (w - 1)
+    activation: str = "silu"
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    sandwich_norms: bool = False  # Gemma 2/3: norms before and after attention and MLP
+    embed_scale: float = 1.0
+    attn_scale: float | None = None
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    sliding_windows: tuple[int | None, ...] = ()
+    layer_rope: tuple[str, ...] = ()  # key into the rope tables, per layer
+
+    def window(self, layer: int) -> int | None:
+        """The layer's sliding window, or None when it sees the whole (static) context."""
+        w = self.sliding_windows[layer] if self.sliding_windows else None
+        return w if w is not None and w < self.max_seq_len else None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, offset: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * (self.weight.float() + self.offset)).to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on ``x[B, L, H, D]``; only the first ``cos.shape[-1]`` dims rotate (partial rotary)."""
+    rd = cos.shape[-1]
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
+    if rd == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    rot, rest = x[..., :rd], x[..., rd:]
+    return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer: int, use_custom_ops: bool, cache_dtype: torch.dtype):
+        super().__init__()
+        s = spec
+        self.spec = spec
+        self.n_heads, self.n_kv, self.hd = s.num_heads, s.num_kv_heads, s.head_dim
+        self.q_proj = nn.Linear(s.hidden_size, s.num_heads * s.head_dim, bias=s.qkv_bias)
+        self.k_proj = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.v_proj = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.o_proj = nn.Linear(s.num_heads * s.head_dim, s.hidden_size, bias=s.o_bias)
+        if s.qk_norm:
+            self.q_norm = RMSNorm(s.head_dim, s.norm_eps, s.norm_offset)
+            self.k_norm = RMSNorm(s.head_dim, s.norm_eps, s.norm_offset)
+        self.scale = s.attn_scale if s.attn_scale is not None else 1.0 / math.sqrt(s.head_dim)
+        self.window = s.window(layer)
+        self.softcap = s.attn_softcap
+        # ExecuTorch's fused ops cover plain causal attention; windows and soft-capping use the explicit path.
+        self.use_custom_ops = use_custom_ops and self.window is None and self.softcap is None
+        self.use_custom_cache = use_custom_ops
+        shape = (1, s.max_seq_len, s.num_kv_heads, s.head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
+
+    def forward(self, x, input_pos, cos, sin):
+        b, L, _ = x.shape
+        q = self.q_proj(x).view(b, L, self.n_heads, self.hd)
+        k = self.k_proj(x).view(b, L, self.n_kv, self.hd)
+        v = self.v_proj(x).view(b, L, self.n_kv, self.hd)
+        if self.spec.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = k.to(self.k_cache.dtype), v.to(self.v_cache.dtype)
+
+        if self.use_custom_cache:
+            start = input_pos[0].item()
+            torch._check_is_size(start)
+            torch._check(start < self.spec.max_seq_len)
+            torch.ops.llama.update_cache(k, self.k_cache, start)
+            torch.ops.llama.update_cache(v, self.v_cache, start)
+        else:
+            self.k_cache.index_copy_(1, input_pos, k)
+            self.v_cache.index_copy_(1, input_pos, v)
+
+        if self.use_custom_ops:
+            out = torch.ops.llama.custom_sdpa(
+                q.to(self.k_cache.dtype), self.k_cache, self.v_cache, start, None, 0.0, True, self.scale
+            )
+        else:
+            out = self._explicit(q, input_pos)
+        return self.o_proj(out.reshape(b, L, self.n_heads * self.hd).to(x.dtype))
+
+    def _explicit(self, q, input_pos):
+        """Attention over the whole static cache with an explicit causal (and sliding-window) mask."""
+        rep = self.n_heads // self.n_kv
+        kc = self.k_cache.transpose(1, 2).to(q.dtype)  # [1, Hkv, S, D]
+        vc = self.v_cache.transpose(1, 2).to(q.dtype)
+        if rep > 1:
+            kc = kc.repeat_interleave(rep, dim=1)
+            vc = vc.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(q.transpose(1, 2), kc.transpose(2, 3)).float() * self.scale  # [1, H, L, S]
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        pos = input_pos[:, None]
+        j = torch.arange(self.spec.max_seq_len, device=q.device)[None, :]
+        allowed = j <= pos
+        if self.window is not None:
+            allowed = allowed & ((pos - j) < self.window)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        return torch.matmul(probs, vc).transpose(1, 2)  # [1, L, H, D]
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: DecoderSpec):
+        super().__init__()
+        self.gate_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=spec.mlp_bias)
+        self.up_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=spec.mlp_bias)
+        self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
+        self.act = ACTIVATIONS[spec.activation]
+
+    def forward(self, x):
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer: int, use_custom_ops: bool, cache_dtype: torch.dtype):
+        super().__init__()
+        norm = lambda: RMSNorm(spec.hidden_size, spec.norm_eps, spec.norm_offset)  # noqa: E731
+        self.self_attn = Attention(spec, layer, use_custom_ops, cache_dtype)
+        self.mlp = MLP(spec)
+        self.input_layernorm = norm()
+        self.post_attention_layernorm = norm()
+        self.sandwich = spec.sandwich_norms
+        if self.sandwich:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
+        self.rope_key = spec.layer_rope[layer] if spec.layer_rope else "default"
+
+    def forward(self, h, input_pos, cos, sin):
+        if self.sandwich:
+            h = h + self.post_attention_layernorm(self.self_attn(self.input_layernorm(h), input_pos, cos, sin))
+            return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+        h = h + self.self_attn(self.input_layernorm(h), input_pos, cos, sin)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Decoder(nn.Module):
+    """A causal LM decoder with a static KV cache, sized for ``spec.max_seq_len`` positions."""
+
+    def __init__(
+        self,
+        spec: DecoderSpec,
+        rope: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        use_custom_ops: bool = False,
+        cache_dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if use_custom_ops:
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama:: ops)
+        self.spec = spec
+        self.full_logits = False
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.layers = nn.ModuleList(Layer(spec, i, use_custom_ops, cache_dtype) for i in range(spec.num_layers))
+        self.norm = RMSNorm(spec.hidden_size, spec.norm_eps, spec.norm_offset)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.rope_keys = sorted(rope)
+        for key, (cos, sin) in rope.items():
+            self.register_buffer(f"rope_cos_{key}", cos[: spec.max_seq_len].float().contiguous(), persistent=False)
+            self.register_buffer(f"rope_sin_{key}", sin[: spec.max_seq_len].float().contiguous(), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        h = self.embed_tokens(tokens)
+        if self.spec.embed_scale != 1.0:
+            h = h * self.spec.embed_scale
+        tables = {
+            k: (getattr(self, f"rope_cos_{k}")[input_pos], getattr(self, f"rope_sin_{k}")[input_pos])
+            for k in self.rope_keys
+        }
+        for layer in self.layers:
+            cos, sin = tables[layer.rope_key]
+            h = layer(h, input_pos, cos, sin)
+        if not self.full_logits:
+            h = h[:, -1, :]
+        logits = self.lm_head(self.norm(h)).float()
+        if self.spec.final_softcap is not None:
+            logits = torch.tanh(logits / self.spec.final_softcap) * self.spec.final_softcap
+        return logits
+
+    def reset_cache(self) -> None:
+        for layer in self.layers:
+            layer.self_attn.k_cache.zero_()
+            layer.self_attn.v_cache.zero_()

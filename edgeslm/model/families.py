@@ -1,0 +1,169 @@
+"""Architecture registry: how each Hugging Face family maps onto :class:`~edgeslm.model.decoder.DecoderSpec`.
+
+One entry per family, keyed by the checkpoint's ``config.model_type``. Differences between families are data
+(norm offset, sandwich norms, fused projections, ...), never if/elif chains over model types.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from edgeslm.errors import InputError
+from edgeslm.model.decoder import ACTIVATIONS, DecoderSpec
+
+
+def _split_fused(sd: dict[str, torch.Tensor], spec: DecoderSpec) -> dict[str, torch.Tensor]:
+    """Phi-3 stores q/k/v as one ``qkv_proj`` and gate/up as one ``gate_up_proj``; split them."""
+    out = {}
+    q, kv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    for name, t in sd.items():
+        if ".qkv_proj." in name:
+            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), torch.split(t, [q, kv, kv], dim=0)):
+                out[name.replace("qkv_proj", part)] = chunk
+        elif ".gate_up_proj." in name:
+            gate, up = torch.chunk(t, 2, dim=0)
+            out[name.replace("gate_up_proj", "gate_proj")] = gate
+            out[name.replace("gate_up_proj", "up_proj")] = up
+        else:
+            out[name] = t
+    return out
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family and the switches that turn its HF config into a DecoderSpec."""
+
+    name: str
+    model_types: tuple[str, ...]
+    example: str
+    norm_offset: float = 0.0
+    sandwich_norms: bool = False
+    scaled_embeddings: bool = False
+    qk_norm: bool = False
+    qkv_bias: bool | None = None  # None: read config.attention_bias
+    fused_projections: bool = False
+    weight_prefixes: tuple[str, ...] = ("model.",)
+    extra_transforms: tuple[Callable, ...] = field(default=())
+
+    def spec(self, config, max_seq_len: int, weights: dict[str, torch.Tensor]) -> DecoderSpec:
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        act = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", "silu")
+        if act not in ACTIVATIONS:
+            raise InputError(
+                f"activation {act!r} of this {self.name} checkpoint is not supported",
+                f"supported activations are {', '.join(sorted(ACTIVATIONS))}",
+            )
+        n = config.num_hidden_layers
+        layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * n)
+        sw = getattr(config, "sliding_window", None)
+        if getattr(config, "layer_types", None):
+            windows = tuple(sw if t == "sliding_attention" else None for t in layer_types)
+        else:
+            windows = tuple(sw for _ in range(n))
+        scalar = getattr(config, "query_pre_attn_scalar", None)
+        qkv_bias = self.qkv_bias if self.qkv_bias is not None else bool(getattr(config, "attention_bias", False))
+        return DecoderSpec(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_layers=n,
+            num_heads=heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=head_dim,
+            intermediate_size=config.intermediate_size,
+            max_seq_len=max_seq_len,
+            norm_eps=getattr(config, "rms_norm_eps", 1e-6),
+            norm_offset=self.norm_offset,
+            activation=act,
+            qkv_bias=qkv_bias,
+            o_bias=any(k.endswith("o_proj.bias") for k in weights),
+            mlp_bias=any(k.endswith("down_proj.bias") for k in weights),
+            qk_norm=self.qk_norm,
+            sandwich_norms=self.sandwich_norms,
+            embed_scale=math.sqrt(config.hidden_size) if self.scaled_embeddings else 1.0,
+            attn_scale=scalar**-0.5 if scalar else None,
+            attn_softcap=getattr(config, "attn_logit_softcapping", None),
+            final_softcap=getattr(config, "final_logit_softcapping", None),
+            sliding_windows=windows,
+            layer_rope=tuple(layer_types),
+        )
+
+    def map_weights(self, weights: dict[str, torch.Tensor], spec: DecoderSpec, tied: bool) -> dict:
+        """Checkpoint names → decoder names (same tensors; fused projections split)."""
+        out = {}
+        for name, t in weights.items():
+            for prefix in self.weight_prefixes:
+                if name.startswith(prefix):
+                    name = name[len(prefix) :]
+                    break
+            out[name] = t
+        if self.fused_projections:
+            out = _split_fused(out, spec)
+        if "lm_head.weight" not in out or tied:
+            out["lm_head.weight"] = out["embed_tokens.weight"]
+        return out
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("llama", ("llama",), "HuggingFaceTB/SmolLM2-135M"),
+    Family("mistral", ("mistral",), "mistralai/Mistral-7B-Instruct-v0.3"),
+    Family("qwen2", ("qwen2",), "Qwen/Qwen2.5-0.5B-Instruct", qkv_bias=True),
+    Family("qwen3", ("qwen3",), "Qwen/Qwen3-0.6B", qk_norm=True),
+    Family("phi3", ("phi3",), "microsoft/Phi-3-mini-4k-instruct", fused_projections=True),
+    Family("gemma2", ("gemma2",), "google/gemma-2-2b-it", norm_offset=1.0, sandwich_norms=True, scaled_embeddings=True),
+    Family(
+        "gemma3",
+        ("gemma3_text",),
+        "google/gemma-3-1b-it",
+        norm_offset=1.0,
+        sandwich_norms=True,
+        scaled_embeddings=True,
+        qk_norm=True,
+    ),
+)
+_BY_TYPE = {t: f for f in FAMILIES for t in f.model_types}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_BY_TYPE)
+
+
+def family_for(config) -> Family:
+    model_type = getattr(config, "model_type", None)
+    fam = _BY_TYPE.get(model_type)
+    if fam is None:
+        raise InputError(
+            f"unsupported architecture {model_type!r} ({', '.join(getattr(config, 'architectures', None) or [])})",
+            f"supported model_type values are: {', '.join(supported_model_types())}",
+        )
+    return fam
+
+
+def rope_tables(config, max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """cos/sin tables for positions 0..max_seq_len-1, computed by the family's own transformers rotary module.
+
+    Using transformers' RotaryEmbedding (and so its ROPE_INIT_FUNCTIONS: llama3, yarn, longrope, ...) means
+    every rope-scaling variant matches the reference exactly without being re-implemented here.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model_cls = AutoModelForCausalLM._model_mapping[type(config)]
+    module = importlib.import_module(model_cls.__module__)
+    rotary_cls = next(
+        getattr(module, n) for n in dir(module) if n.endswith("RotaryEmbedding") and not n.startswith("_")
+    )
+    rotary = rotary_cls(config)
+    pos = torch.arange(max_seq_len)[None, :]
+    x = torch.zeros(1, dtype=torch.float32)
+    if "layer_type" in inspect.signature(rotary.forward).parameters:
+        types = sorted(set(config.layer_types))
+        return {t: tuple(z[0] for z in rotary(x, pos, layer_type=t)) for t in types}
+    cos, sin = rotary(x, pos)
+    types = sorted(set(getattr(config, "layer_types", None) or ["full_attention"]))
+    return {t: (cos[0], sin[0]) for t in types}
