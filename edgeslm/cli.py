@@ -1,0 +1,163 @@
+"""Command line: a thin layer over ``edgeslm.pipeline``. Status goes to stderr, results to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EdgeslmError
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def handle_errors(fn):
+    """Turn EdgeslmError into one clear line + exit 2; anything unexpected is an internal error (also exit 2)."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeslmError as e:
+            msg = f"error: {e.problem}"
+            if e.hint:
+                msg += f"\n  fix: {e.hint}"
+            click.echo(msg, err=True)
+            sys.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # an upstream compiler/runtime failed on input we accepted
+            click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
+            click.echo("  fix: please report this with the traceback below (set EDGESLM_DEBUG=1 for more)", err=True)
+            click.echo("".join(traceback.format_exception(e)[-3:]), err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="edgeslm")
+def main() -> None:
+    """Export small language models to on-device runtimes, with parity and latency reports."""
+    import logging
+    import warnings
+
+    # Upstream compilers are chatty (deprecations, optional kernels not built for this CPU); keep stderr readable.
+    warnings.filterwarnings("ignore")
+    for name in ("torchao", "torch._export", "executorch", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--target", "-t", default="android", show_default=True, help="Built-in target name or a .toml file.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: out/MODEL-TARGET].")
+@click.option("--recipe", help="Quantization recipe (overrides the target's): fp32, 8da4w, int8w.")
+@click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
+@click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
+@click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@handle_errors
+def export(model, target, output, recipe, group_size, revision, context_length, force, as_json):
+    """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle.
+
+    Exit code: 0 when every parity gate passes, 1 when a gate fails (the bundle is still written, marked
+    failed), 2 on bad input or an internal error.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from edgeslm.pipeline import export as run_export
+
+    out = output or Path("out") / f"{Path(model).name}-{Path(target).stem}"
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=_console(), transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def status(msg: str) -> None:
+            progress.update(task, description=msg)
+            progress.console.print(f"[dim]·[/dim] {msg}")
+
+        res = run_export(model, target, out, recipe=recipe, revision=revision, force=force,
+                         context_length=context_length, group_size=group_size, status=status)
+    if as_json:
+        click.echo(json.dumps({"output": str(res.out), "passed": res.passed, "artifacts": res.artifacts,
+                               "timings": res.timings, "parity": res.parity}, default=str))
+    else:
+        _print_summary(res)
+    sys.exit(EXIT_OK if res.passed else EXIT_GATE_FAILED)
+
+
+def _print_summary(res) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"parity: {'PASSED' if res.passed else 'FAILED'}")
+    for col in ("artifact", "stage", "top-1", "mean KL", "greedy", "gate"):
+        table.add_column(col)
+    for c in res.parity["checks"]:
+        m, g = c["metrics"], c["gate"]
+        gate = "—" if g["thresholds"] is None else ("pass" if g["passed"] else "[red]FAIL[/red] " + "; ".join(g["failures"]))
+        table.add_row(c["artifact"] or "—", c["stage"], f"{m['top1_agreement']:.3f}", f"{m['kl_mean']:.2g}",
+                      f"{m['greedy_prefix_mean']:.3f}", gate)
+    con = _console(stderr=False)
+    con.print(table)
+    for a in res.artifacts:
+        con.print(f"{res.out / a['file']}  {a['bytes'] / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
+    con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--prompt", "-p", required=True)
+@click.option("--max-new-tokens", "-n", default=64, show_default=True)
+@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--artifact", help="Which artifact file to run (default: the first in the manifest).")
+@handle_errors
+def run(bundle, prompt, max_new_tokens, temperature, artifact):
+    """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
+    from edgeslm.backends import BACKENDS
+    from edgeslm.bundle.manifest import read_manifest
+    from edgeslm.errors import InputError
+
+    m = read_manifest(bundle)
+    arts = m["artifacts"]
+    chosen = next((a for a in arts if a["file"] == artifact), None) if artifact else arts[0]
+    if chosen is None:
+        raise InputError(f"no artifact {artifact!r} in {bundle}",
+                         f"artifacts are {', '.join(a['file'] for a in arts)}")
+    backend = BACKENDS[chosen["backend"]]
+    _console().print(f"[dim]{chosen['file']} in {backend.runtime}[/dim]")
+
+    def on_token(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    backend.generate(bundle, chosen, prompt, max_new_tokens, temperature, on_token)
+    sys.stdout.write("\n")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@handle_errors
+def verify(bundle):
+    """Re-check a bundle: manifest schema, every listed file present with its size and sha256."""
+    from edgeslm.bundle.manifest import verify as verify_bundle
+
+    problems = verify_bundle(bundle)
+    for p in problems:
+        click.echo(f"FAIL {p}")
+    if problems:
+        sys.exit(EXIT_GATE_FAILED)
+    click.echo(f"OK {bundle}: manifest valid, all hashes match")
+
+
+if __name__ == "__main__":
+    main()

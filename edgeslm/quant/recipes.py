@@ -1,0 +1,126 @@
+"""Quantization recipes: ordered ``pattern → scheme`` rules, first match wins (as in ExecuTorch's LLM export).
+
+A rule's pattern is an fnmatch glob over module names of the re-authored decoder (``embed_tokens``,
+``lm_head``, ``layers.3.mlp.down_proj``, ...). Schemes are applied with torchao's ``quantize_``:
+
+- ``8da4w`` / ``8da8w``: int8 dynamic activations, int4 / int8 weights (XNNPACK runs them natively)
+- ``4w`` / ``8w``: weight-only int4 / int8 (linear or embedding)
+- ``fp32``: leave the module as it is
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeslm.errors import InputError
+
+LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "fp32")
+EMBEDDING_SCHEMES = ("4w", "8w", "fp32")
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str
+    scheme: str
+    group_size: int = 0  # 0 = per output channel
+
+    def describe(self) -> str:
+        g = f", group {self.group_size}" if self.group_size else ", per channel"
+        return f"{self.pattern} → {self.scheme}{g if self.scheme != 'fp32' else ''}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    rules: tuple[Rule, ...]
+    description: str
+
+    def rule_for(self, fqn: str) -> Rule | None:
+        return next((r for r in self.rules if fnmatch.fnmatchcase(fqn, r.pattern)), None)
+
+    def with_group_size(self, group_size: int) -> "Recipe":
+        """The same recipe with every grouped 4-bit rule at another group size."""
+        rules = tuple(
+            Rule(r.pattern, r.scheme, group_size if r.group_size else 0) if r.scheme in ("8da4w", "4w") else r
+            for r in self.rules
+        )
+        return Recipe(self.name, rules, self.description)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("fp32", (Rule("*", "fp32"),), "no quantization"),
+        Recipe(
+            "8da4w",
+            (Rule("embed_tokens", "8w"), Rule("*", "8da4w", 32)),
+            "int8 dynamic activations + int4 weights (group 32) on every linear incl. lm_head; int8 embeddings",
+        ),
+        Recipe(
+            "int8w",
+            (Rule("embed_tokens", "8w"), Rule("*", "8w")),
+            "int8 weight-only, per channel, on every linear and the embedding table",
+        ),
+    )
+}
+
+
+def get_recipe(name: str, group_size: int | None = None) -> Recipe:
+    if name not in RECIPES:
+        raise InputError(f"unknown recipe {name!r}", f"supported recipes are {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    return recipe.with_group_size(group_size) if group_size else recipe
+
+
+def _torchao_config(scheme: str, group_size: int):
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    gran = PerGroup(group_size) if group_size else PerAxis(0)
+    if scheme in ("8da4w", "8da8w"):
+        dtype = torch.int4 if scheme == "8da4w" else torch.int8
+        return Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=gran)
+    dtype = torch.int4 if scheme == "4w" else torch.int8
+    return IntxWeightOnlyConfig(weight_dtype=dtype, granularity=gran)
+
+
+def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
+    """Which rule each quantizable module gets (fp32 and unmatched modules are left out)."""
+    chosen: dict[str, Rule] = {}
+    for fqn, mod in model.named_modules():
+        if not isinstance(mod, (nn.Linear, nn.Embedding)):
+            continue
+        rule = recipe.rule_for(fqn)
+        if rule is None or rule.scheme == "fp32":
+            continue
+        allowed = EMBEDDING_SCHEMES if isinstance(mod, nn.Embedding) else LINEAR_SCHEMES
+        if rule.scheme not in allowed:
+            raise InputError(
+                f"recipe {recipe.name}: scheme {rule.scheme} cannot apply to {fqn} ({type(mod).__name__})",
+                f"use one of {', '.join(allowed)} for that pattern",
+            )
+        if rule.group_size and mod.weight.shape[-1] % rule.group_size:
+            raise InputError(
+                f"recipe {recipe.name}: {fqn} has {mod.weight.shape[-1]} input features, not a multiple of "
+                f"group size {rule.group_size}",
+                "pass --group-size with a divisor of the model's hidden and intermediate sizes",
+            )
+        chosen[fqn] = rule
+    return chosen
+
+
+def apply_recipe(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
+    """Quantize ``model`` in place; returns the per-module plan it applied."""
+    from torchao.quantization import quantize_
+
+    chosen = plan(model, recipe)
+    by_config: dict[tuple[str, int], set[str]] = {}
+    for fqn, rule in chosen.items():
+        by_config.setdefault((rule.scheme, rule.group_size), set()).add(fqn)
+    for (scheme, group), names in by_config.items():
+        quantize_(model, _torchao_config(scheme, group), filter_fn=lambda m, fqn, names=names: fqn in names)
+    return chosen

@@ -1,0 +1,112 @@
+"""Targets are data: ``edgeslm/targets/*.toml`` name the backends, default recipe, context length and gates.
+
+Files are parsed into frozen dataclasses; an unknown key is an error that lists the supported keys, so a typo
+never silently turns a gate off.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+from edgeslm.errors import InputError
+from edgeslm.parity.stages import Thresholds
+
+BACKENDS = ("executorch",)
+STAGES = ("reauthoring", "quantization", "lowering")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    backends: tuple[str, ...]
+    recipe: str
+    context_length: int
+    group_size: int | None = None
+    device: str | None = None
+    gates: dict = field(default_factory=dict)  # {"reauthoring": Thresholds, recipe: {stage: Thresholds}}
+    path: Path | None = None
+
+    def thresholds(self, recipe: str, stage: str) -> Thresholds | None:
+        if stage == "reauthoring":
+            return self.gates.get("reauthoring")
+        return self.gates.get(recipe, {}).get(stage)
+
+
+_TOP_KEYS = {f.name for f in fields(Target)} - {"path"}
+_THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
+
+
+def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise InputError(
+            f"unknown key {unknown[0]!r} in {where} of target file {path}",
+            f"supported keys are {', '.join(sorted(allowed))}",
+        )
+
+
+def _thresholds(table: dict, where: str, path: Path) -> Thresholds:
+    if not isinstance(table, dict):
+        raise InputError(f"{where} in {path} must be a table", f"supported keys are {', '.join(sorted(_THRESHOLD_KEYS))}")
+    _reject_unknown(table, _THRESHOLD_KEYS, where, path)
+    return Thresholds(**{k: float(v) for k, v in table.items()})
+
+
+def parse_target(path: Path) -> Target:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"target file {path} is not valid TOML ({e})", "fix the syntax") from None
+    _reject_unknown(data, _TOP_KEYS, "the top level", path)
+    missing = sorted({"name", "backends", "recipe", "context_length"} - set(data))
+    if missing:
+        raise InputError(f"target file {path} lacks {', '.join(missing)}", "add them (see edgeslm/targets/android.toml)")
+    for b in data["backends"]:
+        if b not in BACKENDS:
+            raise InputError(f"unknown backend {b!r} in {path}", f"supported backends are {', '.join(BACKENDS)}")
+    gates: dict = {}
+    for key, table in data.get("gates", {}).items():
+        if key == "reauthoring":
+            gates[key] = _thresholds(table, "gates.reauthoring", path)
+            continue
+        _reject_unknown(table, set(STAGES) - {"reauthoring"}, f"gates.{key}", path)
+        gates[key] = {stage: _thresholds(t, f"gates.{key}.{stage}", path) for stage, t in table.items()}
+    return Target(
+        name=data["name"],
+        description=data.get("description", ""),
+        backends=tuple(data["backends"]),
+        recipe=data["recipe"],
+        context_length=int(data["context_length"]),
+        group_size=data.get("group_size"),
+        device=data.get("device"),
+        gates=gates,
+        path=path,
+    )
+
+
+def builtin_targets() -> dict[str, Path]:
+    folder = resources.files("edgeslm").joinpath("targets")
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def load_target(name_or_path: str) -> Target:
+    """A built-in target by name, or a target file by path."""
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        p = Path(name_or_path)
+        if not p.is_file():
+            raise InputError(f"target file {name_or_path} does not exist", "check the path")
+        return parse_target(p)
+    known = builtin_targets()
+    if name_or_path not in known:
+        close = difflib.get_close_matches(name_or_path, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError(
+            f"unknown target {name_or_path!r}",
+            f"{hint}built-in targets are {', '.join(sorted(known))}; or pass a path to a .toml target file",
+        )
+    return parse_target(known[name_or_path])
