@@ -1,7 +1,7 @@
 """Train the built-in demo model shipped in edgeslm/demo/ (reproducible, offline, ~5 minutes on 2 cores).
 
-Data: CPython's own ``pydoc_data.topics`` (the language reference prose that ships with every Python, PSF
-licence). A byte-level BPE tokenizer (2048 tokens) is trained on it, then a 4-layer, 128-wide Llama-family
+Data: CPython's own ``pydoc_data.topics`` (the language reference prose that ships with every Python) and the
+docstrings of the standard library's modules, classes and functions (both PSF licence, both on every machine). A byte-level BPE tokenizer (2048 tokens) is trained on it, then a 4-layer, 128-wide Llama-family
 model (transformers' LlamaForCausalLM, tied embeddings) is trained on 95% of the text; the other 5% gives the
 held-out perplexity written to the model card.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from edgeslm.testing.tiny import make_tokenizer, text_corpus
+from edgeslm.testing.tiny import make_tokenizer, stdlib_docstrings, text_corpus
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    text = text_corpus()
+    text = text_corpus() + "\n\n" + stdlib_docstrings()
     split = int(len(text) * 0.95)
     tok = make_tokenizer(2048, text[:split])
     train = torch.tensor(tok(text[:split]).input_ids)
@@ -80,7 +80,7 @@ def main() -> None:
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
     facts = {
-        "data": "CPython pydoc_data.topics (Python language reference prose), PSF licence",
+        "data": "CPython pydoc_data.topics + standard-library docstrings (PSF licence)", "chars": len(text),
         "python": ".".join(map(str, __import__("sys").version_info[:3])),
         "tokens_train": len(train), "tokens_heldout": len(held), "steps": step, "seq_len": args.seq,
         "batch": args.batch, "minutes": args.minutes, "final_train_loss": round(sum(losses[-100:]) / 100, 3),

@@ -48,6 +48,15 @@ def resolve(model: str, revision: str | None = None) -> ModelSource:
     return _resolve_hub(model, revision)
 
 
+def _cache_dir() -> str | None:
+    """The HF cache as the environment says now (huggingface_hub reads it only once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
 def _resolve_hub(repo_id: str, revision: str | None) -> ModelSource:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -60,7 +69,8 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ModelSource:
     patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.bin", "*.pt", "*.pth"]
     rev = revision or "main"
     try:
-        path = snapshot_download(repo_id, revision=rev, allow_patterns=patterns, local_files_only=True)
+        path = snapshot_download(repo_id, revision=rev, allow_patterns=patterns, local_files_only=True,
+                                 cache_dir=_cache_dir())
     except HFValidationError as e:
         raise InputError(
             f"{repo_id!r} is neither a local folder nor a valid Hugging Face model id ({e})",
@@ -75,7 +85,7 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ModelSource:
                 "and copy the cache here (HF_HOME), or pass a local model folder",
             ) from None
         try:
-            path = snapshot_download(repo_id, revision=rev, allow_patterns=patterns)
+            path = snapshot_download(repo_id, revision=rev, allow_patterns=patterns, cache_dir=_cache_dir())
         except RepositoryNotFoundError:
             raise InputError(
                 f"unknown model id {repo_id!r}: the Hugging Face Hub has no such repository (or it is gated)",

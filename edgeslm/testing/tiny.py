@@ -31,10 +31,33 @@ CONFIGS = {
 
 
 def text_corpus() -> str:
-    """Public-domain-licensed English prose that ships with every Python (PSF licence)."""
+    """English reference prose that ships with every Python (PSF licence): the language reference topics."""
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def stdlib_docstrings() -> str:
+    """Docstrings of the standard library's own modules, classes and functions (PSF licence), sorted by path."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).parts
+        if any(p in ("test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo") for p in rel):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 80:
+                    out.append(doc)
+    return "\n\n".join(out)
 
 
 def make_tokenizer(vocab_size: int = VOCAB, text: str | None = None):
