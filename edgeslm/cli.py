@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 
@@ -136,12 +138,45 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
     backend = BACKENDS[chosen["backend"]]
     _console().print(f"[dim]{chosen['file']} in {backend.runtime}[/dim]")
 
-    def on_token(piece: str) -> None:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    with _native_output_silenced() as out:
 
-    backend.generate(bundle, chosen, prompt, max_new_tokens, temperature, on_token)
-    sys.stdout.write("\n")
+        def on_token(piece: str) -> None:
+            out.write(piece)
+            out.flush()
+
+        backend.generate(bundle, chosen, prompt, max_new_tokens, temperature, on_token)
+        out.write("\n")
+
+
+@contextmanager
+def _native_output_silenced():
+    """Runtimes' C++ logs and stats go to fds 1/2 directly; keep stdout for the generated text alone.
+
+    Yields the stream to write results to. Where stdout is not a real file descriptor (tests), nothing is moved.
+    """
+    try:
+        fd_ok = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        fd_ok = False
+    if not fd_ok or os.environ.get("EDGESLM_DEBUG"):
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    out = os.fdopen(os.dup(saved_out), "w")
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield out
+    finally:
+        out.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for fd in (saved_out, saved_err, devnull):
+            os.close(fd)
+        out.close()
 
 
 @main.command()

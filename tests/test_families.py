@@ -38,6 +38,7 @@ def _check(res, stage):
     return next(c for c in res.parity["checks"] if c["stage"] == stage)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="fp32", context_length=64)
@@ -51,6 +52,7 @@ def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
     assert manifest["model"]["family"] == family
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w", context_length=64)

@@ -1,0 +1,102 @@
+"""The main job on the built-in demo model: export to android (8da4w), gate passes, runs in ExecuTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from edgeslm.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo-android"
+    res = CliRunner().invoke(main, ["export", "demo", "--target", "android", "-o", str(out)])
+    return out, res
+
+
+def test_demo_export_passes_gate(demo_bundle):
+    out, res = demo_bundle
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "passed"
+    (art,) = m["artifacts"]
+    assert art["recipe"] == "8da4w" and art["backend"] == "executorch" and art["parity"] == "passed"
+    parity = json.loads((out / "parity.json").read_text())
+    q = next(c for c in parity["checks"] if c["stage"] == "quantization")
+    # quantization damage is real and measured on a trained model, yet within the gate
+    assert 0 < q["metrics"]["kl_mean"] <= q["gate"]["thresholds"]["max_kl_mean"]
+    assert "PASSED" in (out / "parity.md").read_text()
+
+
+def test_demo_manifest_contents(demo_bundle):
+    out, _ = demo_bundle
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["schema_version"] == "1.0" and m["context_length"] == 512
+    assert m["model"]["id"] == "edgeslm/demo" and m["model"]["family"] == "llama"
+    assert m["special_tokens"]["eos_ids"] == [2] and m["special_tokens"]["bos_id"] == 1
+    assert {f["file"] for f in m["tokenizer"]["files"]} >= {"tokenizer.json", "tokenizer_config.json"}
+    assert m["chat_template"] == {"found": False, "template": None, "source": None}
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg.get("tokenizer_class") != "TokenizersBackend"
+
+
+def test_pte_carries_runner_metadata(demo_bundle):
+    from edgeslm.backends.executorch.runtime import PteModel
+
+    out, _ = demo_bundle
+    m = json.loads((out / "manifest.json").read_text())
+    pte = PteModel(out / m["artifacts"][0]["file"])
+    assert int(pte.metadata("get_bos_id")) == m["special_tokens"]["bos_id"]
+    assert int(pte.metadata("get_max_seq_len")) == 512
+    assert int(pte.metadata("get_vocab_size")) == 2048
+
+
+def test_run_generates_through_executorch_runner(demo_bundle):
+    """`edgeslm run` goes through TextLLMRunner; its greedy text equals greedy decoding of the .pte itself."""
+    from transformers import AutoTokenizer
+
+    from edgeslm.backends.executorch.runtime import PteModel
+    from edgeslm.parity.models import RuntimeStepModel
+
+    out, _ = demo_bundle
+    res = CliRunner().invoke(main, ["run", str(out), "--prompt", "The import statement", "-n", "24"])
+    assert res.exit_code == 0, res.output
+    text = res.stdout.strip("\n")
+    assert len(text.split()) >= 5
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("The import statement").input_ids
+    m = json.loads((out / "manifest.json").read_text())
+    greedy = RuntimeStepModel(PteModel(out / m["artifacts"][0]["file"])).greedy(ids, 24)
+    if 2 in greedy:
+        greedy = greedy[: greedy.index(2)]
+    assert text == tok.decode(greedy)
+
+
+def test_verify_and_tamper(demo_bundle, tmp_path):
+    out, _ = demo_bundle
+    res = CliRunner().invoke(main, ["verify", str(out)])
+    assert res.exit_code == 0 and "OK" in res.output
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    tok = copy / "tokenizer.json"
+    tok.write_text(tok.read_text().replace("import", "imp0rt", 1))
+    res = CliRunner().invoke(main, ["verify", str(copy)])
+    assert res.exit_code == 1 and "tokenizer.json" in res.output
+
+
+def test_force_replaces_existing_bundle(demo_bundle, tmp_path):
+    out = tmp_path / "b"
+    args = ["export", "demo", "--recipe", "fp32", "--context-length", "128", "-o", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert CliRunner().invoke(main, args).exit_code == 2
+    res = CliRunner().invoke(main, args + ["--force", "--json"])
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert doc["passed"] and doc["artifacts"][0]["file"] == "model-fp32.pte"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp or backup folders left

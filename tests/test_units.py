@@ -1,0 +1,69 @@
+"""Small pure pieces: metrics, recipe rules, target parsing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslm.errors import InputError
+from edgeslm.parity.metrics import compare_logits, greedy_prefix
+from edgeslm.parity.stages import Thresholds
+from edgeslm.quant.recipes import Recipe, Rule, get_recipe, plan
+
+
+def test_compare_identical_and_different_logits():
+    a = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
+    same = compare_logits(a, a.clone())
+    assert same.max_abs == 0 and all(same.top1) and max(same.kl) < 1e-12
+    b = a.clone()
+    b[1] = torch.tensor([3.0, 0.0, 1.0])
+    diff = compare_logits(a, b)
+    assert diff.top1 == [True, False] and diff.kl[1] > 0.5 and diff.max_abs == 3.0
+
+
+def test_greedy_prefix_stops_at_first_divergence():
+    assert greedy_prefix([1, 2, 3, 4], [1, 2, 9, 4]) == 2
+    assert greedy_prefix([1, 2], [1, 2]) == 2
+
+
+def test_thresholds_report_each_failure():
+    m = {"max_abs_logit_diff": 2.0, "top1_agreement": 0.5, "kl_mean": 0.3, "greedy_prefix_mean": 0.1}
+    assert len(Thresholds(1.0, 0.9, 0.1, 0.5).failures(m)) == 4
+    assert Thresholds().failures(m) == []
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(10, 64)
+        self.proj = nn.Linear(64, 64)
+        self.lm_head = nn.Linear(64, 10)
+
+
+def test_recipe_first_matching_rule_wins():
+    r = Recipe("x", (Rule("lm_head", "8w"), Rule("embed_tokens", "fp32"), Rule("*", "8da4w", 32)), "")
+    chosen = plan(Tiny(), r)
+    assert chosen["lm_head"].scheme == "8w" and chosen["proj"].scheme == "8da4w"
+    assert "embed_tokens" not in chosen
+
+
+def test_recipe_rejects_bad_group_and_scheme():
+    with pytest.raises(InputError, match="not a multiple of group size 48"):
+        plan(Tiny(), get_recipe("8da4w", group_size=48))
+    with pytest.raises(InputError, match="cannot apply to embed_tokens"):
+        plan(Tiny(), Recipe("x", (Rule("*", "8da4w", 32),), ""))
+
+
+def test_group_size_override_changes_only_grouped_rules():
+    r = get_recipe("8da4w", group_size=64)
+    assert [(x.scheme, x.group_size) for x in r.rules] == [("8w", 0), ("8da4w", 64)]
+
+
+def test_builtin_android_target_parses():
+    from edgeslm.target import load_target
+
+    t = load_target("android")
+    assert t.backends == ("executorch",) and t.recipe == "8da4w"
+    assert t.thresholds("8da4w", "quantization").min_top1 is not None
+    assert t.thresholds("fp32", "reauthoring") == t.gates["reauthoring"]
