@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
-from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 
 import click
 
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EdgeslmError
+from edgeslm.quiet import native_output_silenced
 
 
 def _console(stderr: bool = True):
@@ -79,9 +78,13 @@ def export(model, target, output, recipe, group_size, revision, context_length, 
 
     from edgeslm.pipeline import export as run_export
 
+    from rich.console import Console
+
     out = output or Path("out") / f"{Path(model).name}-{Path(target).stem}"
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=_console(), transient=True) as progress:
+    with native_output_silenced() as (_, err), Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=Console(file=err, highlight=False), transient=True,
+    ) as progress:
         task = progress.add_task("starting", total=None)
 
         def status(msg: str) -> None:
@@ -138,7 +141,7 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
     backend = BACKENDS[chosen["backend"]]
     _console().print(f"[dim]{chosen['file']} in {backend.runtime}[/dim]")
 
-    with _native_output_silenced() as out:
+    with native_output_silenced() as (out, _):
 
         def on_token(piece: str) -> None:
             out.write(piece)
@@ -146,37 +149,6 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
 
         backend.generate(bundle, chosen, prompt, max_new_tokens, temperature, on_token)
         out.write("\n")
-
-
-@contextmanager
-def _native_output_silenced():
-    """Runtimes' C++ logs and stats go to fds 1/2 directly; keep stdout for the generated text alone.
-
-    Yields the stream to write results to. Where stdout is not a real file descriptor (tests), nothing is moved.
-    """
-    try:
-        fd_ok = sys.stdout.fileno() == 1
-    except (AttributeError, OSError, ValueError):
-        fd_ok = False
-    if not fd_ok or os.environ.get("EDGESLM_DEBUG"):
-        yield sys.stdout
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    out = os.fdopen(os.dup(saved_out), "w")
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield out
-    finally:
-        out.flush()
-        os.dup2(saved_out, 1)
-        os.dup2(saved_err, 2)
-        for fd in (saved_out, saved_err, devnull):
-            os.close(fd)
-        out.close()
 
 
 @main.command()

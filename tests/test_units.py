@@ -57,7 +57,7 @@ def test_recipe_rejects_bad_group_and_scheme():
 
 def test_group_size_override_changes_only_grouped_rules():
     r = get_recipe("8da4w", group_size=64)
-    assert [(x.scheme, x.group_size) for x in r.rules] == [("8w", 0), ("8da4w", 64)]
+    assert [(x.scheme, x.group_size) for x in r.rules] == [("8w", 0), ("8da8w", 0), ("8da4w", 64)]
 
 
 def test_builtin_android_target_parses():
