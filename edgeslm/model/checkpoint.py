@@ -76,6 +76,13 @@ def _weight_files(folder: Path) -> list[Path]:
     raise InputError(f"no weights (*.safetensors) in {folder}", "pass a folder written by save_pretrained")
 
 
+def _corrupt(f: Path, why: object) -> InputError:
+    return InputError(
+        f"weights file {f.name} is corrupt or truncated ({why})",
+        "download it again (delete it from the HF cache first) or re-save the model",
+    )
+
+
 def load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -85,10 +92,7 @@ def load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
         try:
             out.update(load_file(str(f)))
         except (SafetensorError, OSError, ValueError) as e:
-            raise InputError(
-                f"weights file {f.name} is corrupt or truncated ({e})",
-                "download it again (delete it from the HF cache first) or re-save the model",
-            ) from None
+            raise _corrupt(f, e) from None
     return out
 
 
@@ -108,10 +112,7 @@ def _check_safetensors_headers(files: list[Path]) -> None:
             if 8 + n + end != size:
                 raise ValueError(f"file has {size} bytes, header describes {8 + n + end}")
         except (ValueError, struct.error, KeyError, TypeError) as e:
-            raise InputError(
-                f"weights file {f.name} is corrupt or truncated ({e})",
-                "download it again (delete it from the HF cache first) or re-save the model",
-            ) from None
+            raise _corrupt(f, e) from None
 
 
 def _special_tokens(config, tokenizer, generation: dict) -> SpecialTokens:

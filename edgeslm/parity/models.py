@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from typing import Callable
+
 import torch
+
+
+def greedy_loop(prefill: Callable[[list[int]], torch.Tensor], step: Callable[[int, int], torch.Tensor],
+                ids: list[int], n: int) -> list[int]:
+    """``n`` argmax tokens: ``prefill(ids)`` gives the last logits, ``step(token, pos)`` the next ones."""
+    logits, toks = prefill(list(ids)), []
+    for pos in range(len(ids), len(ids) + n):
+        toks.append(int(logits.argmax()))
+        if len(toks) < n:
+            logits = step(toks[-1], pos)
+    return toks
 
 
 class ParityModel(Protocol):
@@ -30,16 +43,14 @@ class HFModel:
 
     @torch.no_grad()
     def greedy(self, ids, n):
-        out = self.model(torch.tensor([ids]), use_cache=True)
-        past, toks = out.past_key_values, []
-        nxt = int(out.logits[0, -1].argmax())
-        for _ in range(n):
-            toks.append(nxt)
-            if len(toks) == n:
-                break
-            out = self.model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, int(out.logits[0, -1].argmax())
-        return toks
+        state = {}
+
+        def run(tokens, past=None):
+            out = self.model(torch.tensor([tokens]), past_key_values=past, use_cache=True)
+            state["past"] = out.past_key_values
+            return out.logits[0, -1]
+
+        return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n)
 
 
 class EagerDecoder:
@@ -59,15 +70,8 @@ class EagerDecoder:
     @torch.no_grad()
     def greedy(self, ids, n):
         d = self.decoder
-        logits = d(torch.tensor([ids]), torch.arange(len(ids)))[0]
-        toks, pos = [], len(ids)
-        for _ in range(n):
-            toks.append(int(logits.argmax()))
-            if len(toks) == n:
-                break
-            logits = d(torch.tensor([[toks[-1]]]), torch.tensor([pos]))[0]
-            pos += 1
-        return toks
+        return greedy_loop(lambda t: d(torch.tensor([t]), torch.arange(len(t)))[0],
+                           lambda tok, pos: d(torch.tensor([[tok]]), torch.tensor([pos]))[0], ids, n)
 
 
 class RuntimeStepModel:
@@ -81,12 +85,5 @@ class RuntimeStepModel:
         return torch.stack([self.rt.step([t], i) for i, t in enumerate(ids)]).float()
 
     def greedy(self, ids, n):
-        logits = self.rt.step(list(ids), 0)  # the prefill path
-        toks, pos = [], len(ids)
-        for _ in range(n):
-            toks.append(int(logits.argmax()))
-            if len(toks) == n:
-                break
-            logits = self.rt.step([toks[-1]], pos)
-            pos += 1
-        return toks
+        # prefill in one call (the runner's prefill path), then one token per step
+        return greedy_loop(lambda t: self.rt.step(t, 0), lambda tok, pos: self.rt.step([tok], pos), ids, n)
