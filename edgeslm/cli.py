@@ -61,14 +61,17 @@ def main() -> None:
 @click.argument("model")
 @click.option("--target", "-t", default="android", show_default=True, help="Built-in target name or a .toml file.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: out/MODEL-TARGET].")
-@click.option("--recipe", help="Quantization recipe (overrides the target's): fp32, 8da4w, int8w.")
+@click.option("--backend", "-b", "backends", multiple=True,
+              help="Backend(s) to build instead of the target's: executorch, onnx (repeatable).")
+@click.option("--recipe", help="Quantization recipe for every backend (overrides the target's): "
+              "fp32, 8da4w, int8w (executorch); fp32, int4, int8 (onnx).")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
-def export(model, target, output, recipe, group_size, revision, context_length, force, as_json):
+def export(model, target, output, backends, recipe, group_size, revision, context_length, force, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle.
 
     Exit code: 0 when every parity gate passes, 1 when a gate fails (the bundle is still written, marked
@@ -91,7 +94,7 @@ def export(model, target, output, recipe, group_size, revision, context_length, 
             progress.update(task, description=msg)
             progress.console.print(f"[dim]·[/dim] {msg}")
 
-        res = run_export(model, target, out, recipe=recipe, revision=revision, force=force,
+        res = run_export(model, target, out, recipe=recipe, backends=backends or None, revision=revision, force=force,
                          context_length=context_length, group_size=group_size, status=status)
     if as_json:
         click.echo(json.dumps({"output": str(res.out), "passed": res.passed, "artifacts": res.artifacts,
@@ -115,7 +118,8 @@ def _print_summary(res) -> None:
     con = _console(stderr=False)
     con.print(table)
     for a in res.artifacts:
-        con.print(f"{res.out / a['file']}  {a['bytes'] / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
+        size = a["bytes"] + sum(f["bytes"] for f in a.get("files", []) if not f["file"].endswith(".json"))
+        con.print(f"{res.out / a['file']}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
     con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
 
 
@@ -128,7 +132,7 @@ def _print_summary(res) -> None:
 @handle_errors
 def run(bundle, prompt, max_new_tokens, temperature, artifact):
     """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
-    from edgeslm.backends import BACKENDS
+    from edgeslm.backends import get_backend
     from edgeslm.bundle.manifest import read_manifest
     from edgeslm.errors import InputError
 
@@ -138,8 +142,8 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
     if chosen is None:
         raise InputError(f"no artifact {artifact!r} in {bundle}",
                          f"artifacts are {', '.join(a['file'] for a in arts)}")
-    backend = BACKENDS[chosen["backend"]]
-    _console().print(f"[dim]{chosen['file']} in {backend.runtime}[/dim]")
+    backend = get_backend(chosen["backend"])
+    _console().print(f"[dim]{chosen['file']} in {backend.RUNTIME}[/dim]")
 
     with native_output_silenced() as (out, _):
 

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from edgeslm.backends import BACKENDS
+from edgeslm.backends import BACKEND_NAMES, get_backend
+from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
 from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
@@ -24,10 +25,10 @@ from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES, Checkpoint, load_checkpoint
 from edgeslm.model.families import family_for
 from edgeslm.model.source import resolve
-from edgeslm.parity.models import EagerDecoder, HFModel, RuntimeStepModel
+from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, observe
-from edgeslm.quant.recipes import apply_recipe, get_recipe
+from edgeslm.quant.recipes import get_recipe
 from edgeslm.target import Target, load_target
 
 Status = Callable[[str], None]
@@ -74,11 +75,29 @@ def _generation_defaults(ckpt: Checkpoint) -> dict:
     return {k: ckpt.generation[k] for k in keys if k in ckpt.generation}
 
 
+def _plan(tgt: Target, backends, recipe, group_size) -> list[tuple[str, str]]:
+    """(backend, recipe) pairs to build, checked before any heavy work."""
+    chosen = tuple(backends or tgt.backends)
+    pairs = []
+    for b in chosen:
+        if b not in BACKEND_NAMES:
+            raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(BACKEND_NAMES)}")
+        r = recipe or tgt.recipe_for(b)
+        get_recipe(r, group_size)
+        supported = get_backend(b).RECIPES
+        if r not in supported:
+            raise InputError(f"recipe {r!r} is not available for the {b} backend",
+                             f"{b} supports {', '.join(supported)}")
+        pairs.append((b, r))
+    return pairs
+
+
 def export(
     model: str,
     target: str | Target,
     out: Path,
     recipe: str | None = None,
+    backends: tuple[str, ...] | None = None,
     revision: str | None = None,
     force: bool = False,
     context_length: int | None = None,
@@ -88,8 +107,7 @@ def export(
 ) -> ExportResult:
     t0 = time.perf_counter()
     tgt = target if isinstance(target, Target) else load_target(target)
-    recipe_name = recipe or tgt.recipe
-    rec = get_recipe(recipe_name, group_size or tgt.group_size)
+    plan = _plan(tgt, backends, recipe, group_size)
     ctx = context_length or tgt.context_length
     check_output(out, force)  # fail before the heavy work, not after it
 
@@ -115,43 +133,15 @@ def export(
     del fp32
     timings["reference_s"] = time.perf_counter() - t
     checks = [dict(compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
-                           tgt.thresholds(recipe_name, "reauthoring")), artifact=None)]
+                           tgt.thresholds("", "reauthoring")), artifact=None)]
 
+    job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, group_size or tgt.group_size,
+                    status, checks, timings)
     artifacts: list[dict] = []
     with atomic_folder(out, force) as tmp:
-        for backend_name in tgt.backends:
-            backend = BACKENDS[backend_name]
-            name = backend.artifact_name(recipe_name)
-            status(f"{backend_name}: quantizing ({recipe_name})")
-            t = time.perf_counter()
-            dec = build_decoder(ckpt, ctx, use_custom_ops=backend.use_custom_ops)
-            applied = apply_recipe(dec, rec)
-            obs_q = observe(EagerDecoder(dec), prompt_ids) if applied else obs_fp32
-            if applied:
-                checks.append(dict(compare("quantization", "edgeslm fp32 eager", f"{recipe_name} eager", obs_fp32,
-                                           obs_q, prompts, tgt.thresholds(recipe_name, "quantization")),
-                                   artifact=name))
-            status(f"{backend_name}: lowering to {name}")
-            facts = backend.lower(dec, ckpt, tmp / name)
-            timings[f"{backend_name}_export_s"] = time.perf_counter() - t
-            del dec
-            status(f"{backend_name}: parity in {backend.runtime}")
-            obs_rt = observe(RuntimeStepModel(backend.load(tmp / name)), prompt_ids)
-            lowering = dict(compare("lowering", f"{recipe_name} eager", f"{name} in {backend_name}", obs_q, obs_rt,
-                                    prompts, tgt.thresholds(recipe_name, "lowering")), artifact=name)
-            checks.append(lowering)
-            checks.append(dict(compare("end_to_end", "transformers fp32", f"{name} in {backend_name}", obs_ref,
-                                       obs_rt, prompts, None), artifact=name))
-            art_checks = [c for c in checks if c["artifact"] == name and c["gate"]["thresholds"] is not None]
-            artifacts.append({
-                **file_entry(tmp, name),
-                "backend": backend_name,
-                "runtime": backend.runtime,
-                "recipe": recipe_name,
-                "quantization": sorted({r.describe() for r in rec.rules}) if applied else [],
-                "parity": "passed" if all(c["gate"]["passed"] for c in art_checks) else "failed",
-                **facts,
-            })
+        tokenizer_files = _write_tokenizer(ckpt, tmp)
+        for backend_name, recipe_name in plan:
+            artifacts.append(get_backend(backend_name).export(job, recipe_name, tmp))
 
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks)
@@ -170,7 +160,7 @@ def export(
                 "checkpoint_bytes": ckpt.checkpoint_bytes,
             },
             "artifacts": artifacts,
-            "tokenizer": {"kind": "huggingface-tokenizers", "files": _write_tokenizer(ckpt, tmp)},
+            "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
             "special_tokens": {
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,
                 "eos_ids": list(ckpt.special.eos_ids), "eos": ckpt.special.eos, "pad_id": ckpt.special.pad_id,

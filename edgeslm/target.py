@@ -15,7 +15,8 @@ from pathlib import Path
 from edgeslm.errors import InputError
 from edgeslm.parity.stages import Thresholds
 
-BACKENDS = ("executorch",)
+from edgeslm.backends import BACKEND_NAMES as BACKENDS  # noqa: E402
+
 STAGES = ("reauthoring", "quantization", "lowering")
 
 
@@ -24,12 +25,21 @@ class Target:
     name: str
     description: str
     backends: tuple[str, ...]
-    recipe: str
+    recipe: str | dict  # one recipe, or {backend: recipe}
     context_length: int
     group_size: int | None = None
     device: str | None = None
     gates: dict = field(default_factory=dict)  # {"reauthoring": Thresholds, recipe: {stage: Thresholds}}
+    onnx: dict = field(default_factory=dict)  # provider_options written into genai_config.json
     path: Path | None = None
+
+    def recipe_for(self, backend: str) -> str:
+        if isinstance(self.recipe, str):
+            return self.recipe
+        if backend not in self.recipe:
+            raise InputError(f"target {self.name} names no recipe for backend {backend}",
+                             f"add {backend} = \"...\" to its [recipe] table or pass --recipe")
+        return self.recipe[backend]
 
     def thresholds(self, recipe: str, stage: str) -> Thresholds | None:
         if stage == "reauthoring":
@@ -55,6 +65,11 @@ def _thresholds(table: dict, where: str, path: Path) -> Thresholds:
         raise InputError(f"{where} in {path} must be a table", f"supported keys are {', '.join(sorted(_THRESHOLD_KEYS))}")
     _reject_unknown(table, _THRESHOLD_KEYS, where, path)
     return Thresholds(**{k: float(v) for k, v in table.items()})
+
+
+def _onnx_options(table: dict, path: Path) -> dict:
+    _reject_unknown(table, {"provider_options"}, "onnx", path)
+    return dict(table)
 
 
 def parse_target(path: Path) -> Target:
@@ -85,6 +100,7 @@ def parse_target(path: Path) -> Target:
         group_size=data.get("group_size"),
         device=data.get("device"),
         gates=gates,
+        onnx=_onnx_options(data.get("onnx", {}), path),
         path=path,
     )
 

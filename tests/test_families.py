@@ -41,7 +41,8 @@ def _check(res, stage):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
-    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="fp32", context_length=64)
+    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="fp32", backends=("executorch",),
+                 context_length=64)
     e2e = _check(res, "end_to_end")
     assert e2e["greedy_tokens"] == 32
     for p in e2e["per_prompt"]:
@@ -55,7 +56,8 @@ def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
-    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w", context_length=64)
+    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w", backends=("executorch",),
+                 context_length=64)
     stages = [c["stage"] for c in res.parity["checks"]]
     assert stages == ["reauthoring", "quantization", "lowering", "end_to_end"]
     q = _check(res, "quantization")
@@ -66,3 +68,37 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     assert doc["schema_version"] == "1.0" and len(doc["checks"]) == 4
     (art,) = res.artifacts
     assert art["recipe"] == "8da4w" and art["xnnpack_partitions"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_path):
+    from edgeslm.backends.onnx.runtime import genai_greedy_tokens
+
+    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="fp32", context_length=64)
+    e2e = _check(res, "end_to_end")
+    folder = tmp_path / "b" / "onnx-fp32"
+    for p in e2e["per_prompt"]:
+        assert p["greedy_candidate"] == p["greedy_reference"], p["prompt"]  # onnxruntime == transformers
+    (art,) = res.artifacts
+    assert art["onnxruntime_genai"]["greedy_exact"] == 8  # onnxruntime-genai == onnxruntime, token for token
+    assert e2e["metrics"]["max_abs_logit_diff"] < 1e-3 and res.passed
+    from edgeslm.model.checkpoint import load_checkpoint
+    from edgeslm.model.source import resolve
+
+    tok = load_checkpoint(resolve(str(tiny_dir(family)))).tokenizer
+    ids = tok(e2e["per_prompt"][0]["prompt"]).input_ids
+    assert genai_greedy_tokens(folder, ids, 32) == e2e["per_prompt"][0]["greedy_reference"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
+    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="int4", context_length=64)
+    assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", "lowering", "quantization", "end_to_end"]
+    assert _check(res, "quantization")["metrics"]["kl_mean"] > 0
+    assert _check(res, "lowering")["metrics"]["max_abs_logit_diff"] < 1e-3
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "b" / "onnx-int4" / "model.onnx"), load_external_data=False).graph
+    assert sum(n.op_type == "MatMulNBits" for n in graph.node) >= 7 * 2  # every projection of both layers

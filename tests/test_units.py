@@ -64,6 +64,16 @@ def test_builtin_android_target_parses():
     from edgeslm.target import load_target
 
     t = load_target("android")
-    assert t.backends == ("executorch",) and t.recipe == "8da4w"
+    assert t.backends == ("executorch", "onnx")
+    assert t.recipe_for("executorch") == "8da4w" and t.recipe_for("onnx") == "int4"
     assert t.thresholds("8da4w", "quantization").min_top1 is not None
+    assert t.onnx["provider_options"] == [{"xnnpack": {}}]
     assert t.thresholds("fp32", "reauthoring") == t.gates["reauthoring"]
+
+
+def test_recipe_not_supported_by_backend(tiny_dir, tmp_path):
+    from edgeslm.pipeline import export
+
+    with pytest.raises(InputError, match="recipe '8da4w' is not available for the onnx backend"):
+        export(str(tiny_dir("llama")), "jetson-orin", tmp_path / "o", recipe="8da4w")
+    assert not (tmp_path / "o").exists()

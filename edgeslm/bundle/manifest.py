@@ -49,7 +49,8 @@ def verify(bundle: Path) -> list[str]:
                 for e in jsonschema.Draft202012Validator(schema()).iter_errors(m)]
     if problems:
         return problems
-    entries = list(m["artifacts"]) + list(m["tokenizer"]["files"]) + list(m["reports"])
+    entries = [e for a in m["artifacts"] for e in [a, *a.get("files", [])]]
+    entries += list(m["tokenizer"]["files"]) + list(m["reports"])
     for e in entries:
         p = bundle / e["file"]
         if not p.is_file():

@@ -112,14 +112,19 @@ class Attention(nn.Module):
         self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
 
-    def forward(self, x, input_pos, cos, sin):
+    def _qkv(self, x, cos, sin):
         b, L, _ = x.shape
         q = self.q_proj(x).view(b, L, self.n_heads, self.hd)
         k = self.k_proj(x).view(b, L, self.n_kv, self.hd)
         v = self.v_proj(x).view(b, L, self.n_kv, self.hd)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(self, x, input_pos, cos, sin):
+        """Static-cache attention: K/V are written into this layer's cache buffers at ``input_pos``."""
+        b, L, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
         k, v = k.to(self.k_cache.dtype), v.to(self.v_cache.dtype)
 
         if self.use_custom_cache:
@@ -137,25 +142,37 @@ class Attention(nn.Module):
                 q.to(self.k_cache.dtype), self.k_cache, self.v_cache, start, None, 0.0, True, self.scale
             )
         else:
-            out = self._explicit(q, input_pos)
+            out = self._explicit(q, self.k_cache.transpose(1, 2), self.v_cache.transpose(1, 2), input_pos)
         return self.o_proj(out.reshape(b, L, self.n_heads * self.hd).to(x.dtype))
 
-    def _explicit(self, q, input_pos):
-        """Attention over the whole static cache with an explicit causal (and sliding-window) mask."""
+    def forward_with_past(self, x, input_pos, cos, sin, past_k, past_v, key_mask=None):
+        """Functional attention for runtimes that pass the cache in and out (ONNX Runtime GenAI layout):
+        ``past_k/past_v [1, Hkv, P, D]`` → returns output and ``present_k/present_v [1, Hkv, P+L, D]``."""
+        b, L, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        present_k = torch.cat([past_k, k.transpose(1, 2).to(past_k.dtype)], dim=2)
+        present_v = torch.cat([past_v, v.transpose(1, 2).to(past_v.dtype)], dim=2)
+        out = self._explicit(q, present_k, present_v, input_pos, key_mask)
+        return self.o_proj(out.reshape(b, L, self.n_heads * self.hd).to(x.dtype)), present_k, present_v
+
+    def _explicit(self, q, kc, vc, input_pos, key_mask=None):
+        """Attention of ``q [1, L, H, D]`` over keys ``kc/vc [1, Hkv, T, D]`` (key j sits at position j) with an
+        explicit causal (and sliding-window) mask."""
         rep = self.n_heads // self.n_kv
-        kc = self.k_cache.transpose(1, 2).to(q.dtype)  # [1, Hkv, S, D]
-        vc = self.v_cache.transpose(1, 2).to(q.dtype)
+        kc, vc = kc.to(q.dtype), vc.to(q.dtype)
         if rep > 1:
             kc = kc.repeat_interleave(rep, dim=1)
             vc = vc.repeat_interleave(rep, dim=1)
-        scores = torch.matmul(q.transpose(1, 2), kc.transpose(2, 3)).float() * self.scale  # [1, H, L, S]
+        scores = torch.matmul(q.transpose(1, 2), kc.transpose(2, 3)).float() * self.scale  # [1, H, L, T]
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         pos = input_pos[:, None]
-        j = torch.arange(self.spec.max_seq_len, device=q.device)[None, :]
+        j = torch.arange(kc.shape[2], device=q.device)[None, :]
         allowed = j <= pos
         if self.window is not None:
             allowed = allowed & ((pos - j) < self.window)
+        if key_mask is not None:  # [T] bool: padding positions the runtime marks as absent
+            allowed = allowed & key_mask[None, :]
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(q.dtype)
         return torch.matmul(probs, vc).transpose(1, 2)  # [1, L, H, D]
@@ -187,12 +204,26 @@ class Layer(nn.Module):
             self.post_feedforward_layernorm = norm()
         self.rope_key = spec.layer_rope[layer] if spec.layer_rope else "default"
 
-    def forward(self, h, input_pos, cos, sin):
+    def _block(self, h, attend):
         if self.sandwich:
-            h = h + self.post_attention_layernorm(self.self_attn(self.input_layernorm(h), input_pos, cos, sin))
+            h = h + self.post_attention_layernorm(attend(self.input_layernorm(h)))
             return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
-        h = h + self.self_attn(self.input_layernorm(h), input_pos, cos, sin)
+        h = h + attend(self.input_layernorm(h))
         return h + self.mlp(self.post_attention_layernorm(h))
+
+    def forward(self, h, input_pos, cos, sin):
+        return self._block(h, lambda x: self.self_attn(x, input_pos, cos, sin))
+
+    def forward_with_past(self, h, input_pos, cos, sin, past_k, past_v, key_mask=None):
+        present = []
+
+        def attend(x):
+            out, k, v = self.self_attn.forward_with_past(x, input_pos, cos, sin, past_k, past_v, key_mask)
+            present.extend((k, v))
+            return out
+
+        h = self._block(h, attend)
+        return h, present[0], present[1]
 
 
 class Decoder(nn.Module):
@@ -219,7 +250,7 @@ class Decoder(nn.Module):
             self.register_buffer(f"rope_cos_{key}", cos[: spec.max_seq_len].float().contiguous(), persistent=False)
             self.register_buffer(f"rope_sin_{key}", sin[: spec.max_seq_len].float().contiguous(), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    def _embed(self, tokens, input_pos):
         h = self.embed_tokens(tokens)
         if self.spec.embed_scale != 1.0:
             h = h * self.spec.embed_scale
@@ -227,15 +258,32 @@ class Decoder(nn.Module):
             k: (getattr(self, f"rope_cos_{k}")[input_pos], getattr(self, f"rope_sin_{k}")[input_pos])
             for k in self.rope_keys
         }
-        for layer in self.layers:
-            cos, sin = tables[layer.rope_key]
-            h = layer(h, input_pos, cos, sin)
-        if not self.full_logits:
+        return h, tables
+
+    def _logits(self, h, full: bool):
+        if not full:
             h = h[:, -1, :]
         logits = self.lm_head(self.norm(h)).float()
         if self.spec.final_softcap is not None:
             logits = torch.tanh(logits / self.spec.final_softcap) * self.spec.final_softcap
         return logits
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        h, tables = self._embed(tokens, input_pos)
+        for layer in self.layers:
+            h = layer(h, input_pos, *tables[layer.rope_key])
+        return self._logits(h, self.full_logits)
+
+    def forward_with_past(self, tokens, input_pos, past: list[torch.Tensor], key_mask=None):
+        """Cache in, cache out: ``past`` is ``[k0, v0, k1, v1, ...]`` each ``[1, Hkv, P, D]``; returns
+        ``(logits [1, L, vocab], presents)`` with the same layout grown by L positions."""
+        h, tables = self._embed(tokens, input_pos)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            h, k, v = layer.forward_with_past(h, input_pos, *tables[layer.rope_key], past[2 * i], past[2 * i + 1],
+                                              key_mask)
+            presents += [k, v]
+        return self._logits(h, True), presents
 
     def reset_cache(self) -> None:
         for layer in self.layers:

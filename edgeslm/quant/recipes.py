@@ -69,6 +69,11 @@ RECIPES: dict[str, Recipe] = {
             (Rule("embed_tokens", "8w"), Rule("*", "8da8w")),
             "int8 weights, per channel, on every linear (run with dynamic int8 activations) and the embeddings",
         ),
+        # Weight-only schemes for runtimes with native block-quantized MatMul (ONNX Runtime MatMulNBits).
+        Recipe("int4", (Rule("embed_tokens", "fp32"), Rule("*", "4w", 32)),
+               "int4 weight-only, block 32, symmetric, on every linear; fp32 embeddings"),
+        Recipe("int8", (Rule("embed_tokens", "fp32"), Rule("*", "8w", 32)),
+               "int8 weight-only, block 32, symmetric, on every linear; fp32 embeddings"),
     )
 }
 

@@ -1,0 +1,60 @@
+"""ExecuTorch backend: torchao recipe on the decoder → .pte (XNNPACK), parity in the ExecuTorch runtime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgeslm.backends.base import ExportJob
+from edgeslm.bundle.files import file_entry
+from edgeslm.model.build import build_decoder
+from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
+from edgeslm.parity.stages import observe
+from edgeslm.quant.recipes import apply_recipe, get_recipe
+
+RUNTIME = "ExecuTorch (XNNPACK delegate), TextLLMRunner"
+RECIPES = ("fp32", "8da4w", "int8w")
+
+
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
+    from edgeslm.backends.executorch.export import lower_to_pte, runner_metadata
+    from edgeslm.backends.executorch.runtime import PteModel
+
+    ckpt, name = job.ckpt, f"model-{recipe_name}.pte"
+    rec = get_recipe(recipe_name, job.group_size)
+    job.status(f"executorch: quantizing ({recipe_name})")
+    t = time.perf_counter()
+    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True)
+    applied = apply_recipe(dec, rec)
+    obs_q = job.obs_fp32
+    if applied:
+        obs_q = observe(EagerDecoder(dec), job.prompt_ids)
+        job.check("quantization", recipe_name, "edgeslm fp32 eager", f"{recipe_name} eager", job.obs_fp32, obs_q,
+                  name)
+    job.status(f"executorch: lowering to {name}")
+    meta = runner_metadata(dec, ckpt.special.bos_id, ckpt.special.eos_ids)
+    facts = lower_to_pte(dec, meta, tmp / name)
+    job.timings["executorch_export_s"] = time.perf_counter() - t
+    del dec
+    job.status(f"executorch: parity in {RUNTIME}")
+    obs_rt = observe(RuntimeStepModel(PteModel(tmp / name)), job.prompt_ids)
+    job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
+    job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in executorch", job.obs_ref, obs_rt, name,
+              gated=False)
+    return {
+        **file_entry(tmp, name),
+        "backend": "executorch",
+        "runtime": RUNTIME,
+        "recipe": recipe_name,
+        "quantization": [r.describe() for r in rec.rules] if applied else [],
+        "parity": job.artifact_parity(name),
+        **facts,
+        "metadata": meta,
+    }
+
+
+def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
+    from edgeslm.backends.executorch.runtime import generate_with_runner
+
+    return generate_with_runner(bundle / artifact["file"], bundle / "tokenizer.json", prompt, max_new_tokens,
+                                temperature, on_token)

@@ -1,0 +1,101 @@
+"""ONNX backend: the decoder exported with past/present KV → a folder onnxruntime-genai loads; int4/int8 weights
+via onnxruntime's MatMulNBits quantizer; parity in onnxruntime (CPU EP) and a greedy check in onnxruntime-genai.
+
+Stages (each in the real runtime): lowering = edgeslm fp32 eager → fp32 ONNX in onnxruntime; quantization =
+fp32 ONNX → quantized ONNX, both in onnxruntime (the quantizer rewrites the exported graph's weights, so the
+quantization error is measured where it happens).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from edgeslm.backends.base import ExportJob
+from edgeslm.bundle.files import file_entry
+from edgeslm.errors import InputError
+from edgeslm.model.build import build_decoder
+from edgeslm.parity.models import RuntimeStepModel
+from edgeslm.parity.stages import observe
+from edgeslm.quant.recipes import get_recipe
+
+RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
+RECIPES = ("fp32", "int4", "int8")
+BITS = {"4w": 4, "8w": 8}
+
+
+def _matmul_scheme(recipe) -> tuple[int, int] | None:
+    """(bits, block) of the recipe's linear rule; ONNX applies one scheme to every weight MatMul."""
+    linear_rules = {(r.scheme, r.group_size) for r in recipe.rules if r.pattern != "embed_tokens"}
+    if linear_rules == {("fp32", 0)}:
+        return None
+    if len(linear_rules) != 1 or next(iter(linear_rules))[0] not in BITS:
+        raise InputError(f"recipe {recipe.name} mixes schemes across linear layers",
+                         "the ONNX backend applies one MatMulNBits scheme to every linear layer")
+    scheme, group = next(iter(linear_rules))
+    return BITS[scheme], group or 32
+
+
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
+    from edgeslm.backends.onnx.export import MODEL_FILE, export_onnx, quantize_matmul_nbits, write_genai_config
+    from edgeslm.backends.onnx.runtime import OrtModel, genai_greedy_tokens
+
+    ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
+    scheme = _matmul_scheme(rec)
+    folder_name = f"onnx-{recipe_name}"
+    folder = tmp / folder_name
+    folder.mkdir()
+    name = f"{folder_name}/{MODEL_FILE}"
+    job.status(f"onnx: exporting {name}")
+    t = time.perf_counter()
+    dec = build_decoder(ckpt, job.context_length)
+    facts = export_onnx(dec, folder / MODEL_FILE)
+    providers = job.target.onnx.get("provider_options", [])
+    sp = ckpt.special
+    write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, ckpt.generation, providers)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tmp / f, folder / f)
+    del dec
+    job.status(f"onnx: parity in {RUNTIME}")
+    obs = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
+    job.check("lowering", recipe_name, "edgeslm fp32 eager", "fp32 ONNX in onnxruntime", job.obs_fp32, obs, name)
+    if scheme:
+        bits, block = scheme
+        job.status(f"onnx: MatMulNBits {bits}-bit, block {block}")
+        quantize_matmul_nbits(folder / MODEL_FILE, bits, block)
+        obs_q = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
+        job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
+                  obs, obs_q, name)
+        obs = obs_q
+    job.timings["onnx_export_s"] = time.perf_counter() - t
+    job.check("end_to_end", recipe_name, "transformers fp32", f"{recipe_name} ONNX in onnxruntime", job.obs_ref,
+              obs, name, gated=False)
+    job.status("onnx: greedy in onnxruntime-genai")
+    genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, obs.greedy)]
+    genai_exact = sum(a == b for a, b in zip(genai, obs.greedy))
+    parity = job.artifact_parity(name)
+    if genai_exact != len(genai):
+        parity = "failed"
+    configured = [next(iter(p)) for p in providers]
+    return {
+        **file_entry(tmp, name),
+        "files": [file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir())
+                  if p.name != MODEL_FILE],
+        "backend": "onnx",
+        "runtime": RUNTIME,
+        "recipe": recipe_name,
+        "quantization": [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
+        if scheme else [],
+        "parity": parity,
+        "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
+                                "not_run_here": [p for p in configured if p != "cpu"]},
+        "onnxruntime_genai": {"loaded": True, "greedy_exact": genai_exact, "prompts": len(genai)},
+        **facts,
+    }
+
+
+def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
+    from edgeslm.backends.onnx.runtime import generate_with_genai
+
+    return generate_with_genai((bundle / artifact["file"]).parent, prompt, max_new_tokens, temperature, on_token)

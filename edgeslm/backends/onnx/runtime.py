@@ -1,0 +1,96 @@
+"""Run an ONNX bundle folder here: plain onnxruntime (parity, CPU EP) and onnxruntime-genai (generation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from edgeslm.backends.onnx.export import MODEL_FILE
+
+
+class OrtModel:
+    """``step(tokens, start_pos) -> last logits`` over an onnxruntime session, carrying past/present KV."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime as ort
+
+        cfg = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+        self.sess = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+        self.n_layers, self.n_kv, self.hd = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_size"]
+        self.past: list[np.ndarray] = []
+
+    def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if start_pos == 0:
+            self.past = [np.zeros((1, self.n_kv, 0, self.hd), np.float32) for _ in range(2 * self.n_layers)]
+        elif self.past[0].shape[2] != start_pos:
+            raise ValueError(f"step at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
+        n = len(tokens)
+        feeds = {
+            "input_ids": np.array([tokens], np.int64),
+            "attention_mask": np.ones((1, start_pos + n), np.int64),
+            "position_ids": np.arange(start_pos, start_pos + n, dtype=np.int64)[None],
+        }
+        for i in range(self.n_layers):
+            feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
+            feeds[f"past_key_values.{i}.value"] = self.past[2 * i + 1]
+        logits, *self.past = self.sess.run(None, feeds)
+        return torch.from_numpy(logits[0, -1].copy())
+
+
+def load_genai_model(folder: Path):
+    """onnxruntime_genai.Model on this machine's CPU: the folder's configured EPs (CUDA, QNN, ...) are for the
+    device and are not available here, so they are cleared for local runs (the files are left untouched)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.clear_providers()
+    return og.Model(config)
+
+
+def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperature: float = 0.0,
+                        on_token: Callable[[str], None] | None = None) -> str:
+    """Generate through onnxruntime_genai (the runtime the mobile and Jetson apps link)."""
+    import onnxruntime_genai as og
+
+    model = load_genai_model(folder)
+    tok = og.Tokenizer(model)
+    stream = tok.create_stream()
+    ids = tok.encode(prompt)
+    params = og.GeneratorParams(model)
+    opts = {"max_length": min(len(ids) + max_new_tokens, json.loads((folder / "genai_config.json").read_text())
+                              ["model"]["context_length"])}
+    if temperature > 0:
+        opts.update(do_sample=True, temperature=temperature)
+    else:
+        opts.update(do_sample=False)
+    params.set_search_options(**opts)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    pieces = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        piece = stream.decode(gen.get_next_tokens()[0])
+        pieces.append(piece)
+        if on_token:
+            on_token(piece)
+    return "".join(pieces)
+
+
+def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
+    """Greedy token ids from onnxruntime_genai for a tokenized prompt (for parity with transformers)."""
+    import onnxruntime_genai as og
+
+    model = load_genai_model(folder)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + n, min_length=len(ids) + n)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    out = []
+    while not gen.is_done() and len(out) < n:
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    return out
