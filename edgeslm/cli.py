@@ -157,6 +157,37 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@handle_errors
+def inspect(bundle, as_json):
+    """Show each artifact's inputs/outputs, opset, ops and weight bytes by dtype, read from the files."""
+    from edgeslm.bundle.inspect import inspect_bundle
+
+    with native_output_silenced() as (out, _):
+        arts = inspect_bundle(bundle)
+        if as_json:
+            out.write(json.dumps(arts, indent=2) + "\n")
+            return
+        for a in arts:
+            out.write(f"{a['file']}  [{a['backend']} / {a['recipe']}]  {a['bytes']:,} bytes  parity {a['parity']}\n")
+            if "opset" in a:
+                out.write(f"  opset: {a['opset']}\n")
+            for kind in ("inputs", "outputs"):
+                for v in a[kind][:6]:
+                    out.write(f"  {kind[:-1]:6} {v.get('name', ''):28} {v['dtype']:8} {v['shape']}\n")
+                if len(a[kind]) > 6:
+                    out.write(f"  ... {len(a[kind]) - 6} more {kind}\n")
+            if "weight_bytes_by_dtype" in a:
+                w = ", ".join(f"{k} {v:,}" for k, v in a["weight_bytes_by_dtype"].items())
+                out.write(f"  weights by dtype: {w}\n")
+                top = ", ".join(f"{k} {v}" for k, v in list(a["ops"].items())[:8])
+                out.write(f"  ops: {top}\n")
+            if "runner_metadata" in a:
+                out.write(f"  runner metadata: {a['runner_metadata']}\n")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
 @handle_errors
 def verify(bundle):
     """Re-check a bundle: manifest schema, every listed file present with its size and sha256."""

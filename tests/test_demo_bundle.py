@@ -141,3 +141,18 @@ def test_force_replaces_existing_bundle(demo_bundle, tmp_path):
     doc = json.loads(res.stdout)
     assert doc["passed"] and doc["artifacts"][0]["file"] == "model-fp32.pte"
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp or backup folders left
+
+
+def test_inspect_reads_the_artifacts(demo_bundle):
+    out, _ = demo_bundle
+    res = CliRunner().invoke(main, ["inspect", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    et, onnx = json.loads(res.stdout)
+    assert et["runner_metadata"]["get_max_seq_len"] == 512 and et["inputs"][0]["dtype"] == "int64"
+    assert onnx["opset"]["ai.onnx"] == 21
+    assert onnx["ops"]["MatMulNBits"] == 4 * 7 + 1  # every projection of the 4 layers, and lm_head
+    assert onnx["weight_bytes_by_dtype"]["uint8"] > 0  # packed 4-bit weights
+    names = [i["name"] for i in onnx["inputs"]]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and len(names) == 3 + 2 * 4
+    text = CliRunner().invoke(main, ["inspect", str(out)]).stdout
+    assert "weights by dtype" in text and "runner metadata" in text

@@ -50,7 +50,18 @@ def export_onnx(decoder: Decoder, path: Path) -> dict:
         prog = torch.onnx.export(_WithPast(decoder).eval(), example, dynamo=True, input_names=inputs,
                                  output_names=outputs, dynamic_shapes=dynamic, opset_version=21)
     prog.save(str(path), external_data=True)
+    _name_mask_axis(path)
     return {"opset": 21, "inputs": inputs[:3] + ["past_key_values.*"], "outputs": outputs[:1] + ["present.*"]}
+
+
+def _name_mask_axis(path: Path) -> None:
+    """Give attention_mask's length the name onnxruntime-genai's docs use (the exporter invents one)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    mask = next(v for v in model.graph.input if v.name == "attention_mask")
+    mask.type.tensor_type.shape.dim[1].dim_param = "total_sequence_length"
+    onnx.save(model, str(path))
 
 
 def quantize_matmul_nbits(path: Path, bits: int, block_size: int) -> None:

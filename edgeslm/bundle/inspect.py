@@ -1,0 +1,83 @@
+"""``edgeslm inspect``: what is inside each artifact of a bundle, read from the artifact itself (not the manifest).
+
+ONNX: inputs/outputs with symbolic shapes, opset, op counts, weight bytes by dtype (initializers, external data
+included). ExecuTorch: methods, forward's inputs/outputs (upper-bound shapes), the runner metadata baked in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from edgeslm.bundle.manifest import read_manifest
+
+
+def _onnx(path: Path) -> dict:
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+
+    def shape(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    def dtype(elem: int) -> str:
+        return helper.tensor_dtype_to_np_dtype(elem).name if elem != onnx.TensorProto.BFLOAT16 else "bfloat16"
+
+    by_dtype: Counter = Counter()
+    for init in g.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        np_dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+        by_dtype[dtype(init.data_type)] += n * np_dtype.itemsize
+    return {
+        "format": "onnx",
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "inputs": [{"name": v.name, "dtype": dtype(v.type.tensor_type.elem_type), "shape": shape(v)} for v in g.input],
+        "outputs": [{"name": v.name, "dtype": dtype(v.type.tensor_type.elem_type), "shape": shape(v)}
+                    for v in g.output],
+        "ops": dict(Counter(n.op_type for n in g.node).most_common()),
+        "weight_bytes_by_dtype": dict(by_dtype),
+    }
+
+
+def _pte(path: Path) -> dict:
+    from edgeslm.backends.executorch.runtime import _register_kernels
+
+    _register_kernels()
+    from executorch.runtime import Runtime
+
+    prog = Runtime.get().load_program(str(path))
+    meta = prog.metadata("forward")
+
+    names = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool", 15: "bfloat16"}
+
+    def info(t):  # shapes are the upper bounds the program was planned for
+        return {"dtype": names.get(int(t.dtype()), str(t.dtype())), "shape": list(t.sizes())}
+
+    constants = {}
+    for name in sorted(prog.method_names - {"forward"}):
+        (value,) = prog.load_method(name).execute([])
+        constants[name] = value.tolist() if hasattr(value, "tolist") else value
+    return {
+        "format": "executorch",
+        "methods": sorted(prog.method_names),
+        "inputs": [info(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+        "outputs": [info(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
+        "runner_metadata": constants,
+    }
+
+
+READERS = {"onnx": _onnx, "executorch": _pte}
+
+
+def inspect_bundle(bundle: Path) -> list[dict]:
+    m = read_manifest(bundle)
+    out = []
+    for a in m["artifacts"]:
+        total = a["bytes"] + sum(f["bytes"] for f in a.get("files", []))
+        out.append({"file": a["file"], "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
+                    "parity": a["parity"], **READERS[a["backend"]](bundle / a["file"])})
+    return out
