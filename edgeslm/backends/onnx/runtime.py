@@ -94,3 +94,27 @@ def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
         gen.generate_next_token()
         out.append(int(gen.get_next_tokens()[0]))
     return out
+
+
+class GenaiModel:
+    """``step(tokens, start_pos) -> last logits`` through onnxruntime-genai itself, for any folder it loads
+    (ours or another exporter's), so parity can be measured on exactly what an app would run."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model = load_genai_model(folder)
+        self.gen = None
+
+    def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if start_pos == 0:
+            params = self.og.GeneratorParams(self.model)
+            params.set_search_options(do_sample=False, max_length=self.model_context())
+            self.gen = self.og.Generator(self.model, params)
+        self.gen.append_tokens(tokens)
+        logits = np.asarray(self.gen.get_output("logits"))
+        return torch.from_numpy(logits.reshape(-1, logits.shape[-1])[-1].astype(np.float32).copy())
+
+    def model_context(self) -> int:
+        return 512
