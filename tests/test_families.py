@@ -102,3 +102,17 @@ def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
 
     graph = onnx.load(str(tmp_path / "b" / "onnx-int4" / "model.onnx"), load_external_data=False).graph
     assert sum(n.op_type == "MatMulNBits" for n in graph.node) >= 7 * 2  # every projection of both layers
+
+
+@pytest.mark.parametrize("recipe,dtype", [("fp16", "float16"), ("int8", "float32")])
+def test_onnx_fp16_and_int8(recipe, dtype, tiny_dir, tmp_path):
+    import onnx
+
+    res = export(str(tiny_dir("qwen3")), "jetson-orin", tmp_path / "b", recipe=recipe, context_length=64)
+    (art,) = res.artifacts
+    assert art["onnxruntime_genai"]["greedy_exact"] == 8  # the folder loads and runs in onnxruntime-genai
+    q = _check(res, "quantization")
+    assert 0 < q["metrics"]["kl_mean"] < 0.05 and q["metrics"]["top1_agreement"] > 0.9
+    graph = onnx.load(str(tmp_path / "b" / art["file"]), load_external_data=False).graph
+    past = next(i for i in graph.input if i.name == "past_key_values.0.key")
+    assert onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).name == dtype

@@ -70,6 +70,7 @@ RECIPES: dict[str, Recipe] = {
             "int8 weights, per channel, on every linear (run with dynamic int8 activations) and the embeddings",
         ),
         # Weight-only schemes for runtimes with native block-quantized MatMul (ONNX Runtime MatMulNBits).
+        Recipe("fp16", (Rule("*", "fp16"),), "fp16 weights, activations and KV cache (ONNX)"),
         Recipe("int4", (Rule("embed_tokens", "fp32"), Rule("*", "4w", 32)),
                "int4 weight-only, block 32, symmetric, on every linear; fp32 embeddings"),
         Recipe("int8", (Rule("embed_tokens", "fp32"), Rule("*", "8w", 32)),

@@ -21,15 +21,17 @@ from edgeslm.parity.stages import observe
 from edgeslm.quant.recipes import get_recipe
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
-RECIPES = ("fp32", "int4", "int8")
+RECIPES = ("fp32", "fp16", "int4", "int8")
 BITS = {"4w": 4, "8w": 8}
 
 
-def _matmul_scheme(recipe) -> tuple[int, int] | None:
-    """(bits, block) of the recipe's linear rule; ONNX applies one scheme to every weight MatMul."""
+def _matmul_scheme(recipe) -> tuple[int, int] | str | None:
+    """(bits, block) of the recipe's linear rule, "fp16", or None; ONNX applies one scheme to every MatMul."""
     linear_rules = {(r.scheme, r.group_size) for r in recipe.rules if r.pattern != "embed_tokens"}
     if linear_rules == {("fp32", 0)}:
         return None
+    if linear_rules == {("fp16", 0)}:
+        return "fp16"
     if len(linear_rules) != 1 or next(iter(linear_rules))[0] not in BITS:
         raise InputError(f"recipe {recipe.name} mixes schemes across linear layers",
                          "the ONNX backend applies one MatMulNBits scheme to every linear layer")
@@ -38,7 +40,13 @@ def _matmul_scheme(recipe) -> tuple[int, int] | None:
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
-    from edgeslm.backends.onnx.export import MODEL_FILE, export_onnx, quantize_matmul_nbits, write_genai_config
+    from edgeslm.backends.onnx.export import (
+        MODEL_FILE,
+        convert_fp16,
+        export_onnx,
+        quantize_matmul_nbits,
+        write_genai_config,
+    )
     from edgeslm.backends.onnx.runtime import OrtModel, genai_greedy_tokens
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
@@ -62,10 +70,13 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     obs = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
     job.check("lowering", recipe_name, "edgeslm fp32 eager", "fp32 ONNX in onnxruntime", job.obs_fp32, obs, name)
     if scheme:
-        bits, block = scheme
-        job.status(f"onnx: MatMulNBits {bits}-bit, block {block}")
         tq = time.perf_counter()
-        quantize_matmul_nbits(folder / MODEL_FILE, bits, block)
+        if scheme == "fp16":
+            job.status("onnx: converting to fp16")
+            convert_fp16(folder / MODEL_FILE)
+        else:
+            job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}")
+            quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
         lowering_s += time.perf_counter() - tq
         obs_q = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
         job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
@@ -89,8 +100,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
         "backend": "onnx",
         "runtime": RUNTIME,
         "recipe": recipe_name,
-        "quantization": [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
-        if scheme else [],
+        "quantization": ([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
+                         else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]),
         "parity": parity,
         "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
                                 "not_run_here": [p for p in configured if p != "cpu"]},

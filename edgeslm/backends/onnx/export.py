@@ -128,3 +128,15 @@ def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, 
     }
     (folder / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return config
+
+
+def convert_fp16(path: Path) -> None:
+    """fp16 weights, activations and KV cache (onnxruntime's float16 converter), in place."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=False, disable_shape_infer=True)
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    onnx.save(model, str(path), save_as_external_data=True, location=data.name)

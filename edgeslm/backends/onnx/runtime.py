@@ -21,11 +21,13 @@ class OrtModel:
         cfg = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
         self.sess = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
         self.n_layers, self.n_kv, self.hd = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_size"]
+        kv_type = next(i.type for i in self.sess.get_inputs() if i.name == "past_key_values.0.key")
+        self.kv_dtype = np.float16 if "float16" in kv_type else np.float32
         self.past: list[np.ndarray] = []
 
     def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if start_pos == 0:
-            self.past = [np.zeros((1, self.n_kv, 0, self.hd), np.float32) for _ in range(2 * self.n_layers)]
+            self.past = [np.zeros((1, self.n_kv, 0, self.hd), self.kv_dtype) for _ in range(2 * self.n_layers)]
         elif self.past[0].shape[2] != start_pos:
             raise ValueError(f"step at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
         n = len(tokens)
@@ -38,7 +40,7 @@ class OrtModel:
             feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
             feeds[f"past_key_values.{i}.value"] = self.past[2 * i + 1]
         logits, *self.past = self.sess.run(None, feeds)
-        return torch.from_numpy(logits[0, -1].copy())
+        return torch.from_numpy(logits[0, -1].astype(np.float32))
 
 
 def load_genai_model(folder: Path):
