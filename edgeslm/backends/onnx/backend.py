@@ -16,6 +16,7 @@ from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import file_entry
 from edgeslm.errors import InputError
 from edgeslm.model.build import build_decoder
+from edgeslm.model.checkpoint import TOKENIZER_FILES
 from edgeslm.parity.models import RuntimeStepModel
 from edgeslm.parity.stages import observe
 from edgeslm.quant.recipes import get_recipe
@@ -63,8 +64,9 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     providers = job.target.onnx.get("provider_options", [])
     sp = ckpt.special
     write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, ckpt.generation, providers)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(tmp / f, folder / f)
+    for f in TOKENIZER_FILES:  # onnxruntime-genai reads the tokenizer from the model folder
+        if (tmp / f).is_file():
+            shutil.copyfile(tmp / f, folder / f)
     del dec
     job.status(f"onnx: parity in {RUNTIME}")
     obs = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
