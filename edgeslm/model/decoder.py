@@ -284,8 +284,3 @@ class Decoder(nn.Module):
                                               key_mask)
             presents += [k, v]
         return self._logits(h, True), presents
-
-    def reset_cache(self) -> None:
-        for layer in self.layers:
-            layer.self_attn.k_cache.zero_()
-            layer.self_attn.v_cache.zero_()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -49,7 +48,6 @@ class Family:
     qkv_bias: bool | None = None  # None: read config.attention_bias
     fused_projections: bool = False
     weight_prefixes: tuple[str, ...] = ("model.",)
-    extra_transforms: tuple[Callable, ...] = field(default=())
 
     def spec(self, config, max_seq_len: int, weights: dict[str, torch.Tensor]) -> DecoderSpec:
         heads = config.num_attention_heads

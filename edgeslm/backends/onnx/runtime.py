@@ -107,16 +107,14 @@ class GenaiModel:
 
         self.og = og
         self.model = load_genai_model(folder)
+        self.context = json.loads((folder / "genai_config.json").read_text())["model"]["context_length"]
         self.gen = None
 
     def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if start_pos == 0:
             params = self.og.GeneratorParams(self.model)
-            params.set_search_options(do_sample=False, max_length=self.model_context())
+            params.set_search_options(do_sample=False, max_length=self.context)
             self.gen = self.og.Generator(self.model, params)
         self.gen.append_tokens(tokens)
         logits = np.asarray(self.gen.get_output("logits"))
         return torch.from_numpy(logits.reshape(-1, logits.shape[-1])[-1].astype(np.float32).copy())
-
-    def model_context(self) -> int:
-        return 512
