@@ -232,7 +232,7 @@ class Decoder(nn.Module):
     def __init__(
         self,
         spec: DecoderSpec,
-        rope: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        rope: dict[str, tuple[torch.Tensor, float]],
         use_custom_ops: bool = False,
         cache_dtype: torch.dtype = torch.float32,
     ):
@@ -245,19 +245,23 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(Layer(spec, i, use_custom_ops, cache_dtype) for i in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.norm_eps, spec.norm_offset)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        # Rope as (inv_freq, scaling) per layer type, computed in the graph exactly as transformers does: no
+        # [max_seq_len, head_dim] tables stored in the artifact.
         self.rope_keys = sorted(rope)
-        for key, (cos, sin) in rope.items():
-            self.register_buffer(f"rope_cos_{key}", cos[: spec.max_seq_len].float().contiguous(), persistent=False)
-            self.register_buffer(f"rope_sin_{key}", sin[: spec.max_seq_len].float().contiguous(), persistent=False)
+        self.rope_scaling = {k: float(scale) for k, (_, scale) in rope.items()}
+        for key, (inv_freq, _) in rope.items():
+            self.register_buffer(f"rope_inv_freq_{key}", inv_freq.float().contiguous(), persistent=False)
 
     def _embed(self, tokens, input_pos):
         h = self.embed_tokens(tokens)
         if self.spec.embed_scale != 1.0:
             h = h * self.spec.embed_scale
-        tables = {
-            k: (getattr(self, f"rope_cos_{k}")[input_pos], getattr(self, f"rope_sin_{k}")[input_pos])
-            for k in self.rope_keys
-        }
+        tables = {}
+        for k in self.rope_keys:
+            freqs = input_pos[:, None].float() * getattr(self, f"rope_inv_freq_{k}")[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            scale = self.rope_scaling[k]
+            tables[k] = (emb.cos() * scale, emb.sin() * scale) if scale != 1.0 else (emb.cos(), emb.sin())
         return h, tables
 
     def _logits(self, h, full: bool):

@@ -143,11 +143,13 @@ def family_for(config) -> Family:
     return fam
 
 
-def rope_tables(config, max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """cos/sin tables for positions 0..max_seq_len-1, computed by the family's own transformers rotary module.
+def rope_tables(config, max_seq_len: int) -> dict[str, tuple[torch.Tensor, float]]:
+    """(inv_freq, attention_scaling) per layer type, taken from the family's own transformers rotary module.
 
     Using transformers' RotaryEmbedding (and so its ROPE_INIT_FUNCTIONS: llama3, yarn, longrope, ...) means
-    every rope-scaling variant matches the reference exactly without being re-implemented here.
+    every rope-scaling variant matches the reference without being re-implemented here. The module is run
+    once over the whole context first, so length-dependent variants settle on the frequencies for it.
+    The decoder recomputes cos/sin from these exactly as transformers does; that is checked here.
     """
     from transformers import AutoModelForCausalLM
 
@@ -159,9 +161,16 @@ def rope_tables(config, max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch
     rotary = rotary_cls(config)
     pos = torch.arange(max_seq_len)[None, :]
     x = torch.zeros(1, dtype=torch.float32)
-    if "layer_type" in inspect.signature(rotary.forward).parameters:
-        types = sorted(set(config.layer_types))
-        return {t: tuple(z[0] for z in rotary(x, pos, layer_type=t)) for t in types}
-    cos, sin = rotary(x, pos)
+    per_type = "layer_type" in inspect.signature(rotary.forward).parameters
     types = sorted(set(getattr(config, "layer_types", None) or ["full_attention"]))
-    return {t: (cos[0], sin[0]) for t in types}
+    out = {}
+    for t in types:
+        cos, _ = rotary(x, pos, layer_type=t) if per_type else rotary(x, pos)
+        inv = getattr(rotary, f"{t}_inv_freq") if per_type else rotary.inv_freq
+        scale = getattr(rotary, f"{t}_attention_scaling") if per_type else rotary.attention_scaling
+        freqs = pos[0, :, None].float() * inv.float()[None, :]
+        if not torch.allclose(torch.cat((freqs, freqs), -1).cos() * scale, cos[0], atol=1e-6):
+            raise InputError(f"rope of {config.model_type} ({t}) is not reproducible from its inv_freq",
+                             "this rope variant is not supported yet; please report it")
+        out[t] = (inv.detach().clone(), float(scale))
+    return out
