@@ -47,7 +47,7 @@ def handle_errors(fn):
 @click.group()
 @click.version_option(package_name="edgeslm")
 def main() -> None:
-    """Export small language models to on-device runtimes, with parity and latency reports."""
+    """Export small language models to on-device runtimes, with staged parity reports."""
     import logging
     import warnings
 
