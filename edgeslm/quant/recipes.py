@@ -71,10 +71,10 @@ RECIPES: dict[str, Recipe] = {
         ),
         # Weight-only schemes for runtimes with native block-quantized MatMul (ONNX Runtime MatMulNBits).
         Recipe("fp16", (Rule("*", "fp16"),), "fp16 weights, activations and KV cache (ONNX)"),
-        Recipe("int4", (Rule("embed_tokens", "fp32"), Rule("*", "4w", 32)),
-               "int4 weight-only, block 32, symmetric, on every linear; fp32 embeddings"),
-        Recipe("int8", (Rule("embed_tokens", "fp32"), Rule("*", "8w", 32)),
-               "int8 weight-only, block 32, symmetric, on every linear; fp32 embeddings"),
+        Recipe("int4", (Rule("*", "4w", 32),),
+               "int4 weight-only, block 32, symmetric, on every linear and the embedding table"),
+        Recipe("int8", (Rule("*", "8w", 32),),
+               "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
     )
 }
 

@@ -26,8 +26,9 @@ RECIPES = ("fp32", "fp16", "int4", "int8")
 BITS = {"4w": 4, "8w": 8}
 
 
-def _matmul_scheme(recipe) -> tuple[int, int] | str | None:
-    """(bits, block) of the recipe's linear rule, "fp16", or None; ONNX applies one scheme to every MatMul."""
+def _matmul_scheme(recipe) -> tuple[int, int, bool] | str | None:
+    """(bits, block, embeddings too) of the recipe's rules, "fp16", or None; ONNX applies one scheme to every
+    weight MatMul, and the same one to the embedding table (Gather) when the recipe's embed rule names it."""
     linear_rules = {(r.scheme, r.group_size) for r in recipe.rules if r.pattern != "embed_tokens"}
     if linear_rules == {("fp32", 0)}:
         return None
@@ -37,7 +38,11 @@ def _matmul_scheme(recipe) -> tuple[int, int] | str | None:
         raise InputError(f"recipe {recipe.name} mixes schemes across linear layers",
                          "the ONNX backend applies one MatMulNBits scheme to every linear layer")
     scheme, group = next(iter(linear_rules))
-    return BITS[scheme], group or 32
+    embed = recipe.rule_for("embed_tokens")
+    if embed is not None and embed.scheme not in ("fp32", scheme):
+        raise InputError(f"recipe {recipe.name}: embeddings must be fp32 or {scheme} for the ONNX backend",
+                         "use the same scheme for embed_tokens as for the linear layers, or fp32")
+    return BITS[scheme], group or 32, embed is not None and embed.scheme == scheme
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
@@ -77,7 +82,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
             job.status("onnx: converting to fp16")
             convert_fp16(folder / MODEL_FILE)
         else:
-            job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}")
+            job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
+                       + (" (+ embeddings)" if scheme[2] else ""))
             quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
         lowering_s += time.perf_counter() - tq
         obs_q = observe(RuntimeStepModel(OrtModel(folder)), job.prompt_ids)
@@ -103,7 +109,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
         "runtime": RUNTIME,
         "recipe": recipe_name,
         "quantization": ([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
-                         else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]),
+                         else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
+                         + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else [])),
         "parity": parity,
         "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
                                 "not_run_here": [p for p in configured if p != "cpu"]},

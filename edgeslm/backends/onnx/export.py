@@ -64,13 +64,16 @@ def _name_mask_axis(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_matmul_nbits(path: Path, bits: int, block_size: int) -> None:
-    """Replace MatMul weights in place with MatMulNBits (symmetric, block-wise RTN), as ORT's tool does."""
+def quantize_matmul_nbits(path: Path, bits: int, block_size: int, embeddings: bool = False) -> None:
+    """Replace MatMul weights in place with MatMulNBits (symmetric, block-wise RTN), as ORT's tool does; with
+    ``embeddings`` the embedding Gather becomes GatherBlockQuantized too."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(path))
-    q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4)
+    extra = {"op_types_to_quantize": ("MatMul", "Gather"), "quant_axes": (("MatMul", 0), ("Gather", 1))}
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4,
+                             **(extra if embeddings else {}))
     q.process()
     data = path.with_name(path.name + ".data")
     if data.exists():
