@@ -44,13 +44,10 @@ def _onnx(path: Path) -> dict:
 
 
 def _pte(path: Path) -> dict:
-    from edgeslm.backends.executorch.runtime import _register_kernels
+    from edgeslm.backends.executorch.runtime import PteModel
 
-    _register_kernels()
-    from executorch.runtime import Runtime
-
-    prog = Runtime.get().load_program(str(path))
-    meta = prog.metadata("forward")
+    pte = PteModel(path)
+    prog, meta = pte.program, pte.program.metadata("forward")
 
     names = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool", 15: "bfloat16"}
 
@@ -59,7 +56,7 @@ def _pte(path: Path) -> dict:
 
     constants = {}
     for name in sorted(prog.method_names - {"forward"}):
-        (value,) = prog.load_method(name).execute([])
+        value = pte.metadata(name)
         constants[name] = value.tolist() if hasattr(value, "tolist") else value
     return {
         "format": "executorch",
