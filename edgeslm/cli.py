@@ -62,9 +62,10 @@ def main() -> None:
 @click.option("--target", "-t", default="android", show_default=True, help="Built-in target name or a .toml file.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: out/MODEL-TARGET].")
 @click.option("--backend", "-b", "backends", multiple=True,
-              help="Backend(s) to build instead of the target's: executorch, onnx (repeatable).")
+              help="Backend(s) to build instead of the target's: executorch, onnx, coreml (repeatable).")
 @click.option("--recipe", help="Quantization recipe for every backend (overrides the target's): "
-              "fp32, 8da4w, int8w (executorch); fp32, int4, int8 (onnx).")
+              "fp32, 8da4w, int8w (executorch); fp32, fp16, int4, int8 (onnx); fp16, int8, int4 (alias "
+              "int4-block32), palettize4 (coreml).")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports.")
@@ -107,7 +108,11 @@ def export(model, target, output, backends, recipe, group_size, revision, contex
 def _print_summary(res) -> None:
     from rich.table import Table
 
-    table = Table(title=f"parity: {'PASSED' if res.passed else 'FAILED'}")
+    not_run = res.parity.get("not_run", [])
+    verdict = "PASSED" if res.passed else "FAILED"
+    if not_run:
+        verdict += f" ({len(not_run)} stage{'s' if len(not_run) > 1 else ''} not run on this platform)"
+    table = Table(title=f"parity: {verdict}")
     for col in ("artifact", "stage", "top-1", "mean KL", "greedy", "gate"):
         table.add_column(col)
     for c in res.parity["checks"]:
@@ -115,11 +120,19 @@ def _print_summary(res) -> None:
         gate = "—" if g["thresholds"] is None else ("pass" if g["passed"] else "[red]FAIL[/red] " + "; ".join(g["failures"]))
         table.add_row(c["artifact"] or "—", c["stage"], f"{m['top1_agreement']:.3f}", f"{m['kl_mean']:.2g}",
                       f"{m['greedy_prefix_mean']:.3f}", gate)
+    for v in res.parity.get("validations", []):
+        if v["status"] == "not_run":
+            table.add_row(v["artifact"], v["stage"], "", "", "", "[yellow]NOT RUN[/yellow] on this platform")
+        else:
+            failed = [c["check"] for c in v["checks"] if not c["passed"]]
+            table.add_row(v["artifact"], v["stage"], "", "", "",
+                          "pass" if not failed else "[red]FAIL[/red] " + "; ".join(failed))
     con = _console(stderr=False)
     con.print(table)
     for a in res.artifacts:
         size = a["bytes"] + sum(f["bytes"] for f in a.get("files", []) if not f["file"].endswith(".json"))
-        con.print(f"{res.out / a['file']}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
+        path = res.out / a.get("package", a["file"])
+        con.print(f"{path}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
     con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
 
 
@@ -172,9 +185,13 @@ def inspect(bundle, as_json):
             out.write(f"{a['file']}  [{a['backend']} / {a['recipe']}]  {a['bytes']:,} bytes  parity {a['parity']}\n")
             if "opset" in a:
                 out.write(f"  opset: {a['opset']}\n")
+            if "minimum_deployment_target" in a:
+                out.write(f"  Core ML {a['format']}, minimum deployment target {a['minimum_deployment_target']}, "
+                          f"{len(a['states'])} states {a['states'][0]['shape'] if a['states'] else ''}\n")
             for kind in ("inputs", "outputs"):
                 for v in a[kind][:6]:
-                    out.write(f"  {kind[:-1]:6} {v.get('name', ''):28} {v['dtype']:8} {v['shape']}\n")
+                    rng = f"  range {v['range']}" if v.get('range') else ''
+                    out.write(f"  {kind[:-1]:6} {v.get('name', ''):28} {v['dtype']:8} {v['shape']}{rng}\n")
                 if len(a[kind]) > 6:
                     out.write(f"  ... {len(a[kind]) - 6} more {kind}\n")
             if "weight_bytes_by_dtype" in a:
@@ -182,6 +199,8 @@ def inspect(bundle, as_json):
                 out.write(f"  weights by dtype: {w}\n")
                 top = ", ".join(f"{k} {v}" for k, v in list(a["ops"].items())[:8])
                 out.write(f"  ops: {top}\n")
+            if a.get("metadata"):
+                out.write(f"  metadata: {a['metadata']}\n")
             if "runner_metadata" in a:
                 out.write(f"  runner metadata: {a['runner_metadata']}\n")
 

@@ -28,7 +28,7 @@ from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, observe
-from edgeslm.quant.recipes import get_recipe
+from edgeslm.quant.recipes import canonical, get_recipe
 from edgeslm.target import Target, load_target
 
 Status = Callable[[str], None]
@@ -82,7 +82,7 @@ def _plan(tgt: Target, backends, recipe, group_size) -> list[tuple[str, str]]:
     for b in chosen:
         if b not in BACKEND_NAMES:
             raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(BACKEND_NAMES)}")
-        r = recipe or tgt.recipe_for(b)
+        r = canonical(recipe or tgt.recipe_for(b))
         get_recipe(r, group_size)
         supported = get_backend(b).RECIPES
         if r not in supported:
@@ -144,9 +144,9 @@ def export(
             artifacts.append(get_backend(backend_name).export(job, recipe_name, tmp))
 
         status("writing bundle")
-        doc = parity_document(source.model_id, tgt.name, checks)
+        doc = parity_document(source.model_id, tgt.name, checks, job.validations)
         reports = write_parity(tmp, doc)
-        passed = doc["passed"]
+        passed = doc["passed"] and all(a["parity"] != "failed" for a in artifacts)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "kind": "edgeslm-bundle",

@@ -2,7 +2,7 @@
 
 A backend module has ``RECIPES`` (names it supports), ``RUNTIME`` (what runs the artifact here),
 ``export(job, recipe, tmp) -> manifest entry`` and ``generate(bundle, entry, prompt, ...)``. Adding a backend
-(Core ML next) means one module and one line here; the pipeline never branches on backend names.
+means one module and one line here; the pipeline never branches on backend names.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from types import ModuleType
 _MODULES = {
     "executorch": "edgeslm.backends.executorch.backend",
     "onnx": "edgeslm.backends.onnx.backend",
+    "coreml": "edgeslm.backends.coreml.backend",
 }
 BACKEND_NAMES = tuple(_MODULES)
 

@@ -27,6 +27,7 @@ class ExportJob:
     status: Callable[[str], None] = lambda msg: None
     checks: list[dict] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    validations: list[dict] = field(default_factory=list)  # checks that are not metric comparisons
 
     def check(self, stage: str, recipe: str, reference: str, candidate: str, ref: Observations,
               cand: Observations, artifact: str | None, gated: bool = True) -> dict:
@@ -35,6 +36,35 @@ class ExportJob:
         self.checks.append(c)
         return c
 
+    def validate(self, stage: str, artifact: str, checks: list[dict]) -> dict:
+        """Record a pass/fail stage made of named facts (e.g. a package's structure read back from disk)."""
+        v = {"artifact": artifact, "stage": stage, "status": "passed" if all(c["passed"] for c in checks)
+             else "failed", "checks": checks}
+        self.validations.append(v)
+        return v
+
+    def not_run(self, stage: str, artifact: str, reason: str, runs_on: str) -> dict:
+        """Record a stage that could not run on this machine: reported as such, never as passed."""
+        v = {"artifact": artifact, "stage": stage, "status": "not_run", "reason": reason, "runs_on": runs_on}
+        self.validations.append(v)
+        return v
+
     def artifact_parity(self, artifact: str) -> str:
+        """passed / failed / runtime_not_run (every stage that ran passed, but the runtime stage did not run)."""
         gated = [c for c in self.checks if c["artifact"] == artifact and c["gate"]["thresholds"] is not None]
-        return "passed" if all(c["gate"]["passed"] for c in gated) else "failed"
+        vals = [v for v in self.validations if v["artifact"] == artifact]
+        if not all(c["gate"]["passed"] for c in gated) or any(v["status"] == "failed" for v in vals):
+            return "failed"
+        return "runtime_not_run" if any(v["status"] == "not_run" for v in vals) else "passed"
+
+    def validation_summary(self, artifact: str) -> dict:
+        """Each stage of one artifact → passed / failed / not run (reason)."""
+        out = {}
+        for c in self.checks:
+            if c["artifact"] == artifact and c["stage"] != "end_to_end":
+                gated = c["gate"]["thresholds"] is not None
+                out[c["stage"]] = ("passed" if c["gate"]["passed"] else "failed") if gated else "measured, no gate"
+        for v in self.validations:
+            if v["artifact"] == artifact:
+                out[v["stage"]] = v["status"] if v["status"] != "not_run" else f"not run: {v['reason']}"
+        return out

@@ -2,6 +2,8 @@
 
 ONNX: inputs/outputs with symbolic shapes, opset, op counts, weight bytes by dtype (initializers, external data
 included). ExecuTorch: methods, forward's inputs/outputs (upper-bound shapes), the runner metadata baked in.
+Core ML: the package's spec read without loading it (inputs with shape ranges, states, deployment target,
+ops, compressed-weight ops, weight bytes by dtype, metadata).
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ def _pte(path: Path) -> dict:
     }
 
 
-READERS = {"onnx": _onnx, "executorch": _pte}
+def _mlpackage(path: Path) -> dict:
+    from edgeslm.backends.coreml.package import read_package
+
+    return read_package(path)
+
+
+READERS = {"onnx": _onnx, "executorch": _pte, "coreml": _mlpackage}
 
 
 def inspect_bundle(bundle: Path) -> list[dict]:
@@ -75,6 +83,7 @@ def inspect_bundle(bundle: Path) -> list[dict]:
     out = []
     for a in m["artifacts"]:
         total = a["bytes"] + sum(f["bytes"] for f in a.get("files", []))
-        out.append({"file": a["file"], "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
-                    "parity": a["parity"], **READERS[a["backend"]](bundle / a["file"])})
+        path = a.get("package", a["file"])  # a Core ML package is a folder
+        out.append({"file": path, "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
+                    "parity": a["parity"], **READERS[a["backend"]](bundle / path)})
     return out

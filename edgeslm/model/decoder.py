@@ -134,8 +134,11 @@ class Attention(nn.Module):
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)
         else:
-            self.k_cache.index_copy_(1, input_pos, k)
-            self.v_cache.index_copy_(1, input_pos, v)
+            # Index assignment with an index on every indexed dim lowers to scatter (Core ML's converter takes it;
+            # index_copy it does not).
+            b0 = torch.zeros_like(input_pos)
+            self.k_cache[b0, input_pos] = k[0]
+            self.v_cache[b0, input_pos] = v[0]
 
         if self.use_custom_ops:
             out = torch.ops.llama.custom_sdpa(
@@ -170,9 +173,9 @@ class Attention(nn.Module):
         j = torch.arange(kc.shape[2], device=q.device)[None, :]
         allowed = j <= pos
         if self.window is not None:
-            allowed = allowed & ((pos - j) < self.window)
+            allowed = torch.logical_and(allowed, (pos - j) < self.window)  # (not `&`: Core ML lacks it)
         if key_mask is not None:  # [T] bool: padding positions the runtime marks as absent
-            allowed = allowed & key_mask[None, :]
+            allowed = torch.logical_and(allowed, key_mask[None, :])
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(q.dtype)
         return torch.matmul(probs, vc).transpose(1, 2)  # [1, L, H, D]

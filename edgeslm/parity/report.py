@@ -15,15 +15,20 @@ STAGE_TITLES = {
 }
 
 
-def parity_document(model_id: str, target: str, checks: list[dict]) -> dict:
+def parity_document(model_id: str, target: str, checks: list[dict], validations: list[dict] = ()) -> dict:
+    """``checks``: metric comparisons between two models; ``validations``: pass/fail facts (a package's structure)
+    and stages that could not run here (``status: not_run`` with the reason; they never count as passed)."""
     gated = [c for c in checks if c["gate"]["thresholds"] is not None]
     return {
         "schema_version": PARITY_SCHEMA_VERSION,
         "kind": "edgeslm-parity",
         "model": model_id,
         "target": target,
-        "passed": all(c["gate"]["passed"] for c in gated),
+        "passed": all(c["gate"]["passed"] for c in gated) and all(v["status"] != "failed" for v in validations),
         "checks": checks,
+        "validations": list(validations),
+        "not_run": [f"{v['artifact']} / {v['stage']}: {v['reason']}" for v in validations
+                    if v["status"] == "not_run"],
     }
 
 
@@ -50,7 +55,20 @@ def parity_markdown(doc: dict) -> str:
             f"{m['top1_agreement']:.3f} | {_fmt(m['kl_mean'])} | {_fmt(m['kl_max'])} | "
             f"{m['greedy_prefix_mean']:.3f} | {m['greedy_exact']}/{c['prompts']} | {gate} |"
         )
+    for v in doc.get("validations", []):
+        if v["status"] == "not_run":
+            continue
+        lines += ["", f"## {v['artifact']}: {v['stage']} — {v['status'].upper()}", "",
+                  "| check | expected | found | |", "|---|---|---|---|"]
+        lines += [f"| {c['check']} | `{json.dumps(c['expected'])}` | `{json.dumps(c['found'])}` | "
+                  f"{'ok' if c['passed'] else '**FAIL**'} |" for c in v["checks"]]
+    if doc.get("not_run"):
+        lines += ["", "## Not run on this platform (not counted as passed)", ""]
+        lines += [f"- {v['artifact']} / {v['stage']}: {v['reason']}; runs on {v['runs_on']}"
+                  for v in doc["validations"] if v["status"] == "not_run"]
     failures = [(c, f) for c in doc["checks"] for f in c["gate"]["failures"]]
+    failures += [(v, f"{c['check']}: expected {c['expected']}, found {c['found']}") for v in doc.get("validations", [])
+                 for c in v.get("checks", []) if not c["passed"]]
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}: {f}" for c, f in failures]

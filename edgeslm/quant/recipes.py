@@ -5,7 +5,11 @@ A rule's pattern is an fnmatch glob over module names of the re-authored decoder
 
 - ``8da4w`` / ``8da8w``: int8 dynamic activations, int4 / int8 weights (XNNPACK runs them natively)
 - ``4w`` / ``8w``: weight-only int4 / int8 (linear or embedding)
-- ``fp32``: leave the module as it is
+- ``pal4``: 4-bit palettization, one 16-entry k-means table per ``group_size`` output channels (Core ML)
+- ``fp16`` / ``fp32``: weights left unquantized (in that precision)
+
+Backends declare which recipes they implement; a recipe is applied by the backend's own quantizer (torchao for
+ExecuTorch, onnxruntime's MatMulNBits quantizer for ONNX, coremltools.optimize for Core ML).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from torch import nn
 
 from edgeslm.errors import InputError
 
-LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "fp32")
-EMBEDDING_SCHEMES = ("4w", "8w", "fp32")
+LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "pal4", "fp16", "fp32")
+EMBEDDING_SCHEMES = ("4w", "8w", "pal4", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,30 @@ RECIPES: dict[str, Recipe] = {
         # Weight-only schemes for runtimes with native block-quantized MatMul (ONNX Runtime MatMulNBits).
         Recipe("fp16", (Rule("*", "fp16"),), "fp16 weights, activations and KV cache (ONNX)"),
         Recipe("int4", (Rule("*", "4w", 32),),
-               "int4 weight-only, block 32, symmetric, on every linear and the embedding table"),
+               "int4 weight-only, block 32, on every linear and the embedding table (ONNX: symmetric; Core ML: "
+               "with a per-block offset)"),
         Recipe("int8", (Rule("*", "8w", 32),),
                "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
+        # One table per 4 output channels: on the demo model, top-1 0.724 / KL 0.088 against 0.697 / 0.139 with
+        # one per 16 channels, for 6% more bytes.
+        Recipe("palettize4", (Rule("*", "pal4", 4),),
+               "4-bit palettization (k-means, a 16-entry table per 4 output channels) on every linear and the "
+               "embedding table (Core ML)"),
     )
 }
+# Other names users know these recipes by.
+ALIASES = {"int4-block32": "int4", "int8-block32": "int8", "pal4": "palettize4"}
+
+
+def canonical(name: str) -> str:
+    return ALIASES.get(name, name)
 
 
 def get_recipe(name: str, group_size: int | None = None) -> Recipe:
+    name = canonical(name)
     if name not in RECIPES:
-        raise InputError(f"unknown recipe {name!r}", f"supported recipes are {', '.join(RECIPES)}")
+        raise InputError(f"unknown recipe {name!r}",
+                         f"supported recipes are {', '.join(RECIPES)} (aliases: {', '.join(ALIASES)})")
     recipe = RECIPES[name]
     return recipe.with_group_size(group_size) if group_size else recipe
 
@@ -113,7 +131,13 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
                 f"recipe {recipe.name}: scheme {rule.scheme} cannot apply to {fqn} ({type(mod).__name__})",
                 f"use one of {', '.join(allowed)} for that pattern",
             )
-        if rule.group_size and mod.weight.shape[-1] % rule.group_size:
+        if rule.scheme == "pal4":
+            if rule.group_size and mod.weight.shape[0] % rule.group_size:
+                raise InputError(
+                    f"recipe {recipe.name}: {fqn} has {mod.weight.shape[0]} output channels, not a multiple of "
+                    f"palettization group {rule.group_size}",
+                    "use the int4 recipe for this model (palettization groups output channels by 4)")
+        elif rule.group_size and mod.weight.shape[-1] % rule.group_size:
             raise InputError(
                 f"recipe {recipe.name}: {fqn} has {mod.weight.shape[-1]} input features, not a multiple of "
                 f"group size {rule.group_size}",

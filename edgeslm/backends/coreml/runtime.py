@@ -1,0 +1,75 @@
+"""Run a .mlpackage in Core ML itself, where that is possible: macOS with coremltools' native extension.
+
+Core ML has no Linux runtime (the coremltools wheel there has no ``libcoremlpython``), so on Linux nothing in
+this module runs; :func:`unavailable_here` says why, and the pipeline reports the runtime stage as not run.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+COMPUTE_UNITS = "CPU_ONLY"  # parity runs on the CPU: deterministic, available on every Mac (and CI runner)
+
+
+def unavailable_here() -> str | None:
+    """None where Core ML can predict; otherwise the reason it cannot."""
+    system = platform.system()
+    if system != "Darwin":
+        return f"Core ML runs only on Apple platforms (macOS 15+ / iOS 18+); this machine runs {system}"
+    major = int(platform.mac_ver()[0].split(".")[0] or 0)
+    if major < 15:
+        return f"stateful Core ML models need macOS 15 or later; this Mac runs {platform.mac_ver()[0]}"
+    try:
+        import coremltools.libcoremlpython  # noqa: F401
+    except ImportError:
+        return "this coremltools build has no native Core ML runtime (libcoremlpython)"
+    return None
+
+
+class CoreMLModel:
+    """A loaded package: ``logits = step(tokens, start_pos)``; a call at position 0 starts a fresh KV state."""
+
+    def __init__(self, package: Path, compute_units: str = COMPUTE_UNITS):
+        import coremltools as ct
+
+        self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, compute_units))
+        self.state = None
+
+    def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if start_pos == 0 or self.state is None:
+            self.state = self.model.make_state()
+        feed = {"tokens": np.array([tokens], dtype=np.int32),
+                "input_pos": np.arange(start_pos, start_pos + len(tokens), dtype=np.int32)}
+        out = self.model.predict(feed, state=self.state)
+        return torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).reshape(-1))
+
+
+def generate(package: Path, tokenizer_json: Path, eos_ids: list[int], context_length: int, prompt: str,
+             max_new_tokens: int, temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
+    """Prefill once, then decode token by token through the package's state (what an iOS app does)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    ids = tok.encode(prompt).ids
+    model = CoreMLModel(package, "ALL")
+    logits, out = model.step(ids, 0), []
+    text = ""
+    for pos in range(len(ids), min(len(ids) + max_new_tokens, context_length)):
+        if temperature > 0:
+            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1))
+        else:
+            nxt = int(logits.argmax())
+        if nxt in eos_ids:
+            break
+        out.append(nxt)
+        new_text = tok.decode(out)
+        if on_token:
+            on_token(new_text[len(text):])
+        text = new_text
+        logits = model.step([nxt], pos)
+    return text
