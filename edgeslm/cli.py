@@ -141,7 +141,8 @@ def _print_summary(res) -> None:
 @click.option("--prompt", "-p", required=True)
 @click.option("--max-new-tokens", "-n", default=64, show_default=True)
 @click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
-@click.option("--artifact", help="Which artifact file to run (default: the first in the manifest).")
+@click.option("--artifact", help="Which artifact to run, by file or package name (default: the first in the "
+              "manifest that can run on this machine).")
 @handle_errors
 def run(bundle, prompt, max_new_tokens, temperature, artifact):
     """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
@@ -151,12 +152,20 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
 
     m = read_manifest(bundle)
     arts = m["artifacts"]
-    chosen = next((a for a in arts if a["file"] == artifact), None) if artifact else arts[0]
+
+    def runs_here(a: dict) -> bool:
+        check = getattr(get_backend(a["backend"]), "unavailable_here", None)
+        return check is None or check() is None
+
+    if artifact:
+        chosen = next((a for a in arts if artifact in (a["file"], a.get("package"))), None)
+    else:
+        chosen = next((a for a in arts if runs_here(a)), arts[0])
     if chosen is None:
         raise InputError(f"no artifact {artifact!r} in {bundle}",
-                         f"artifacts are {', '.join(a['file'] for a in arts)}")
+                         f"artifacts are {', '.join(a.get('package', a['file']) for a in arts)}")
     backend = get_backend(chosen["backend"])
-    _console().print(f"[dim]{chosen['file']} in {backend.RUNTIME}[/dim]")
+    _console().print(f"[dim]{chosen.get('package', chosen['file'])} in {backend.RUNTIME}[/dim]")
 
     with native_output_silenced() as (out, _):
 

@@ -110,8 +110,9 @@ def builtin_targets() -> dict[str, Path]:
     return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
-def load_target(name_or_path: str) -> Target:
+def load_target(name_or_path: str | Path) -> Target:
     """A built-in target by name, or a target file by path."""
+    name_or_path = str(name_or_path)
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         p = Path(name_or_path)
         if not p.is_file():

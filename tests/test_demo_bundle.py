@@ -156,3 +156,37 @@ def test_inspect_reads_the_artifacts(demo_bundle):
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and len(names) == 3 + 2 * 4
     text = CliRunner().invoke(main, ["inspect", str(out)]).stdout
     assert "weights by dtype" in text and "runner metadata" in text
+
+
+def test_ios_target_states_what_ran(tmp_path):
+    """`edgeslm export demo --target ios`: Core ML int4 + ExecuTorch 8da4w. The package reloads; the manifest and
+    the report say the Core ML runtime stage did not run here (off macOS), never that it passed."""
+    from edgeslm.backends.coreml.package import read_package
+    from edgeslm.backends.coreml.runtime import unavailable_here
+
+    out = tmp_path / "demo-ios"
+    res = CliRunner().invoke(main, ["export", "demo", "--target", "ios", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    cm, et = m["artifacts"]
+    assert (cm["backend"], cm["recipe"], et["backend"], et["parity"]) == ("coreml", "int4", "executorch", "passed")
+    facts = read_package(out / cm["package"])  # reloads from disk
+    assert facts["metadata"]["edgeslm.eos_ids"] == json.dumps(m["special_tokens"]["eos_ids"])
+    assert facts["metadata"]["edgeslm.context_length"] == "512" and len(facts["states"]) == 8
+    assert cm["validation"]["quantization"] == "passed" and cm["validation"]["structure"] == "passed"
+    parity = json.loads((out / "parity.json").read_text())
+    q = next(c for c in parity["checks"] if c["artifact"] == cm["package"] and c["stage"] == "quantization")
+    assert 0 < q["metrics"]["kl_mean"] <= q["gate"]["thresholds"]["max_kl_mean"]  # stage 1 on a trained model
+    if unavailable_here():
+        assert cm["parity"] == "runtime_not_run"
+        assert cm["validation"]["lowering"].startswith("not run: Core ML runs only on Apple platforms")
+        assert "Not run on this platform" in (out / "parity.md").read_text()
+        assert "NOT RUN" in res.output
+    else:
+        assert cm["parity"] == "passed" and cm["validation"]["lowering"] == "passed"
+    assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
+    inspected = CliRunner().invoke(main, ["inspect", str(out), "--json"])
+    assert json.loads(inspected.output)[0]["minimum_deployment_target"] == "iOS18"
+    if unavailable_here():  # `run` picks a runnable artifact, and says why Core ML cannot run here
+        r = CliRunner().invoke(main, ["run", str(out), "-p", "The import", "-n", "4", "--artifact", cm["package"]])
+        assert r.exit_code == 2 and "Core ML runs only on Apple platforms" in r.output
