@@ -231,3 +231,99 @@ def verify(bundle):
 
 if __name__ == "__main__":
     main()
+
+
+def _rng(band: dict, fmt: str = "{:.1f}") -> str:
+    return f"{fmt.format(band['point'])} ({fmt.format(band['low'])}–{fmt.format(band['high'])})"
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--prompt-len", default=128, show_default=True, help="Prompt tokens prefilled per run.")
+@click.option("--gen-len", default=64, show_default=True, help="Tokens decoded per run.")
+@click.option("--warmup", default=1, show_default=True, help="Untimed runs first.")
+@click.option("--repeats", default=3, show_default=True, help="Timed runs (median, min and max reported).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@handle_errors
+def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
+    """Time every artifact of BUNDLE in its real runtime here: TTFT, prefill and decode tok/s, peak RSS."""
+    from rich.table import Table
+
+    from edgeslm.latency.bench import bench_bundle
+    from edgeslm.latency.host import host_facts
+
+    err = _console()
+    with err.status("measuring this machine's memory bandwidth"):
+        host = host_facts()
+    with err.status("benchmarking") as st:
+        rows = bench_bundle(bundle, prompt_len, gen_len, warmup, repeats, status=lambda m: st.update(m))
+    if as_json:
+        click.echo(json.dumps({"host": host, "prompt_len": prompt_len, "gen_len": gen_len, "warmup": warmup,
+                               "repeats": repeats, "artifacts": rows}, indent=2))
+        return
+    con = _console(stderr=False)
+    bw = host["memory_bandwidth"]["read_gb_s"]
+    con.print(f"host: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB, measured read bandwidth "
+              f"{bw} GB/s, fp32 GEMM {host['fp32_gemm_gflops']} GFLOP/s")
+    table = Table(title=f"measured here: prompt {prompt_len}, {gen_len} new tokens, median (min–max) of {repeats}")
+    for col in ("artifact", "runtime", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MiB"):
+        table.add_column(col)
+    for r in rows:
+        if not r["measured"]:
+            table.add_row(r["artifact"], r["runtime"], "[yellow]not measured[/yellow]", r["reason"], "", "")
+            continue
+        sp = {k: {"point": r[k]["median"], "low": r[k]["min"], "high": r[k]["max"]}
+              for k in ("ttft_ms", "prefill_tok_s", "decode_tok_s")}
+        table.add_row(r["artifact"], r["runtime"], _rng(sp["ttft_ms"]), _rng(sp["prefill_tok_s"], "{:.0f}"),
+                      _rng(sp["decode_tok_s"], "{:.0f}"), f"{r['peak_rss_mib']:.0f}")
+    con.print(table)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--device", "-d", help="Device profile (name or .toml), or `host` for this machine "
+              "[default: the bundle's target device].")
+@click.option("--prompt-len", default=512, show_default=True)
+@click.option("--gen-len", default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@handle_errors
+def predict(bundle, device, prompt_len, gen_len, as_json):
+    """Predict TTFT, prefill/decode speed and memory of every artifact of BUNDLE on a device, from the artifacts'
+    own bytes and FLOPs (performance model calibrated on published figures: docs/latency.md)."""
+    from rich.table import Table
+
+    from edgeslm.bundle.manifest import read_manifest
+    from edgeslm.errors import InputError
+    from edgeslm.latency.devices import builtin_devices, host_device, load_device
+    from edgeslm.latency.perf import ASSUMPTIONS
+    from edgeslm.latency.report import predict_bundle
+
+    m = read_manifest(bundle)
+    name = device or m["target"].get("device")
+    if not name:
+        raise InputError("the bundle's target names no device", f"pass --device ({', '.join(builtin_devices())})")
+    if name == "host":
+        from edgeslm.latency.host import host_facts
+
+        with _console().status("measuring this machine's memory bandwidth"):
+            dev = host_device(host_facts())
+    else:
+        dev = load_device(name)
+    rows = predict_bundle(bundle, dev, prompt_len, gen_len)
+    if as_json:
+        click.echo(json.dumps({"device": dev.name, "description": dev.description, "artifacts": rows,
+                               "assumptions": ASSUMPTIONS}, indent=2))
+        return
+    table = Table(title=f"predicted on {dev.name} ({dev.description}): prompt {prompt_len}, {gen_len} new tokens")
+    for col in ("artifact", "TTFT ms", "prefill tok/s", "decode tok/s", "memory MB", "fits"):
+        table.add_column(col)
+    for r in rows:
+        if not r["predicted"]:
+            table.add_row(r["artifact"], "[yellow]no prediction[/yellow]", r["reason"], "", "", "")
+            continue
+        table.add_row(r["artifact"], _rng(r["ttft_ms"]), _rng(r["prefill_tok_s"], "{:.0f}"),
+                      _rng(r["decode_tok_s"], "{:.0f}"), f"{r['memory_mb']:.0f}", "yes" if r["fits_in_memory"] else
+                      "[red]no[/red]")
+    con = _console(stderr=False)
+    con.print(table)
+    con.print("assumptions: " + "; ".join(ASSUMPTIONS))

@@ -21,6 +21,7 @@ from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
 from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
+from edgeslm.latency.report import latency_for_export, write_latency
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES, Checkpoint, load_checkpoint
 from edgeslm.model.families import family_for
@@ -41,6 +42,7 @@ class ExportResult:
     artifacts: list[dict]
     parity: dict
     timings: dict = field(default_factory=dict)
+    latency: dict | None = None
 
 
 def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
@@ -75,6 +77,12 @@ def _generation_defaults(ckpt: Checkpoint) -> dict:
     return {k: ckpt.generation[k] for k in keys if k in ckpt.generation}
 
 
+def _shape(spec) -> dict:
+    """The decoder's dimensions, as the latency model needs them (bytes and FLOPs per token)."""
+    keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
+    return {k: getattr(spec, k) for k in keys}
+
+
 def _plan(tgt: Target, backends, recipe, group_size) -> list[tuple[str, str]]:
     """(backend, recipe) pairs to build, checked before any heavy work."""
     chosen = tuple(backends or tgt.backends)
@@ -104,7 +112,13 @@ def export(
     group_size: int | None = None,
     prompts: list[str] | None = None,
     status: Status = lambda msg: None,
+    bench: bool = True,
 ) -> ExportResult:
+    """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
+
+    ``bench=False`` skips timing the artifacts on this machine; latency.json then holds the target device's
+    prediction only (and says so).
+    """
     t0 = time.perf_counter()
     tgt = target if isinstance(target, Target) else load_target(target)
     plan = _plan(tgt, backends, recipe, group_size)
@@ -130,6 +144,7 @@ def export(
     del ref
     fp32 = build_decoder(ckpt, ctx)
     obs_fp32 = observe(EagerDecoder(fp32), prompt_ids)
+    shape = _shape(fp32.spec)
     del fp32
     timings["reference_s"] = time.perf_counter() - t
     checks = [dict(compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
@@ -158,6 +173,7 @@ def export(
                 "architecture": ckpt.config.model_type, "family": family.name,
                 "parameters": sum(v.numel() for v in ckpt.weights.values()),
                 "checkpoint_bytes": ckpt.checkpoint_bytes,
+                "shape": shape,
             },
             "artifacts": artifacts,
             "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
@@ -172,5 +188,13 @@ def export(
             "reports": [file_entry(tmp, r) for r in reports],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        status("latency: measuring here, predicting on the target device")
+        t = time.perf_counter()
+        latency = latency_for_export(tmp, out.name, tgt, status, bench=bench)
+        timings["latency_s"] = time.perf_counter() - t
+        manifest["reports"] += [file_entry(tmp, r) for r in write_latency(tmp, latency)]
+        passed = passed and latency["passed"]
+        manifest["status"] = "passed" if passed else "failed"
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     timings["total_s"] = time.perf_counter() - t0
-    return ExportResult(out, passed, artifacts, doc, timings)
+    return ExportResult(out, passed, artifacts, doc, timings, latency)

@@ -31,6 +31,7 @@ class Target:
     device: str | None = None
     gates: dict = field(default_factory=dict)  # {"reauthoring": Thresholds, recipe: {stage: Thresholds}}
     onnx: dict = field(default_factory=dict)  # provider_options written into genai_config.json
+    latency: dict = field(default_factory=dict)  # budgets on the device prediction, + prompt_len / gen_len
     path: Path | None = None
 
     def recipe_for(self, backend: str) -> str:
@@ -72,6 +73,14 @@ def _onnx_options(table: dict, path: Path) -> dict:
     return dict(table)
 
 
+_LATENCY_KEYS = {"prompt_len", "gen_len", "max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb"}
+
+
+def _latency(table: dict, path: Path) -> dict:
+    _reject_unknown(table, _LATENCY_KEYS, "latency", path)
+    return {k: (int(v) if k.endswith("_len") else float(v)) for k, v in table.items()}
+
+
 def parse_target(path: Path) -> Target:
     try:
         data = tomllib.loads(path.read_text())
@@ -101,6 +110,7 @@ def parse_target(path: Path) -> Target:
         device=data.get("device"),
         gates=gates,
         onnx=_onnx_options(data.get("onnx", {}), path),
+        latency=_latency(data.get("latency", {}), path),
         path=path,
     )
 

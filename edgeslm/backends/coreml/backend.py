@@ -166,3 +166,13 @@ def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, tem
     meta = artifact["metadata"]
     return run(bundle / artifact["package"], bundle / "tokenizer.json", json.loads(meta["edgeslm.eos_ids"]),
                int(meta["edgeslm.context_length"]), prompt, max_new_tokens, temperature, on_token)
+
+
+def step_model(bundle: Path, artifact: dict):
+    """The package loaded in Core ML (macOS only): ``step(tokens, start_pos) -> logits``."""
+    from edgeslm.backends.coreml.runtime import CoreMLModel
+
+    why_not = unavailable_here()
+    if why_not:
+        raise InputError(f"cannot run {artifact['package']} here: {why_not}", "run it on a Mac (macOS 15+)")
+    return CoreMLModel(bundle / artifact["package"], "ALL")

@@ -58,3 +58,10 @@ def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, tem
 
     return generate_with_runner(bundle / artifact["file"], bundle / "tokenizer.json", prompt, max_new_tokens,
                                 temperature, on_token)
+
+
+def step_model(bundle: Path, artifact: dict):
+    """The artifact loaded in its runtime: ``step(tokens, start_pos) -> logits`` (bench, parity)."""
+    from edgeslm.backends.executorch.runtime import PteModel
+
+    return PteModel(bundle / artifact["file"])

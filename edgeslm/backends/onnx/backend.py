@@ -123,3 +123,10 @@ def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, tem
     from edgeslm.backends.onnx.runtime import generate_with_genai
 
     return generate_with_genai((bundle / artifact["file"]).parent, prompt, max_new_tokens, temperature, on_token)
+
+
+def step_model(bundle: Path, artifact: dict):
+    """The folder loaded in onnxruntime-genai (what apps run): ``step(tokens, start_pos) -> logits``."""
+    from edgeslm.backends.onnx.runtime import GenaiModel
+
+    return GenaiModel((bundle / artifact["file"]).parent)

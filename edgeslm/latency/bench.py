@@ -1,0 +1,72 @@
+"""``edgeslm bench``: every artifact of a bundle timed in its real runtime on this machine.
+
+Each artifact runs in its own process (``edgeslm.latency.worker``): warm-up runs, then repeats; reported as median
+with min/max. Artifacts whose runtime cannot run here (Core ML off macOS) are listed as not measured, with why.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from edgeslm.backends import get_backend
+from edgeslm.bundle.manifest import read_manifest
+from edgeslm.errors import InputError, InternalError
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(raw: dict, prompt_len: int, gen_len: int) -> dict:
+    runs = raw["runs"]
+    ttft = [r["ttft_s"] * 1e3 for r in runs]
+    return {
+        "measured": True,
+        "ttft_ms": _spread(ttft),
+        "prefill_tok_s": _spread([prompt_len / r["ttft_s"] for r in runs]),
+        "decode_tok_s": _spread([gen_len / r["decode_s"] for r in runs]),
+        "load_s": raw["load_s"],
+        "peak_rss_mib": raw["rss_peak_mib"],
+        "rss_before_load_mib": raw["rss_baseline_mib"],
+        "runs": len(runs),
+    }
+
+
+def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup: int = 1, repeats: int = 3,
+                 status: Callable[[str], None] = lambda msg: None) -> list[dict]:
+    m = read_manifest(bundle)
+    ctx = m["context_length"]
+    if prompt_len < 1 or gen_len < 1 or repeats < 1 or warmup < 0:
+        raise InputError("prompt length, generation length and repeats must be at least 1",
+                         "pass e.g. --prompt-len 128 --gen-len 64 --repeats 3")
+    if prompt_len + gen_len > ctx:
+        raise InputError(f"prompt + generation ({prompt_len + gen_len}) exceed the bundle's context length ({ctx})",
+                         f"pass --prompt-len and --gen-len summing to {ctx} or less")
+    if "shape" not in m["model"]:
+        raise InputError(f"{bundle} was written by an older edgeslm (no model shape in its manifest)",
+                         "re-export it with this version")
+    out = []
+    for i, art in enumerate(m["artifacts"]):
+        name = art.get("package", art["file"])
+        entry = {"artifact": name, "backend": art["backend"], "recipe": art["recipe"],
+                 "runtime": get_backend(art["backend"]).RUNTIME}
+        check = getattr(get_backend(art["backend"]), "unavailable_here", None)
+        why_not = check() if check else None
+        if why_not:
+            out.append({**entry, "measured": False, "reason": why_not})
+            continue
+        status(f"bench: {name} ({warmup} warm-up + {repeats} runs, prompt {prompt_len}, {gen_len} new tokens)")
+        cmd = [sys.executable, "-m", "edgeslm.latency.worker", str(bundle), str(i), str(prompt_len), str(gen_len),
+               str(warmup), str(repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise InternalError(f"timing {name} failed: {proc.stderr.strip().splitlines()[-1:]}",
+                                "re-run with EDGESLM_DEBUG=1 to see the runtime's output")
+        raw = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.append({**entry, **summarize(raw, prompt_len, gen_len)})
+    return out

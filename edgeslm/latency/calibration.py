@@ -1,0 +1,88 @@
+"""Fit the device profiles' efficiency factors to published on-device figures, and check the model on the figures
+it was not fitted to (``published.toml``; table in docs/latency.md, printed by benchmarks/latency_calibration.py).
+
+A factor is the geometric mean, over the fitted points of one (device, backend, kernel kind), of the value that
+would reproduce each point exactly. The device files carry the fitted numbers; a test re-derives them from here.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+
+from edgeslm.latency.devices import Device, load_device
+from edgeslm.latency.perf import decode_seconds, prefill_flops, prefill_seconds
+from edgeslm.latency.workload import Workload, from_shape, linear_params
+
+GEN_LEN = 1  # published decode rates are per step, around the end of a short prompt
+
+
+def published() -> tuple[dict, list[dict]]:
+    data = tomllib.loads(resources.files("edgeslm.latency").joinpath("published.toml").read_text())
+    return data["shapes"], data["points"]
+
+
+def point_workload(point: dict, shapes: dict) -> Workload:
+    """The workload of a published model as it was measured (bytes from its file size or bits per weight)."""
+    ctx = point.get("prompt_len", 64) + 128
+    if "params" in point:  # architecture not published: bytes and FLOPs from the weight count alone
+        n = point["params"]
+        return Workload(point["kind"], n * point["bits_per_weight"] / 8, n * point["bits_per_weight"] / 8, 0.0,
+                        2.0 * n, 0.0, ctx, 0.0)
+    shape = shapes[point["shape"]]
+    table = shape["vocab_size"] * shape["hidden_size"]
+    embed = table * point["embed_bits"] / 8
+    if "file_mib" in point:
+        weight = point["file_mib"] * 2**20
+    else:
+        weight = linear_params(shape) * point["bits_per_weight"] / 8 + embed
+    return from_shape(shape, weight, embed, 2, point["kind"], ctx)
+
+
+def implied(point: dict, w: Workload, device: Device) -> dict:
+    """The efficiency and prefill throughput that would reproduce this point exactly."""
+    p = point.get("prompt_len", 64)
+    bytes_step = w.streamed_bytes + w.kv_bytes_per_position * p
+    eff = point["decode_tok_s"] * bytes_step / (device.memory_bandwidth_gb_s * 1e9)
+    out = {"bandwidth_efficiency": eff}
+    if "prefill_tok_s" in point:  # compute-bound: the prompt's FLOPs over its measured time
+        out["prefill_gflops"] = prefill_flops(w, p) / (p / point["prefill_tok_s"]) / 1e9
+    return out
+
+
+def fit() -> dict:
+    """{(device, backend, kind): {"bandwidth_efficiency": x, "prefill_gflops": y}} from the fitted points."""
+    shapes, points = published()
+    values: dict[tuple, dict[str, list[float]]] = {}
+    for pt in points:
+        if not pt["fit"]:
+            continue
+        got = implied(pt, point_workload(pt, shapes), load_device(pt["device"]))
+        if pt["fit"] == "prefill":  # this point fits the prefill throughput only
+            got = {"prefill_gflops": got["prefill_gflops"]}
+        slot = values.setdefault((pt["device"], pt["backend"], pt["kind"]), {})
+        for k, v in got.items():
+            slot.setdefault(k, []).append(v)
+    return {key: {k: math.exp(sum(map(math.log, v)) / len(v)) for k, v in slot.items()}
+            for key, slot in values.items()}
+
+
+def evaluate() -> list[dict]:
+    """Every published point predicted with the shipped device profiles: error in %."""
+    shapes, points = published()
+    rows = []
+    for pt in points:
+        device = load_device(pt["device"])
+        w = point_workload(pt, shapes)
+        p = pt.get("prompt_len", 64)
+        decode = GEN_LEN / decode_seconds(w, device, pt["backend"], p, GEN_LEN)
+        row = {"id": pt["id"], "device": pt["device"], "backend": pt["backend"], "kind": pt["kind"],
+               "fit": pt["fit"], "source": pt["source"], "published_decode": pt["decode_tok_s"],
+               "predicted_decode": decode, "decode_error": decode / pt["decode_tok_s"] - 1}
+        if "prefill_tok_s" in pt:
+            prefill = p / prefill_seconds(w, device, pt["backend"], p)
+            row.update(published_prefill=pt["prefill_tok_s"], predicted_prefill=prefill,
+                       prefill_error=prefill / pt["prefill_tok_s"] - 1)
+        rows.append(row)
+    return rows

@@ -1,0 +1,105 @@
+"""latency.json (versioned): what was measured on this machine and what the performance model predicts on the
+target device, labelled apart, plus the latency budgets of the target and whether they hold.
+
+Budgets (``[latency]`` in a target file) are checked on the *predicted* figures for the target device, on the
+pessimistic end of the range: a budget passes only if even the slow end of the prediction meets it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from edgeslm.backends import get_backend
+from edgeslm.bundle.manifest import read_manifest
+from edgeslm.errors import InputError
+from edgeslm.latency.devices import Device, load_device
+from edgeslm.latency.perf import ASSUMPTIONS, predict
+from edgeslm.latency.workload import from_artifact
+
+LATENCY_SCHEMA_VERSION = "1.0"
+LATENCY_FILE = "latency.json"
+BUDGET_KEYS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb")
+
+
+def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int) -> list[dict]:
+    """Every artifact the device profile has figures for, predicted on that device."""
+    m = read_manifest(bundle)
+    if "shape" not in m["model"]:
+        raise InputError(f"{bundle} was written by an older edgeslm (no model shape in its manifest)",
+                         "re-export it with this version")
+    out = []
+    for art in m["artifacts"]:
+        name = art.get("package", art["file"])
+        if art["backend"] not in device.backends:
+            out.append({"artifact": name, "backend": art["backend"], "predicted": False,
+                        "reason": f"device {device.name} has no figures for {art['backend']}"})
+            continue
+        w = from_artifact(m, art)
+        out.append({"artifact": name, "recipe": art["recipe"], "predicted": True,
+                    **predict(w, device, art["backend"], prompt_len, gen_len)})
+    return out
+
+
+def check_budgets(budgets: dict, predicted: list[dict]) -> list[dict]:
+    """One entry per (artifact, budget): the pessimistic end of the predicted range against the budget."""
+    rows = []
+    for p in (p for p in predicted if p["predicted"]):
+        worst = {"max_ttft_ms": p["ttft_ms"]["high"], "min_prefill_tok_s": p["prefill_tok_s"]["low"],
+                 "min_decode_tok_s": p["decode_tok_s"]["low"], "max_memory_mb": p["memory_mb"]}
+        for key, limit in budgets.items():
+            value = worst[key]
+            ok = value <= limit if key.startswith("max_") else value >= limit
+            rows.append({"artifact": p["artifact"], "device": p["device"], "budget": key, "limit": limit,
+                         "predicted": value, "passed": ok})
+    return rows
+
+
+def latency_document(bundle: str, measured: list[dict] | None, host: dict | None, device: Device | None,
+                     predicted: list[dict], budgets: dict, settings: dict) -> dict:
+    checks = check_budgets(budgets, predicted)
+    return {
+        "schema_version": LATENCY_SCHEMA_VERSION,
+        "kind": "edgeslm-latency",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": bundle,
+        "settings": settings,
+        "measured_here": {"host": host, "artifacts": measured} if measured is not None else None,
+        "predicted_on_device": {"device": device.name if device else None,
+                                "description": device.description if device else None,
+                                "artifacts": predicted, "assumptions": ASSUMPTIONS},
+        "budgets": checks,
+        "passed": all(c["passed"] for c in checks),
+    }
+
+
+def latency_for_export(folder: Path, label: str, target, status: Callable[[str], None], prompt_len: int = 64,
+                       gen_len: int = 32, bench: bool = True) -> dict:
+    """What export writes: a short bench of every artifact here + the target device's prediction + budgets."""
+    from edgeslm.latency.bench import bench_bundle
+    from edgeslm.latency.host import host_facts
+
+    m = read_manifest(folder)
+    ctx = m["context_length"]
+    prompt_len = min(prompt_len, ctx // 2)
+    gen_len = min(gen_len, ctx - prompt_len)
+    measured = bench_bundle(folder, prompt_len, gen_len, warmup=1, repeats=3, status=status) if bench else None
+    device = load_device(target.device) if target.device else None
+    budget_p, budget_g = target.latency.get("prompt_len", 128), target.latency.get("gen_len", 128)
+    predicted = predict_bundle(folder, device, budget_p, budget_g) if device else []
+    budgets = {k: v for k, v in target.latency.items() if k in BUDGET_KEYS}
+    settings = {"measured": {"prompt_len": prompt_len, "gen_len": gen_len, "warmup": 1, "repeats": 3},
+                "predicted": {"prompt_len": budget_p, "gen_len": budget_g}}
+    return latency_document(label, measured, host_facts() if bench else None, device, predicted, budgets, settings)
+
+
+def write_latency(folder: Path, doc: dict) -> list[str]:
+    (folder / LATENCY_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    return [LATENCY_FILE]
+
+
+def runnable_here(backend: str) -> bool:
+    check = getattr(get_backend(backend), "unavailable_here", None)
+    return check is None or check() is None

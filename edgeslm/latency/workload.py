@@ -1,0 +1,68 @@
+"""What one token costs: bytes streamed from memory and FLOPs, from an artifact in a bundle (or, for published
+figures of models we do not have, from the architecture and recipe).
+
+Decode reads every weight once per token except the embedding table (a gather reads one row), plus the KV cache
+up to the current position. Prefill does ~2 FLOPs per weight per token plus attention, and reads the weights once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Which kernels a recipe runs, for the efficiency factors of the device profiles:
+# float = fp32/fp16/bf16 matmuls; int8_dynamic = int8 activations × int4/int8 weights (XNNPACK 8da4w, int8w);
+# weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights).
+KINDS = ("float", "int8_dynamic", "weight_only")
+RECIPE_KIND = {"fp32": "float", "fp16": "float", "bf16": "float", "8da4w": "int8_dynamic", "int8w": "int8_dynamic",
+               "int4": "weight_only", "int8": "weight_only", "palettize4": "weight_only"}
+# Bits per embedding element as each recipe stores the table (scales included), for the rows decode skips.
+EMBED_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "8da4w": 8, "int8w": 8,
+              "int4": 4 + 16 / 32, "int8": 8 + 16 / 32, "palettize4": 4}
+KV_BYTES = {"executorch": 4, "onnx": 4, "coreml": 2}  # cache element size (ONNX fp16 recipe: 2)
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str
+    weight_bytes: float  # everything the artifact stores
+    streamed_bytes: float  # read per decode step (weights minus the embedding rows a gather skips)
+    kv_bytes_per_position: float
+    linear_flops: float  # per token
+    attention_flops_per_position: float  # per token, per position attended to
+    context_length: int
+    activation_bytes: float  # working buffers, independent of the weights
+    layers: int = 0  # for the runtime's fixed per-layer cost of a step
+
+    def kv_bytes(self, positions: int) -> float:
+        return self.kv_bytes_per_position * positions
+
+
+def linear_params(shape: dict) -> int:
+    """Parameters every token multiplies through: all projections of every layer plus the lm_head."""
+    h, hd, inter = shape["hidden_size"], shape["head_dim"], shape["intermediate_size"]
+    q, kv = shape["num_heads"] * hd, shape["num_kv_heads"] * hd
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * inter
+    return shape["num_layers"] * per_layer + h * shape["vocab_size"]
+
+
+def from_shape(shape: dict, weight_bytes: float, embed_bytes_skipped: float, kv_element_bytes: int, kind: str,
+               context_length: int) -> Workload:
+    kv = 2 * shape["num_layers"] * shape["num_kv_heads"] * shape["head_dim"] * kv_element_bytes
+    attn = 4 * shape["num_layers"] * shape["num_heads"] * shape["head_dim"]  # QK^T and PV, 2 FLOPs per MAC
+    act = 4 * (shape["vocab_size"] + 4 * max(shape["hidden_size"], shape["intermediate_size"]))
+    return Workload(kind, weight_bytes, max(weight_bytes - embed_bytes_skipped, 0.0), kv,
+                    2.0 * linear_params(shape), attn, context_length, act, shape["num_layers"])
+
+
+def from_artifact(manifest: dict, artifact: dict) -> Workload:
+    """The workload of one artifact of a bundle: bytes from the files the runtime loads, dimensions from the
+    manifest's model shape, kernels and embedding storage from the recipe."""
+    shape = manifest["model"]["shape"]
+    recipe = artifact["recipe"]
+    files = [artifact, *artifact.get("files", [])]
+    weight_bytes = sum(f["bytes"] for f in files if not f["file"].endswith((".json", ".txt", ".model")))
+    embed = shape["vocab_size"] * shape["hidden_size"] * EMBED_BITS.get(recipe, 16) / 8
+    if any("tied" in q for q in artifact.get("quantization", [])):
+        embed = 0.0  # one table serves the lm_head too: every decode step reads it whole
+    kv = 2 if recipe == "fp16" else KV_BYTES.get(artifact["backend"], 4)
+    return from_shape(shape, weight_bytes, embed, kv, RECIPE_KIND.get(recipe, "float"), manifest["context_length"])
