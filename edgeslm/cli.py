@@ -133,6 +133,20 @@ def _print_summary(res) -> None:
         size = a["bytes"] + sum(f["bytes"] for f in a.get("files", []) if not f["file"].endswith(".json"))
         path = res.out / a.get("package", a["file"])
         con.print(f"{path}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
+    lat = res.latency or {}
+    measured = {a["artifact"]: a for a in (lat.get("measured_here") or {}).get("artifacts", [])}
+    pred = lat.get("predicted_on_device") or {}
+    for p in pred.get("artifacts", []):
+        here = measured.get(p["artifact"], {})
+        here_txt = (f"here {here['decode_tok_s']['median']:.0f} tok/s" if here.get("measured")
+                    else "here: not measured" if here else "")
+        there = (f"on {pred['device']} ~{_rng(p['decode_tok_s'], '{:.0f}')} tok/s decode, TTFT "
+                 f"~{p['ttft_ms']['point']:.0f} ms" if p["predicted"] else p["reason"])
+        con.print(f"latency {p['artifact']}: {here_txt}; {there}")
+    for b in lat.get("budgets", []):
+        if not b["passed"]:
+            con.print(f"[red]latency budget failed[/red] {b['artifact']}: {b['budget']} {b['limit']} "
+                      f"(predicted {b['predicted']:.1f} on {b['device']})")
     con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
 
 
@@ -326,4 +340,6 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
                       "[red]no[/red]")
     con = _console(stderr=False)
     con.print(table)
-    con.print("assumptions: " + "; ".join(ASSUMPTIONS))
+    con.print("[dim]assumptions:[/dim]")
+    for a in ASSUMPTIONS:
+        con.print(f"[dim]- {a}[/dim]")

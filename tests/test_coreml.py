@@ -62,7 +62,7 @@ def _validation(res, stage):
 def test_family_converts_and_passes_stages_1_and_2(family, recipe, tiny_dir, tiny_ios, tmp_path):
     from edgeslm.backends.coreml.package import read_package
 
-    res = export(str(tiny_dir(family)), tiny_ios, tmp_path / "b", recipe=recipe)
+    res = export(str(tiny_dir(family)), tiny_ios, tmp_path / "b", recipe=recipe, bench=False)
     (art,) = res.artifacts
     q = _check(res, "quantization")
     assert q["gate"]["passed"], q["gate"]["failures"]
@@ -94,7 +94,7 @@ def test_family_converts_and_passes_stages_1_and_2(family, recipe, tiny_dir, tin
 @pytest.mark.parametrize("recipe,op,dtype", [("int8", "constexpr_blockwise_shift_scale", "int8"),
                                              ("palettize4", "constexpr_lut_to_dense", "uint4")])
 def test_int8_and_palettized_weights(recipe, op, dtype, tiny_dir, tiny_ios, tmp_path):
-    res = export(str(tiny_dir("qwen3")), tiny_ios, tmp_path / "b", recipe=recipe)
+    res = export(str(tiny_dir("qwen3")), tiny_ios, tmp_path / "b", recipe=recipe, bench=False)
     (art,) = res.artifacts
     assert _validation(res, "structure")["status"] == "passed"
     # qwen3's tiny config ties lm_head to the embeddings: Core ML stores that table once
@@ -108,7 +108,7 @@ def test_stage_1_reads_the_weights_from_the_saved_package(tiny_dir, tiny_ios, tm
     """Corrupting the package's weight blob changes what stage 1 loads: the figures come from the file."""
     from edgeslm.backends.coreml.package import package_weights
 
-    export(str(tiny_dir("llama")), tiny_ios, tmp_path / "b", recipe="fp16")
+    export(str(tiny_dir("llama")), tiny_ios, tmp_path / "b", recipe="fp16", bench=False)
     pkg = tmp_path / "b" / "model-fp16.mlpackage"
     before = package_weights(pkg)
     blob = pkg / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
@@ -123,7 +123,7 @@ def test_stage_1_reads_the_weights_from_the_saved_package(tiny_dir, tiny_ios, tm
 def test_structure_check_fails_on_a_package_without_states(tiny_dir, tiny_ios, tmp_path):
     from edgeslm.backends.coreml.package import read_package, structure_checks
 
-    export(str(tiny_dir("llama")), tiny_ios, tmp_path / "b", recipe="int4")
+    export(str(tiny_dir("llama")), tiny_ios, tmp_path / "b", recipe="int4", bench=False)
     facts = read_package(tmp_path / "b" / "model-int4.mlpackage")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     (art,) = manifest["artifacts"]

@@ -184,9 +184,49 @@ def test_ios_target_states_what_ran(tmp_path):
         assert "NOT RUN" in res.output
     else:
         assert cm["parity"] == "passed" and cm["validation"]["lowering"] == "passed"
+    lat = json.loads((out / "latency.json").read_text())
+    cm_bench = next(a for a in lat["measured_here"]["artifacts"] if a["backend"] == "coreml")
+    if unavailable_here():
+        assert not cm_bench["measured"] and "Apple platforms" in cm_bench["reason"]
+    predicted = {p["artifact"] for p in lat["predicted_on_device"]["artifacts"] if p["predicted"]}
+    assert predicted == {cm["package"], et["file"]} and lat["predicted_on_device"]["device"] == "apple-a17-pro"
     assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
     inspected = CliRunner().invoke(main, ["inspect", str(out), "--json"])
-    assert json.loads(inspected.output)[0]["minimum_deployment_target"] == "iOS18"
+    assert json.loads(inspected.stdout)[0]["minimum_deployment_target"] == "iOS18"
     if unavailable_here():  # `run` picks a runnable artifact, and says why Core ML cannot run here
         r = CliRunner().invoke(main, ["run", str(out), "-p", "The import", "-n", "4", "--artifact", cm["package"]])
         assert r.exit_code == 2 and "Core ML runs only on Apple platforms" in r.output
+
+
+def test_latency_report_in_bundle(demo_bundle):
+    out, _ = demo_bundle
+    doc = json.loads((out / "latency.json").read_text())
+    assert (doc["schema_version"], doc["kind"]) == ("1.0", "edgeslm-latency")
+    assert doc["measured_here"]["host"]["memory_bandwidth"]["read_gb_s"] > 0
+    measured = {a["backend"]: a for a in doc["measured_here"]["artifacts"]}
+    assert set(measured) == {"executorch", "onnx"}
+    for a in measured.values():  # measured in the real runtimes, 3 timed runs
+        assert a["measured"] and a["runs"] == 3 and a["decode_tok_s"]["min"] <= a["decode_tok_s"]["median"]
+    pred = doc["predicted_on_device"]
+    assert pred["device"] == "snapdragon-8-gen-3" and pred["assumptions"]
+    for p in pred["artifacts"]:
+        assert p["predicted"] and p["inputs"]["weight_bytes"] > 1e6  # from the artifact's own bytes
+    m = json.loads((out / "manifest.json").read_text())
+    assert "latency.json" in [r["file"] for r in m["reports"]]
+
+
+def test_bench_and_predict_cli(demo_bundle):
+    out, _ = demo_bundle
+    r = CliRunner().invoke(main, ["bench", str(out), "--prompt-len", "16", "--gen-len", "8", "--repeats", "2",
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["artifacts"]
+    assert [a["backend"] for a in rows] == ["executorch", "onnx"] and all(a["runs"] == 2 for a in rows)
+    assert all(a["peak_rss_mib"] > 0 and a["prefill_tok_s"]["median"] > 0 for a in rows)
+    for device in ("pixel-8-pro", "host"):
+        p = CliRunner().invoke(main, ["predict", str(out), "--device", device, "--prompt-len", "64", "--json"])
+        assert p.exit_code == 0, p.output
+        got = json.loads(p.stdout)
+        assert got["device"] == device and all(a["predicted"] for a in got["artifacts"])
+    bad = CliRunner().invoke(main, ["bench", str(out), "--prompt-len", "600"])
+    assert bad.exit_code == 2 and "exceed the bundle's context length" in bad.output

@@ -42,7 +42,7 @@ def _check(res, stage):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="fp32", backends=("executorch",),
-                 context_length=64)
+                 context_length=64, bench=False)
     e2e = _check(res, "end_to_end")
     assert e2e["greedy_tokens"] == 32
     for p in e2e["per_prompt"]:
@@ -57,7 +57,7 @@ def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w", backends=("executorch",),
-                 context_length=64)
+                 context_length=64, bench=False)
     stages = [c["stage"] for c in res.parity["checks"]]
     assert stages == ["reauthoring", "quantization", "lowering", "end_to_end"]
     q = _check(res, "quantization")
@@ -75,7 +75,7 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
 def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_path):
     from edgeslm.backends.onnx.runtime import genai_greedy_tokens
 
-    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="fp32", context_length=64)
+    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="fp32", context_length=64, bench=False)
     e2e = _check(res, "end_to_end")
     folder = tmp_path / "b" / "onnx-fp32"
     for p in e2e["per_prompt"]:
@@ -94,7 +94,7 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
-    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="int4", context_length=64)
+    res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="int4", context_length=64, bench=False)
     assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", "lowering", "quantization", "end_to_end"]
     assert _check(res, "quantization")["metrics"]["kl_mean"] > 0
     assert _check(res, "lowering")["metrics"]["max_abs_logit_diff"] < 1e-3
@@ -108,7 +108,7 @@ def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
 def test_onnx_fp16_and_int8(recipe, dtype, tiny_dir, tmp_path):
     import onnx
 
-    res = export(str(tiny_dir("qwen3")), "jetson-orin", tmp_path / "b", recipe=recipe, context_length=64)
+    res = export(str(tiny_dir("qwen3")), "jetson-orin", tmp_path / "b", recipe=recipe, context_length=64, bench=False)
     (art,) = res.artifacts
     assert art["onnxruntime_genai"]["greedy_exact"] == 8  # the folder loads and runs in onnxruntime-genai
     q = _check(res, "quantization")

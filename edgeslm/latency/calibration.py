@@ -44,7 +44,8 @@ def implied(point: dict, w: Workload, device: Device) -> dict:
     """The efficiency and prefill throughput that would reproduce this point exactly."""
     p = point.get("prompt_len", 64)
     bytes_step = w.streamed_bytes + w.kv_bytes_per_position * p
-    eff = point["decode_tok_s"] * bytes_step / (device.memory_bandwidth_gb_s * 1e9)
+    overhead = device.perf(point["backend"]).step_overhead_us * 1e-6
+    eff = bytes_step / (device.memory_bandwidth_gb_s * 1e9 * (1 / point["decode_tok_s"] - overhead))
     out = {"bandwidth_efficiency": eff}
     if "prefill_tok_s" in point:  # compute-bound: the prompt's FLOPs over its measured time
         out["prefill_gflops"] = prefill_flops(w, p) / (p / point["prefill_tok_s"]) / 1e9

@@ -27,7 +27,7 @@ class BackendPerf:
     bandwidth_efficiency: dict[str, float]  # kind → fraction of peak DRAM bandwidth reached while decoding
     prefill_gflops: dict[str, float]  # kind → effective prefill throughput (GFLOP/s or GOP/s)
     runtime: str = ""
-    layer_overhead_us: float = 0.0  # fixed cost per layer per step (kernel dispatch), dominant for tiny models
+    step_overhead_us: float = 0.0  # fixed cost of one decode step (runtime dispatch), dominant for tiny models
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,6 @@ def host_device(facts: dict) -> Device:
     for name in ("executorch", "onnx"):
         r = ref.perf(name)
         backends[name] = BackendPerf(dict(r.bandwidth_efficiency), {k: v * scale for k, v in r.prefill_gflops.items()},
-                                     "this machine's CPU", r.layer_overhead_us)
+                                     "this machine's CPU", r.step_overhead_us)
     return Device("host", f"this machine: {facts['cpu']}, {facts['cores']} cores, measured "
                   f"{facts['memory_bandwidth']['read_gb_s']} GB/s read", bw, facts.get("memory_gb") or 0.0, backends)

@@ -22,8 +22,8 @@ ASSUMPTIONS = [
     "cache up to its position, at peak DRAM bandwidth × the backend's measured efficiency for its kernel kind",
     "prefill is compute-bound (roofline): 2 FLOPs per weight per token plus causal attention, at the backend's "
     "effective throughput for its kernel kind, or the time to read the weights once if that is longer",
-    "each decode step also pays a fixed per-layer runtime cost (kernel dispatch), measured on the build host and "
-    "assumed for devices; it matters only for tiny models",
+    "each decode step also pays a fixed runtime cost (dispatch), measured on the build host and assumed for "
+    "devices; it matters only for tiny models",
     "efficiencies are calibrated on published ExecuTorch figures (docs/latency.md) and assumed to carry over to "
     "devices of the same class; thermal throttling, other apps and the OS are not modelled",
     f"range = point estimate ± {UNCERTAINTY:.0%}, the error seen on published figures the model was not fitted to",
@@ -39,7 +39,7 @@ def decode_seconds(w: Workload, device: Device, backend: str, start: int, steps:
     perf = device.perf(backend)
     bw = device.memory_bandwidth_gb_s * 1e9 * perf.bandwidth_efficiency[w.kind]
     kv = w.kv_bytes_per_position * (steps * start + steps * (steps - 1) / 2)  # positions start..start+steps-1
-    return (w.streamed_bytes * steps + kv) / bw + steps * w.layers * perf.layer_overhead_us * 1e-6
+    return (w.streamed_bytes * steps + kv) / bw + steps * perf.step_overhead_us * 1e-6
 
 
 def prefill_flops(w: Workload, prompt_len: int) -> float:
@@ -75,5 +75,5 @@ def predict(w: Workload, device: Device, backend: str, prompt_len: int, gen_len:
                    "memory_bandwidth_gb_s": device.memory_bandwidth_gb_s,
                    "bandwidth_efficiency": device.perf(backend).bandwidth_efficiency[w.kind],
                    "prefill_gflops": device.perf(backend).prefill_gflops[w.kind],
-                   "layer_overhead_us": device.perf(backend).layer_overhead_us},
+                   "step_overhead_us": device.perf(backend).step_overhead_us},
     }

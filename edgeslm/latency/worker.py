@@ -23,6 +23,15 @@ def _rss_mib() -> float:
     return peak / 2**20 if platform.system() == "Darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def _current_rss_mib() -> float | None:
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(3, vocab_size) for _ in range(n)]  # skip the usual pad/bos/eos ids
@@ -36,7 +45,7 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
     m = read_manifest(bundle)
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
-    baseline = _rss_mib()
+    baseline = _current_rss_mib()
     t = time.perf_counter()
     with native_output_silenced():
         model = backend.step_model(bundle, art)

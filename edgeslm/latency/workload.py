@@ -31,7 +31,6 @@ class Workload:
     attention_flops_per_position: float  # per token, per position attended to
     context_length: int
     activation_bytes: float  # working buffers, independent of the weights
-    layers: int = 0  # for the runtime's fixed per-layer cost of a step
 
     def kv_bytes(self, positions: int) -> float:
         return self.kv_bytes_per_position * positions
@@ -51,7 +50,7 @@ def from_shape(shape: dict, weight_bytes: float, embed_bytes_skipped: float, kv_
     attn = 4 * shape["num_layers"] * shape["num_heads"] * shape["head_dim"]  # QK^T and PV, 2 FLOPs per MAC
     act = 4 * (shape["vocab_size"] + 4 * max(shape["hidden_size"], shape["intermediate_size"]))
     return Workload(kind, weight_bytes, max(weight_bytes - embed_bytes_skipped, 0.0), kv,
-                    2.0 * linear_params(shape), attn, context_length, act, shape["num_layers"])
+                    2.0 * linear_params(shape), attn, context_length, act)
 
 
 def from_artifact(manifest: dict, artifact: dict) -> Workload:
