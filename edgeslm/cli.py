@@ -59,8 +59,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("model")
-@click.option("--target", "-t", default="android", show_default=True, help="Built-in target name or a .toml file.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: out/MODEL-TARGET].")
+@click.option("--target", "-t", "targets", multiple=True, help="Built-in target name or a .toml file; repeat for "
+              "several targets in one run (loading and the fp32 reference are shared) [default: android].")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Bundle folder [default: out/MODEL-TARGET]; "
+              "with several targets, the parent of one bundle per target [default: out/MODEL].")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Also write the release reports there: "
+              "summary.json, junit.xml, summary.md, index.html, and each target's JSON reports.")
 @click.option("--backend", "-b", "backends", multiple=True,
               help="Backend(s) to build instead of the target's: executorch, onnx, coreml (repeatable).")
 @click.option("--recipe", help="Quantization recipe for every backend (overrides the target's): "
@@ -69,22 +73,29 @@ def main() -> None:
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports.")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--no-bench", is_flag=True, help="Do not time the artifacts here (latency.json: prediction only).")
+@click.option("--force", is_flag=True, help="Replace the output folder(s) if they exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
-def export(model, target, output, backends, recipe, group_size, revision, context_length, force, as_json):
-    """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle.
+def export(model, targets, output, report_dir, backends, recipe, group_size, revision, context_length, no_bench,
+           force, as_json):
+    """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
 
-    Exit code: 0 when every parity gate passes, 1 when a gate fails (the bundle is still written, marked
-    failed), 2 on bad input or an internal error.
+    Exit code: 0 when every parity gate and latency budget passes, 1 when one fails (the bundles are still
+    written, marked failed), 2 on bad input or an internal error.
     """
+    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from edgeslm.pipeline import export as run_export
+    from edgeslm.pipeline import export_targets
 
-    from rich.console import Console
-
-    out = output or Path("out") / f"{Path(model).name}-{Path(target).stem}"
+    targets = targets or ("android",)
+    name = Path(model).name
+    if len(targets) == 1:
+        outs = [output or Path("out") / f"{name}-{Path(targets[0]).stem}"]
+    else:
+        parent = output or Path("out") / name
+        outs = [parent / Path(t).stem for t in targets]
     with native_output_silenced() as (_, err), Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=Console(file=err, highlight=False), transient=True,
@@ -95,14 +106,25 @@ def export(model, target, output, backends, recipe, group_size, revision, contex
             progress.update(task, description=msg)
             progress.console.print(f"[dim]·[/dim] {msg}")
 
-        res = run_export(model, target, out, recipe=recipe, backends=backends or None, revision=revision, force=force,
-                         context_length=context_length, group_size=group_size, status=status)
+        results = export_targets(model, list(zip(targets, outs)), recipe=recipe, backends=backends or None,
+                                 revision=revision, force=force, context_length=context_length,
+                                 group_size=group_size, status=status, bench=not no_bench)
+        if report_dir:
+            from edgeslm.reports.write import write_reports
+
+            status(f"writing reports to {report_dir}")
+            written = write_reports([r.out for r in results], report_dir)
+    passed = all(r.passed for r in results)
     if as_json:
-        click.echo(json.dumps({"output": str(res.out), "passed": res.passed, "artifacts": res.artifacts,
-                               "timings": res.timings, "parity": res.parity}, default=str))
+        items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,
+                  "parity": r.parity, "latency": r.latency} for r in results]
+        click.echo(json.dumps(items[0] if len(items) == 1 else {"passed": passed, "targets": items}, default=str))
     else:
-        _print_summary(res)
-    sys.exit(EXIT_OK if res.passed else EXIT_GATE_FAILED)
+        for r in results:
+            _print_summary(r)
+        if report_dir:
+            _console(stderr=False).print(f"reports: {', '.join(str(w) for w in written)}")
+    sys.exit(EXIT_OK if passed else EXIT_GATE_FAILED)
 
 
 def _print_summary(res) -> None:
@@ -112,7 +134,7 @@ def _print_summary(res) -> None:
     verdict = "PASSED" if res.passed else "FAILED"
     if not_run:
         verdict += f" ({len(not_run)} stage{'s' if len(not_run) > 1 else ''} not run on this platform)"
-    table = Table(title=f"parity: {verdict}")
+    table = Table(title=f"{res.parity['target']} parity: {verdict}")
     for col in ("artifact", "stage", "top-1", "mean KL", "greedy", "gate"):
         table.add_column(col)
     for c in res.parity["checks"]:
@@ -343,3 +365,69 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
     con.print("[dim]assumptions:[/dim]")
     for a in ASSUMPTIONS:
         con.print(f"[dim]- {a}[/dim]")
+
+
+@main.command()
+@click.argument("reports", type=click.Path(path_type=Path))
+@click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write the HTML report here.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--markdown", "md_path", type=click.Path(path_type=Path), help="Write the Markdown summary here.")
+@handle_errors
+def report(reports, html_path, junit_path, md_path):
+    """Render REPORTS (a --report-dir folder, a bundle, or a folder of bundles) as HTML, JUnit XML and Markdown
+    [default: index.html, junit.xml, summary.md inside REPORTS]."""
+    from edgeslm.reports.collect import load_report
+    from edgeslm.reports.write import render
+
+    with native_output_silenced() as (out, _):
+        doc = load_report(reports)
+        written = render(doc, reports, html_path, junit_path, md_path)
+    click.echo(f"{'PASSED' if doc['passed'] else 'FAILED'}: " + ", ".join(str(w) for w in written))
+
+
+@main.command()
+@click.argument("reports", type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path), help="Earlier reports (e.g. the last release's): "
+              "fail on regressions beyond tolerance.")
+@click.option("--gates", "gate_file", type=click.Path(path_type=Path), help="TOML file with [gates.*] tables "
+              "(as in target files) to judge parity metrics by, on top of the targets' own gates.")
+@click.option("--top1-drop", default=0.02, show_default=True, help="Tolerated absolute drop in top-1 agreement.")
+@click.option("--kl-rise", default=0.25, show_default=True, help="Tolerated relative rise in mean KL.")
+@click.option("--greedy-drop", default=0.10, show_default=True, help="Tolerated absolute drop in greedy agreement.")
+@click.option("--decode-drop", default=0.05, show_default=True,
+              help="Tolerated relative drop in predicted decode tok/s (measured: 0.30, timings are noisy).")
+@click.option("--json", "as_json", is_flag=True, help="Print the failures and regressions as JSON on stdout.")
+@handle_errors
+def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_drop, as_json):
+    """Exit 0 if REPORTS may ship, 1 if a check failed or (with --baseline) something regressed; a table says
+    what and by how much. REPORTS is a --report-dir folder, a bundle, or a folder of bundles."""
+    from rich.table import Table
+
+    from edgeslm.reports.collect import load_report
+    from edgeslm.reports.gate import Tolerance, current_failures, load_gate_file, regressions
+
+    with native_output_silenced():
+        current = load_report(reports)
+        base = load_report(baseline) if baseline else None
+    gates = load_gate_file(gate_file) if gate_file else None
+    rows = current_failures(current, gates)
+    if base is not None:
+        rows += regressions(current, base, Tolerance(top1_drop, kl_rise, greedy_drop, decode_drop))
+    if as_json:
+        click.echo(json.dumps({"passed": not rows, "problems": rows}, indent=2, default=str))
+    else:
+        con = _console(stderr=False)
+        if rows:
+            table = Table(title=f"gate: FAILED ({len(rows)} problem{'s' if len(rows) > 1 else ''})")
+            for col in ("target", "artifact", "check", "what", "baseline", "current", "limit"):
+                table.add_column(col)
+            for r in rows:
+                fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
+                table.add_row(r["target"], r["artifact"], r["check"], r["what"], fmt(r["baseline"]),
+                              fmt(r["current"]), r["limit"])
+            con.print(table)
+        else:
+            n = current["counts"]
+            con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform"
+                      + (", no regression against the baseline" if base is not None else "") + ")")
+    sys.exit(EXIT_GATE_FAILED if rows else EXIT_OK)

@@ -100,6 +100,42 @@ def _plan(tgt: Target, backends, recipe, group_size) -> list[tuple[str, str]]:
     return pairs
 
 
+@dataclass
+class Reference:
+    """What every target of one export shares, computed once: the checkpoint, the prompts, and the transformers
+    and edgeslm fp32 observations (neither depends on the target)."""
+
+    source: object
+    ckpt: Checkpoint
+    family: object
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    obs_ref: object
+    obs_fp32: object
+    shape: dict
+    seconds: float
+
+
+def prepare(model: str, revision: str | None, prompts: list[str] | None, context_length: int,
+            status: Status = lambda msg: None) -> Reference:
+    status("resolving model")
+    source = resolve(model, revision)
+    ckpt = load_checkpoint(source)
+    family = family_for(ckpt.config)
+    prompts = prompts or default_prompts()
+    prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts]
+    status("running the transformers reference")
+    t = time.perf_counter()
+    ref = ckpt.reference_model()
+    obs_ref = observe(HFModel(ref), prompt_ids)
+    del ref
+    fp32 = build_decoder(ckpt, context_length)
+    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids)
+    shape = _shape(fp32.spec)
+    del fp32
+    return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t)
+
+
 def export(
     model: str,
     target: str | Target,
@@ -119,34 +155,47 @@ def export(
     ``bench=False`` skips timing the artifacts on this machine; latency.json then holds the target device's
     prediction only (and says so).
     """
-    t0 = time.perf_counter()
-    tgt = target if isinstance(target, Target) else load_target(target)
-    plan = _plan(tgt, backends, recipe, group_size)
-    ctx = context_length or tgt.context_length
-    check_output(out, force)  # fail before the heavy work, not after it
+    return export_targets(model, [(target, out)], recipe, backends, revision, force, context_length, group_size,
+                          prompts, status, bench)[0]
 
-    status("resolving model")
-    source = resolve(model, revision)
-    ckpt = load_checkpoint(source)
-    family = family_for(ckpt.config)
-    prompts = prompts or default_prompts()
-    prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts]
-    longest = max(map(len, prompt_ids)) + GREEDY_TOKENS
-    if longest > ctx:
-        raise InputError(f"parity needs {longest} positions but the context length is {ctx}",
+
+def export_targets(
+    model: str,
+    targets: list[tuple[str | Target, Path]],
+    recipe: str | None = None,
+    backends: tuple[str, ...] | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    context_length: int | None = None,
+    group_size: int | None = None,
+    prompts: list[str] | None = None,
+    status: Status = lambda msg: None,
+    bench: bool = True,
+) -> list[ExportResult]:
+    """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
+    the fp32 decoder's observations are done once and shared; every target is then built, checked and written
+    on its own (each bundle atomically)."""
+    tgts = [(t if isinstance(t, Target) else load_target(t), out) for t, out in targets]
+    plans = [_plan(t, backends, recipe, group_size) for t, _ in tgts]
+    for _, out in tgts:
+        check_output(out, force)  # fail before the heavy work, not after it
+    ctxs = [context_length or t.context_length for t, _ in tgts]
+    ref = prepare(model, revision, prompts, max(ctxs), status)
+    longest = max(map(len, ref.prompt_ids)) + GREEDY_TOKENS
+    if longest > min(ctxs):
+        raise InputError(f"parity needs {longest} positions but the context length is {min(ctxs)}",
                          f"pass --context-length {longest} or more")
-    timings: dict[str, float] = {}
+    return [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench)
+            for (tgt, out), plan, ctx in zip(tgts, plans, ctxs)]
 
-    status("running the transformers reference")
-    t = time.perf_counter()
-    ref = ckpt.reference_model()
-    obs_ref = observe(HFModel(ref), prompt_ids)
-    del ref
-    fp32 = build_decoder(ckpt, ctx)
-    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids)
-    shape = _shape(fp32.spec)
-    del fp32
-    timings["reference_s"] = time.perf_counter() - t
+
+def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: bool, group_size, status: Status,
+                bench: bool) -> ExportResult:
+    t0 = time.perf_counter()
+    source, ckpt, family, prompts, prompt_ids = ref.source, ref.ckpt, ref.family, ref.prompts, ref.prompt_ids
+    obs_ref, obs_fp32, shape = ref.obs_ref, ref.obs_fp32, ref.shape
+    timings: dict[str, float] = {"reference_s": ref.seconds}
+    status(f"target {tgt.name}")
     checks = [dict(compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
                            tgt.thresholds("", "reauthoring")), artifact=None)]
 
@@ -196,5 +245,5 @@ def export(
         passed = passed and latency["passed"]
         manifest["status"] = "passed" if passed else "failed"
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    timings["total_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t0 + ref.seconds
     return ExportResult(out, passed, artifacts, doc, timings, latency)

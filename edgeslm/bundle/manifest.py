@@ -49,6 +49,17 @@ def verify(bundle: Path) -> list[str]:
                 for e in jsonschema.Draft202012Validator(schema()).iter_errors(m)]
     if problems:
         return problems
+    from edgeslm.reports.schemas import SCHEMAS
+    from edgeslm.reports.schemas import problems as schema_problems
+
+    for r in m["reports"]:  # the JSON reports follow their published schemas too
+        if r["file"] in SCHEMAS and (bundle / r["file"]).is_file():
+            try:
+                doc = json.loads((bundle / r["file"]).read_text())
+            except json.JSONDecodeError as e:
+                problems.append(f"{r['file']}: not valid JSON ({e})")
+                continue
+            problems += [f"{r['file']}: {p}" for p in schema_problems(doc, SCHEMAS[r["file"]])]
     entries = [e for a in m["artifacts"] for e in [a, *a.get("files", [])]]
     entries += list(m["tokenizer"]["files"]) + list(m["reports"])
     for e in entries:

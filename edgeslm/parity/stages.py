@@ -61,7 +61,7 @@ class Thresholds:
 
 def compare(stage: str, reference: str, candidate: str, ref: Observations, cand: Observations,
             prompts: list[str], thresholds: Thresholds | None) -> dict:
-    per_prompt, top1_all, kl_all, max_abs, by_pos = [], [], [], 0.0, {}
+    per_prompt, top1_all, kl_all, max_abs, by_pos, kl_pos = [], [], [], 0.0, {}, {}
     for p, rl, cl, rg, cg in zip(prompts, ref.logits, cand.logits, ref.greedy, cand.greedy):
         c = compare_logits(rl, cl)
         max_abs = max(max_abs, c.max_abs)
@@ -69,6 +69,8 @@ def compare(stage: str, reference: str, candidate: str, ref: Observations, cand:
         kl_all += c.kl
         for i, ok in enumerate(c.top1):
             by_pos.setdefault(i, []).append(ok)
+        for i, kl in enumerate(c.kl):
+            kl_pos.setdefault(i, []).append(kl)
         prefix = greedy_prefix(rg, cg)
         per_prompt.append({
             "prompt": p, "positions": len(c.top1), "max_abs_logit_diff": c.max_abs,
@@ -95,6 +97,7 @@ def compare(stage: str, reference: str, candidate: str, ref: Observations, cand:
         "greedy_tokens": n_greedy,
         "metrics": metrics,
         "top1_by_position": [sum(v) / len(v) for _, v in sorted(by_pos.items())],
+        "kl_by_position": [sum(v) / len(v) for _, v in sorted(kl_pos.items())],
         "gate": {
             "thresholds": asdict(thresholds) if thresholds else None,
             "passed": not failures,

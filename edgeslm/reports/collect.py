@@ -1,0 +1,136 @@
+"""One release report across targets and backends, built from the bundles' JSON reports (manifest.json,
+parity.json, latency.json) and flattened into checks: one row per (target, artifact, check), which JUnit, the
+Markdown summary, the HTML page and ``gate`` all read.
+
+A reports folder holds ``summary.json`` plus each target's JSON reports in ``<target>/``; a bundle folder (or a
+folder of bundles) reads the same way, so every command takes either.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeslm.errors import InputError
+
+REPORT_SCHEMA_VERSION = "1.0"
+REPORT_FILES = ("manifest.json", "parity.json", "latency.json")
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read {path}: {e}", "pass a folder written by edgeslm export or --report-dir")
+
+
+def target_folders(folder: Path) -> list[Path]:
+    """Folders holding one target's reports: ``folder`` itself if it is a bundle, else its subfolders that are."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} does not exist or is not a folder",
+                         "pass a bundle folder, a folder of bundles, or a --report-dir folder")
+    if (folder / "parity.json").is_file():
+        return [folder]
+    found = sorted(p for p in folder.iterdir() if (p / "parity.json").is_file())
+    if not found:
+        raise InputError(f"no edgeslm reports in {folder} (no parity.json in it or its subfolders)",
+                         "pass a folder written by edgeslm export or --report-dir")
+    return found
+
+
+def _flatten(target: str, manifest: dict, parity: dict, latency: dict | None) -> list[dict]:
+    names = {a.get("package", a["file"]): a for a in manifest["artifacts"]}
+    backend = {n: a["backend"] for n, a in names.items()}
+    rows = []
+    for c in parity["checks"]:
+        art = c.get("artifact")
+        gated = c["gate"]["thresholds"] is not None
+        rows.append({
+            "target": target, "artifact": art or "model", "backend": backend.get(art, "model"),
+            "recipe": names[art]["recipe"] if art in names else None, "check": c["stage"], "kind": "parity",
+            "status": ("passed" if c["gate"]["passed"] else "failed") if gated else "info",
+            "metrics": c["metrics"], "message": "; ".join(c["gate"]["failures"]),
+        })
+    for v in parity.get("validations", []):
+        art = v["artifact"]
+        failed = [f"{c['check']}: expected {c['expected']}, found {c['found']}" for c in v.get("checks", [])
+                  if not c["passed"]]
+        rows.append({"target": target, "artifact": art, "backend": backend.get(art, "model"),
+                     "recipe": names[art]["recipe"] if art in names else None, "check": v["stage"],
+                     "kind": "structure" if v["status"] != "not_run" else "parity", "status": v["status"],
+                     "metrics": {}, "message": v.get("reason") or "; ".join(failed)})
+    for a in manifest["artifacts"]:  # a backend-level failure outside the metric stages (e.g. genai mismatch)
+        name = a.get("package", a["file"])
+        if a["parity"] == "failed" and not any(r["artifact"] == name and r["status"] == "failed" for r in rows):
+            rows.append({"target": target, "artifact": name, "backend": a["backend"], "recipe": a["recipe"],
+                         "check": "runtime agreement", "kind": "parity", "status": "failed", "metrics": {},
+                         "message": "the artifact's runtime checks failed (see manifest.json)"})
+    for b in (latency or {}).get("budgets", []):
+        art = b["artifact"]
+        rows.append({"target": target, "artifact": art, "backend": backend.get(art, "model"),
+                     "recipe": names[art]["recipe"] if art in names else None, "check": f"latency {b['budget']}",
+                     "kind": "latency", "status": "passed" if b["passed"] else "failed",
+                     "metrics": {"predicted": b["predicted"], "limit": b["limit"]},
+                     "message": "" if b["passed"] else f"predicted {b['predicted']:.3g} vs limit {b['limit']:.3g} "
+                                                       f"on {b['device']}"})
+    return rows
+
+
+def _size_by_dtype(folder: Path, art: dict) -> dict:
+    """Artifact bytes by storage dtype, read from the artifact where a reader exists (ONNX, Core ML); a .pte
+    stores its weights inside delegate blobs, so it is one figure."""
+    if art.get("weight_bytes_by_dtype"):
+        return art["weight_bytes_by_dtype"]
+    path = folder / art.get("package", art["file"])
+    if art["backend"] == "onnx" and path.is_file():
+        from edgeslm.bundle.inspect import READERS
+
+        return READERS["onnx"](path)["weight_bytes_by_dtype"]
+    return {"mixed (delegate blobs)": art["bytes"]}
+
+
+def load_target(folder: Path) -> dict:
+    manifest = _read(folder / "manifest.json")
+    parity = _read(folder / "parity.json")
+    latency = _read(folder / "latency.json") if (folder / "latency.json").is_file() else None
+    name = manifest["target"]["name"]
+    checks = _flatten(name, manifest, parity, latency)
+    return {
+        "target": name,
+        "device": manifest["target"].get("device"),
+        "folder": folder.name,
+        "model": manifest["model"]["id"],
+        "status": manifest["status"],
+        "passed": manifest["status"] == "passed",
+        "artifacts": [{"name": a.get("package", a["file"]), "backend": a["backend"], "recipe": a["recipe"],
+                       "bytes": a["bytes"] + sum(f["bytes"] for f in a.get("files", [])), "parity": a["parity"],
+                       "weight_bytes_by_dtype": _size_by_dtype(folder, a)} for a in manifest["artifacts"]],
+        "checks": checks,
+        "parity": parity,
+        "latency": latency,
+    }
+
+
+def load_report(folder: Path) -> dict:
+    """The whole report from a reports folder, a bundle, or a folder of bundles."""
+    summary = folder / "summary.json"
+    if summary.is_file():
+        doc = _read(summary)
+        if doc.get("kind") != "edgeslm-report":
+            raise InputError(f"{summary} is not an edgeslm report", "pass a folder written by --report-dir")
+        return doc
+    return summarize([load_target(f) for f in target_folders(folder)])
+
+
+def summarize(targets: list[dict]) -> dict:
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "kind": "edgeslm-report",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": targets[0]["model"] if targets else None,
+        "passed": all(t["passed"] for t in targets),
+        "counts": {s: sum(c["status"] == s for t in targets for c in t["checks"])
+                   for s in ("passed", "failed", "not_run", "info")},
+        "targets": targets,
+    }

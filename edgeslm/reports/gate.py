@@ -1,0 +1,121 @@
+"""``edgeslm gate``: decide from reports whether a model may ship.
+
+Fails on (a) any failed check in the current reports (parity gates, package structure, latency budgets), after
+optionally re-judging the parity metrics against a gate file's thresholds, and (b) with a baseline, on any
+regression beyond tolerance: the same (target, backend, check) compared between the two reports, so swapping a
+backend's recipe for a worse one is caught even though the artifact's name changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeslm.parity.stages import Thresholds
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    top1_drop: float = 0.02  # absolute
+    kl_rise: float = 0.25  # relative (and at least 0.002 absolute)
+    greedy_drop: float = 0.10  # absolute
+    predicted_decode_drop: float = 0.05  # relative; predictions are deterministic in the artifact's bytes
+    measured_decode_drop: float = 0.30  # relative; timings on shared CI machines are noisy
+
+
+def _row(c: dict, what: str, base, cur, limit: str) -> dict:
+    return {"target": c["target"], "artifact": c["artifact"], "backend": c["backend"], "check": c["check"],
+            "what": what, "baseline": base, "current": cur, "limit": limit}
+
+
+def current_failures(report: dict, gates: dict | None = None) -> list[dict]:
+    """Failed checks; with ``gates`` ({recipe or 'reauthoring': {stage: Thresholds}}), parity metrics are
+    re-judged against those thresholds too."""
+    rows = []
+    for t in report["targets"]:
+        for c in t["checks"]:
+            if c["status"] == "failed":
+                rows.append(_row(c, "failed", None, c["message"], "must pass"))
+            if gates and c["kind"] == "parity" and c["metrics"].get("top1_agreement") is not None:
+                th = gates.get("reauthoring") if c["check"] == "reauthoring" else \
+                    gates.get(c.get("recipe") or "", {}).get(c["check"])
+                if isinstance(th, Thresholds):
+                    for f in th.failures(c["metrics"]):
+                        rows.append(_row(c, "gate file", None, f, "gate file"))
+    return rows
+
+
+def _index(report: dict) -> dict:
+    out = {}
+    for t in report["targets"]:
+        for c in t["checks"]:
+            out[(t["target"], c["backend"], c["check"])] = c
+    return out
+
+
+def _latency(report: dict) -> dict:
+    out = {}
+    for t in report["targets"]:
+        lat = t.get("latency") or {}
+        backend = {a["name"]: a["backend"] for a in t["artifacts"]}
+        for a in (lat.get("predicted_on_device") or {}).get("artifacts", []):
+            if a.get("predicted"):
+                out.setdefault((t["target"], backend.get(a["artifact"])), {})["predicted"] = \
+                    (a["artifact"], a["decode_tok_s"]["point"])
+        for a in ((lat.get("measured_here") or {}).get("artifacts") or []):
+            if a.get("measured"):
+                out.setdefault((t["target"], backend.get(a["artifact"])), {})["measured"] = \
+                    (a["artifact"], a["decode_tok_s"]["median"])
+    return out
+
+
+def regressions(current: dict, baseline: dict, tol: Tolerance = Tolerance()) -> list[dict]:
+    rows = []
+    base = _index(baseline)
+    for key, c in _index(current).items():
+        b = base.get(key)
+        if b is None or not c["metrics"] or not b["metrics"]:
+            continue
+        m, bm = c["metrics"], b["metrics"]
+        if bm["top1_agreement"] - m["top1_agreement"] > tol.top1_drop:
+            rows.append(_row(c, "top-1 agreement", bm["top1_agreement"], m["top1_agreement"],
+                             f"drop ≤ {tol.top1_drop}"))
+        if m["kl_mean"] > bm["kl_mean"] * (1 + tol.kl_rise) and m["kl_mean"] - bm["kl_mean"] > 0.002:
+            rows.append(_row(c, "mean KL", bm["kl_mean"], m["kl_mean"], f"rise ≤ {tol.kl_rise:.0%}"))
+        if bm["greedy_prefix_mean"] - m["greedy_prefix_mean"] > tol.greedy_drop:
+            rows.append(_row(c, "greedy agreement", bm["greedy_prefix_mean"], m["greedy_prefix_mean"],
+                             f"drop ≤ {tol.greedy_drop}"))
+        if b["status"] == "passed" and c["status"] in ("failed", "not_run"):
+            rows.append(_row(c, "status", b["status"], c["status"], "no longer passing"))
+    base_lat = _latency(baseline)
+    for key, cur in _latency(current).items():
+        for kind, limit in (("predicted", tol.predicted_decode_drop), ("measured", tol.measured_decode_drop)):
+            if kind in cur and kind in base_lat.get(key, {}):
+                (art, now), (_, before) = cur[kind], base_lat[key][kind]
+                if now < before * (1 - limit):
+                    rows.append({"target": key[0], "artifact": art, "backend": key[1], "check": "latency",
+                                 "what": f"{kind} decode tok/s", "baseline": before, "current": now,
+                                 "limit": f"drop ≤ {limit:.0%}"})
+    return rows
+
+
+def load_gate_file(path: Path) -> dict:
+    """A gate file holds ``[gates.*]`` tables exactly as target files do."""
+    import tomllib
+
+    from edgeslm.errors import InputError
+    from edgeslm.target import STAGES, _reject_unknown, _thresholds
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise InputError(f"cannot read gate file {path}: {e}", "pass a TOML file with [gates.*] tables") from None
+    _reject_unknown(data, {"gates"}, "the top level", path)
+    gates: dict = {}
+    for key, table in data.get("gates", {}).items():
+        if key == "reauthoring":
+            gates[key] = _thresholds(table, "gates.reauthoring", path)
+        else:
+            _reject_unknown(table, set(STAGES) - {"reauthoring"}, f"gates.{key}", path)
+            gates[key] = {s: _thresholds(t, f"gates.{key}.{s}", path) for s, t in table.items()}
+    return gates

@@ -1,0 +1,39 @@
+"""Write a reports folder from bundles: each target's JSON reports, summary.json, junit.xml, summary.md and
+index.html (all derived from the same flattened checks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgeslm.reports.collect import REPORT_FILES, load_target, summarize
+from edgeslm.reports.html import to_html
+from edgeslm.reports.junit import to_junit
+from edgeslm.reports.markdown import to_markdown
+
+
+def render(report: dict, folder: Path, html: Path | None = None, junit: Path | None = None,
+           markdown: Path | None = None) -> list[Path]:
+    outputs = [(html or folder / "index.html", to_html), (junit or folder / "junit.xml", to_junit),
+               (markdown or folder / "summary.md", to_markdown)]
+    for path, fn in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(fn(report))
+    return [p for p, _ in outputs]
+
+
+def write_reports(bundles: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = []
+    for b in bundles:
+        t = load_target(b)
+        dst = folder / t["target"]
+        dst.mkdir(exist_ok=True)
+        for name in REPORT_FILES:
+            if (b / name).is_file():
+                shutil.copyfile(b / name, dst / name)
+        targets.append(t)
+    report = summarize(targets)
+    (folder / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    return [folder / "summary.json", *render(report, folder)]

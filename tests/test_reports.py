@@ -1,0 +1,153 @@
+"""Release gating: several targets in one export, reports that follow their schemas, JUnit with a test case per
+(target, artifact, check), Markdown and HTML (rendered in headless Chromium), and `gate --baseline` catching a
+worse recipe."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from edgeslm.cli import main
+from edgeslm.reports.schemas import problems
+
+# Loose gates for random-weight tiny models (their top-1 under quantization says little; KL bounds the damage).
+TARGET = """
+name = "{name}"
+backends = ["onnx"]
+recipe = "int8"
+context_length = 64
+device = "{device}"
+[gates.reauthoring]
+max_abs_logit_diff = 1e-3
+[gates.int8.quantization]
+max_kl_mean = 0.05
+[gates.int4.quantization]
+max_kl_mean = 0.05
+"""
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("targets")
+    paths = []
+    for name, device in (("edge-a", "snapdragon-8-gen-3"), ("edge-b", "jetson-orin-nano-8gb")):
+        (d / f"{name}.toml").write_text(TARGET.format(name=name, device=device))
+        paths.append(str(d / f"{name}.toml"))
+    return paths
+
+
+def _export(model, targets, out, reports, recipe):
+    args = ["export", str(model), "-o", str(out), "--report-dir", str(reports), "--recipe", recipe, "--no-bench"]
+    for t in targets:
+        args += ["--target", t]
+    return CliRunner().invoke(main, args)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dir, targets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel")
+    res = _export(tiny_dir("llama"), targets, root / "bundles", root / "reports", "int8")
+    return root, res
+
+
+def test_several_targets_one_run_with_reports(exported):
+    root, res = exported
+    assert res.exit_code == 0, res.output
+    assert res.output.count("resolving model") == 1  # loading and the fp32 reference shared by both targets
+    assert sorted(p.name for p in (root / "bundles").iterdir()) == ["edge-a", "edge-b"]
+    rep = root / "reports"
+    for f in ("summary.json", "junit.xml", "summary.md", "index.html"):
+        assert (rep / f).is_file(), f
+    for t in ("edge-a", "edge-b"):  # each target's JSON reports follow the published schemas
+        for name, schema in (("manifest.json", "manifest"), ("parity.json", "parity"), ("latency.json", "latency")):
+            assert problems(json.loads((rep / t / name).read_text()), schema) == [], (t, name)
+    summary = json.loads((rep / "summary.json").read_text())
+    assert problems(summary, "report") == [] and summary["passed"]
+    assert [t["target"] for t in summary["targets"]] == ["edge-a", "edge-b"]
+    # the same artifact predicted on each target's own device
+    devices = [t["latency"]["predicted_on_device"]["device"] for t in summary["targets"]]
+    assert devices == ["snapdragon-8-gen-3", "jetson-orin-nano-8gb"]
+
+
+def test_schemas_reject_broken_reports(exported):
+    root, _ = exported
+    parity = json.loads((root / "reports" / "edge-a" / "parity.json").read_text())
+    parity["checks"][0]["metrics"]["top1_agreement"] = 1.5
+    del parity["passed"]
+    found = problems(parity, "parity")
+    assert any("passed" in p for p in found) and any("1.5" in p for p in found)
+
+
+def test_junit_has_a_case_per_target_artifact_check(exported):
+    root, _ = exported
+    summary = json.loads((root / "reports" / "summary.json").read_text())
+    tree = ET.parse(root / "reports" / "junit.xml").getroot()
+    suites = tree.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["edge-a", "edge-b"]
+    for suite, t in zip(suites, summary["targets"]):
+        cases = suite.findall("testcase")
+        assert len(cases) == len(t["checks"]) >= 4
+        names = {c.get("name") for c in cases}
+        assert "onnx-int8/model.onnx: quantization" in names and "model: reauthoring" in names
+        assert not suite.findall("testcase/failure")
+
+
+def test_markdown_summary(exported):
+    root, _ = exported
+    md = (root / "reports" / "summary.md").read_text()
+    assert "PASSED" in md.splitlines()[0]
+    assert md.count("`onnx-int8/model.onnx`") == 2 and "jetson-orin-nano-8gb" in md
+
+
+def test_gate_baseline_catches_a_worse_recipe(exported, tiny_dir, targets):
+    """The same targets re-exported with int4 instead of int8: each passes its own gate, but against the int8
+    baseline the quantization stage regressed, and gate names it."""
+    root, _ = exported
+    res = _export(tiny_dir("llama"), targets, root / "bundles-int4", root / "reports-int4", "int4")
+    assert res.exit_code == 0, res.output
+    ok = CliRunner().invoke(main, ["gate", str(root / "reports")])
+    assert ok.exit_code == 0 and "PASSED" in ok.output
+    same = CliRunner().invoke(main, ["gate", str(root / "reports"), "--baseline", str(root / "reports")])
+    assert same.exit_code == 0, same.output
+    bad = CliRunner().invoke(main, ["gate", str(root / "reports-int4"), "--baseline", str(root / "reports"),
+                                    "--json"])
+    assert bad.exit_code == 1, bad.output
+    rows = json.loads(bad.stdout)["problems"]
+    kl = [r for r in rows if r["check"] == "quantization" and r["what"] == "mean KL"]
+    assert {r["target"] for r in kl} == {"edge-a", "edge-b"}
+    assert all(r["current"] > r["baseline"] * 1.25 for r in kl)
+    assert any(r["what"] == "predicted decode tok/s" for r in rows) is False  # int4 is smaller: faster, not slower
+    table = CliRunner().invoke(main, ["gate", str(root / "bundles-int4"), "--baseline", str(root / "reports")])
+    assert table.exit_code == 1 and "mean KL" in table.output  # bundles read as well as report folders
+
+
+def test_gate_file_and_bad_input(exported, tmp_path):
+    root, _ = exported
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[gates.int8.quantization]\nmax_kl_mean = 0.0\n")
+    res = CliRunner().invoke(main, ["gate", str(root / "reports"), "--gates", str(strict)])
+    assert res.exit_code == 1 and "gate file" in res.output
+    missing = CliRunner().invoke(main, ["gate", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (scripts/setup installs it)")
+def test_html_report_renders_in_headless_chromium(exported, tmp_path):
+    root, _ = exported
+    html = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", str(root / "reports"), "--html", str(html)]).exit_code == 0
+    text = html.read_text()
+    assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(cmd + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="verdict"' in dom and "PASSED" in dom.split('id="verdict"')[1][:200]
+    assert dom.count("<svg") >= 4  # per-position plots and size bars rendered inline
+    shot = tmp_path / "shot.png"
+    subprocess.run(cmd + ["--window-size=1280,1600", f"--screenshot={shot}", html.as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
