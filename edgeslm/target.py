@@ -6,12 +6,11 @@ never silently turns a gate off.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 
+from edgeslm.datafiles import builtin, find
 from edgeslm.errors import InputError
 from edgeslm.parity.stages import Thresholds
 
@@ -116,24 +115,9 @@ def parse_target(path: Path) -> Target:
 
 
 def builtin_targets() -> dict[str, Path]:
-    folder = resources.files("edgeslm").joinpath("targets")
-    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+    return builtin("targets")
 
 
 def load_target(name_or_path: str | Path) -> Target:
     """A built-in target by name, or a target file by path."""
-    name_or_path = str(name_or_path)
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        p = Path(name_or_path)
-        if not p.is_file():
-            raise InputError(f"target file {name_or_path} does not exist", "check the path")
-        return parse_target(p)
-    known = builtin_targets()
-    if name_or_path not in known:
-        close = difflib.get_close_matches(name_or_path, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InputError(
-            f"unknown target {name_or_path!r}",
-            f"{hint}built-in targets are {', '.join(sorted(known))}; or pass a path to a .toml target file",
-        )
-    return parse_target(known[name_or_path])
+    return parse_target(find(name_or_path, "targets", "target"))

@@ -7,12 +7,11 @@ that bandwidth its decode kernels reach and the effective throughput of its pref
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 
+from edgeslm.datafiles import builtin, find
 from edgeslm.errors import InputError
 from edgeslm.latency.workload import KINDS
 
@@ -76,22 +75,11 @@ def parse_device(path: Path) -> Device:
 
 
 def builtin_devices() -> dict[str, Path]:
-    folder = resources.files("edgeslm").joinpath("targets/devices")
-    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+    return builtin("targets/devices")
 
 
 def load_device(name_or_path: str | Path) -> Device:
-    name_or_path = str(name_or_path)
-    if name_or_path.endswith(".toml") or "/" in name_or_path:
-        if not Path(name_or_path).is_file():
-            raise InputError(f"device file {name_or_path} does not exist", "check the path")
-        return parse_device(Path(name_or_path))
-    known = builtin_devices()
-    if name_or_path not in known:
-        close = difflib.get_close_matches(name_or_path, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InputError(f"unknown device {name_or_path!r}", f"{hint}built-in devices are {', '.join(sorted(known))}")
-    return parse_device(known[name_or_path])
+    return parse_device(find(name_or_path, "targets/devices", "device"))
 
 
 HOST_REFERENCE = "snapdragon-8-gen-3"  # the calibrated CPU profile whose kernel efficiencies the host borrows
