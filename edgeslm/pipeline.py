@@ -114,6 +114,7 @@ class Reference:
     obs_fp32: object
     shape: dict
     seconds: float
+    built: dict = field(default_factory=dict)  # artifact key → what another target can reuse (ExportJob.adopt)
 
 
 def prepare(model: str, revision: str | None, prompts: list[str] | None, context_length: int,
@@ -202,10 +203,19 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, group_size or tgt.group_size,
                     status, checks, timings)
     artifacts: list[dict] = []
+    new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
         tokenizer_files = _write_tokenizer(ckpt, tmp)
         for backend_name, recipe_name in plan:
-            artifacts.append(get_backend(backend_name).export(job, recipe_name, tmp))
+            key = _artifact_key(tgt, backend_name, recipe_name, ctx, group_size or tgt.group_size)
+            if key in ref.built:
+                status(f"{backend_name}: reusing {recipe_name} built for target {ref.built[key]['target']}")
+                artifacts.append(job.adopt(ref.built[key], tmp))
+                continue
+            entry = get_backend(backend_name).export(job, recipe_name, tmp)
+            artifacts.append(entry)
+            if entry["parity"] != "failed":
+                new.append((key, job.record(entry, recipe_name)))
 
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks, job.validations)
@@ -245,5 +255,14 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
         passed = passed and latency["passed"]
         manifest["status"] = "passed" if passed else "failed"
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    for key, built in new:
+        ref.built[key] = dict(built, folder=out)
     timings["total_s"] = time.perf_counter() - t0 + ref.seconds
     return ExportResult(out, passed, artifacts, doc, timings, latency)
+
+
+def _artifact_key(tgt: Target, backend: str, recipe: str, ctx: int, group_size) -> tuple:
+    """Artifacts with equal keys are byte-identical whichever target asks; ONNX folders carry the target's
+    execution-provider options, so those are part of its key."""
+    options = json.dumps(tgt.onnx, sort_keys=True) if backend == "onnx" else ""
+    return backend, recipe, ctx, group_size, options

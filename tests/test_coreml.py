@@ -32,11 +32,11 @@ min_top1 = 0.97
 max_kl_mean = 1e-4
 [gates.int4.quantization]
 max_kl_mean = 0.05
+# Core ML vs PyTorch, both fp16 (macOS only): kernels accumulate in a different order, which flips near-ties on
+# these flat-logit models, so the runtime stage is bounded by KL.
 [gates.fp16.lowering]
-min_top1 = 0.97
 max_kl_mean = 1e-3
 [gates.int4.lowering]
-min_top1 = 0.95
 max_kl_mean = 1e-3
 """
 

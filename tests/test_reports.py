@@ -72,6 +72,22 @@ def test_several_targets_one_run_with_reports(exported):
     # the same artifact predicted on each target's own device
     devices = [t["latency"]["predicted_on_device"]["device"] for t in summary["targets"]]
     assert devices == ["snapdragon-8-gen-3", "jetson-orin-nano-8gb"]
+    # the identical ONNX folder is built once and reused for the second target, byte for byte
+    a, b = (json.loads((root / "bundles" / t / "manifest.json").read_text())["artifacts"][0]
+            for t in ("edge-a", "edge-b"))
+    assert b["reused_from_target"] == "edge-a" and "reused_from_target" not in a
+    assert a["sha256"] == b["sha256"] and [f["sha256"] for f in a["files"]] == [f["sha256"] for f in b["files"]]
+    assert res.output.count("onnx: exporting") == 1
+    assert CliRunner().invoke(main, ["verify", str(root / "bundles" / "edge-b")]).exit_code == 0
+
+
+def test_reused_artifact_is_judged_by_each_targets_gates(tiny_dir, targets, tmp_path):
+    strict = tmp_path / "strict.toml"
+    strict.write_text(TARGET.format(name="strict", device="pixel-8-pro").replace("max_kl_mean = 0.05", "max_kl_mean = 0.0"))
+    res = _export(tiny_dir("llama"), [targets[0], str(strict)], tmp_path / "b", tmp_path / "r", "int8")
+    assert res.exit_code == 1, res.output
+    status = {t: json.loads((tmp_path / "b" / t / "manifest.json").read_text())["status"] for t in ("edge-a", "strict")}
+    assert status == {"edge-a": "passed", "strict": "failed"}
 
 
 def test_schemas_reject_broken_reports(exported):

@@ -6,7 +6,10 @@ shared by every backend, so adding a backend adds only its own lowering and runt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from edgeslm.model.checkpoint import Checkpoint
@@ -68,3 +71,32 @@ class ExportJob:
             if v["artifact"] == artifact:
                 out[v["stage"]] = v["status"] if v["status"] != "not_run" else f"not run: {v['reason']}"
         return out
+
+    def adopt(self, built: dict, tmp: Path) -> dict:
+        """Reuse an artifact already built for another target of the same export (same backend, recipe, context
+        and options): copy its files and take over its measurements, re-judged by this target's gates."""
+        entry = copy.deepcopy(built["entry"])
+        name = entry.get("package", entry["file"])
+        for f in [entry, *entry.get("files", [])]:
+            (tmp / f["file"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(built["folder"] / f["file"], tmp / f["file"])
+        for c in built["checks"]:
+            c = copy.deepcopy(c)
+            th = self.target.thresholds(c["recipe"], c["stage"]) if c["stage"] != "end_to_end" else None
+            failures = th.failures(c["metrics"]) if th else []
+            c["gate"] = {"thresholds": asdict(th) if th else None, "passed": not failures, "failures": failures}
+            del c["recipe"]
+            self.checks.append(c)
+        self.validations += copy.deepcopy(built["validations"])
+        entry["parity"] = self.artifact_parity(name)
+        if "validation" in entry:
+            entry["validation"] = self.validation_summary(name)
+        entry["reused_from_target"] = built["target"]
+        return entry
+
+    def record(self, entry: dict, recipe: str) -> dict:
+        """What :meth:`adopt` needs to reuse this artifact for another target (folder filled in once written)."""
+        name = entry.get("package", entry["file"])
+        return {"entry": entry, "target": self.target.name,
+                "checks": [dict(c, recipe=recipe) for c in self.checks if c["artifact"] == name],
+                "validations": [v for v in self.validations if v["artifact"] == name]}
