@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeslm.bundle.manifest import read_manifest
+from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.latency.bench import bench_bundle
 from edgeslm.latency.devices import host_device
 from edgeslm.latency.host import host_facts
@@ -97,7 +97,7 @@ def main() -> None:
                     dev = replace(dev, backends={k: replace(v, step_overhead_us=0.0) for k, v in dev.backends.items()})
                 pred = GEN / decode_seconds(w, dev, art["backend"], PROMPT, GEN)
                 got = runs[art["backend"]]["decode_tok_s"]["median"]
-                rows.append({"model": name, "artifact": art.get("package", art["file"]), "backend": art["backend"],
+                rows.append({"model": name, "artifact": artifact_name(art), "backend": art["backend"],
                              "model_terms": label, "streamed_mb": w.streamed_bytes / 1e6, "predicted_decode": pred,
                              "measured_decode": got, "error": pred / got - 1})
                 print(f"{name:20} {art['backend']:10} {label:22} predicted {pred:8.1f} measured {got:8.1f} "

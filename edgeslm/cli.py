@@ -130,6 +130,8 @@ def export(model, targets, output, report_dir, backends, recipe, group_size, rev
 def _print_summary(res) -> None:
     from rich.table import Table
 
+    from edgeslm.bundle.manifest import artifact_name
+
     not_run = res.parity.get("not_run", [])
     verdict = "PASSED" if res.passed else "FAILED"
     if not_run:
@@ -153,7 +155,7 @@ def _print_summary(res) -> None:
     con.print(table)
     for a in res.artifacts:
         size = a["bytes"] + sum(f["bytes"] for f in a.get("files", []) if not f["file"].endswith(".json"))
-        path = res.out / a.get("package", a["file"])
+        path = res.out / artifact_name(a)
         con.print(f"{path}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
     lat = res.latency or {}
     measured = {a["artifact"]: a for a in (lat.get("measured_here") or {}).get("artifacts", [])}
@@ -182,26 +184,22 @@ def _print_summary(res) -> None:
 @handle_errors
 def run(bundle, prompt, max_new_tokens, temperature, artifact):
     """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
-    from edgeslm.backends import get_backend
-    from edgeslm.bundle.manifest import read_manifest
+    from edgeslm.backends import get_backend, unavailable_here
+    from edgeslm.bundle.manifest import artifact_name, read_manifest
     from edgeslm.errors import InputError
 
     m = read_manifest(bundle)
     arts = m["artifacts"]
 
-    def runs_here(a: dict) -> bool:
-        check = getattr(get_backend(a["backend"]), "unavailable_here", None)
-        return check is None or check() is None
-
     if artifact:
-        chosen = next((a for a in arts if artifact in (a["file"], a.get("package"))), None)
+        chosen = next((a for a in arts if artifact in (a["file"], artifact_name(a))), None)
     else:
-        chosen = next((a for a in arts if runs_here(a)), arts[0])
+        chosen = next((a for a in arts if unavailable_here(a["backend"]) is None), arts[0])
     if chosen is None:
         raise InputError(f"no artifact {artifact!r} in {bundle}",
-                         f"artifacts are {', '.join(a.get('package', a['file']) for a in arts)}")
+                         f"artifacts are {', '.join(artifact_name(a) for a in arts)}")
     backend = get_backend(chosen["backend"])
-    _console().print(f"[dim]{chosen.get('package', chosen['file'])} in {backend.RUNTIME}[/dim]")
+    _console().print(f"[dim]{artifact_name(chosen)} in {backend.RUNTIME}[/dim]")
 
     with native_output_silenced() as (out, _):
 
@@ -263,10 +261,6 @@ def verify(bundle):
     if problems:
         sys.exit(EXIT_GATE_FAILED)
     click.echo(f"OK {bundle}: manifest valid, all hashes match")
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _rng(band: dict, fmt: str = "{:.1f}") -> str:
@@ -431,3 +425,7 @@ def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_d
             con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform"
                       + (", no regression against the baseline" if base is not None else "") + ")")
     sys.exit(EXIT_GATE_FAILED if rows else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,3 +20,10 @@ BACKEND_NAMES = tuple(_MODULES)
 
 def get_backend(name: str) -> ModuleType:
     return importlib.import_module(_MODULES[name])
+
+
+def unavailable_here(name: str) -> str | None:
+    """Why backend ``name``'s runtime cannot run on this machine, or None if it can (backends whose runtime
+    runs everywhere define no ``unavailable_here``)."""
+    check = getattr(get_backend(name), "unavailable_here", None)
+    return check() if check else None

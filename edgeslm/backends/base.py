@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgeslm.bundle.manifest import artifact_name
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare
 from edgeslm.target import Target
@@ -76,7 +77,7 @@ class ExportJob:
         """Reuse an artifact already built for another target of the same export (same backend, recipe, context
         and options): copy its files and take over its measurements, re-judged by this target's gates."""
         entry = copy.deepcopy(built["entry"])
-        name = entry.get("package", entry["file"])
+        name = artifact_name(entry)
         for f in [entry, *entry.get("files", [])]:
             (tmp / f["file"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(built["folder"] / f["file"], tmp / f["file"])
@@ -96,7 +97,7 @@ class ExportJob:
 
     def record(self, entry: dict, recipe: str) -> dict:
         """What :meth:`adopt` needs to reuse this artifact for another target (folder filled in once written)."""
-        name = entry.get("package", entry["file"])
+        name = artifact_name(entry)
         return {"entry": entry, "target": self.target.name,
                 "checks": [dict(c, recipe=recipe) for c in self.checks if c["artifact"] == name],
                 "validations": [v for v in self.validations if v["artifact"] == name]}

@@ -30,6 +30,11 @@ def schema() -> dict:
     return json.loads(resources.files("edgeslm").joinpath("schemas/manifest.schema.json").read_text())
 
 
+def artifact_name(entry: dict) -> str:
+    """An artifact's name in its bundle: its package folder for Core ML, else its (main) file."""
+    return entry.get("package", entry["file"])
+
+
 def read_manifest(bundle: Path) -> dict:
     p = bundle / MANIFEST
     if not p.is_file():

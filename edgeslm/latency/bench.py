@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from edgeslm.backends import get_backend
-from edgeslm.bundle.manifest import read_manifest
+from edgeslm.backends import get_backend, unavailable_here
+from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.errors import InputError, InternalError
+from edgeslm.latency.workload import require_shape
 
 
 def _spread(values: list[float]) -> dict:
@@ -47,16 +48,13 @@ def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup:
     if prompt_len + gen_len > ctx:
         raise InputError(f"prompt + generation ({prompt_len + gen_len}) exceed the bundle's context length ({ctx})",
                          f"pass --prompt-len and --gen-len summing to {ctx} or less")
-    if "shape" not in m["model"]:
-        raise InputError(f"{bundle} was written by an older edgeslm (no model shape in its manifest)",
-                         "re-export it with this version")
+    require_shape(m, bundle)
     out = []
     for i, art in enumerate(m["artifacts"]):
-        name = art.get("package", art["file"])
+        name = artifact_name(art)
         entry = {"artifact": name, "backend": art["backend"], "recipe": art["recipe"],
                  "runtime": get_backend(art["backend"]).RUNTIME}
-        check = getattr(get_backend(art["backend"]), "unavailable_here", None)
-        why_not = check() if check else None
+        why_not = unavailable_here(art["backend"])
         if why_not:
             out.append({**entry, "measured": False, "reason": why_not})
             continue

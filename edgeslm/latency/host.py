@@ -6,6 +6,7 @@ the host's own figure is what lets the performance model be checked against ``be
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -73,10 +74,17 @@ def measure_gflops(n: int = 1024, repeats: int = 5) -> float:
     return round(statistics.median(rates), 1)
 
 
+@functools.cache
+def _measured() -> tuple[dict, float]:
+    # Measured once per process: a multi-target export writes the same host into every target's latency.json.
+    return measure_bandwidth(), measure_gflops()
+
+
 def host_facts(bandwidth: bool = True) -> dict:
     facts = {"cpu": _cpu_model(), "machine": platform.machine(), "system": platform.system(), "cores": cores(),
              "memory_gb": _memory_gb(), "python": platform.python_version()}
     if bandwidth:
-        facts["memory_bandwidth"] = measure_bandwidth()
-        facts["fp32_gemm_gflops"] = measure_gflops()
+        bw, gflops = _measured()
+        facts["memory_bandwidth"] = dict(bw)
+        facts["fp32_gemm_gflops"] = gflops
     return facts

@@ -12,12 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from edgeslm.backends import get_backend
-from edgeslm.bundle.manifest import read_manifest
-from edgeslm.errors import InputError
+from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
-from edgeslm.latency.workload import from_artifact
+from edgeslm.latency.workload import from_artifact, require_shape
 
 LATENCY_SCHEMA_VERSION = "1.0"
 LATENCY_FILE = "latency.json"
@@ -27,12 +25,10 @@ BUDGET_KEYS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memo
 def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int) -> list[dict]:
     """Every artifact the device profile has figures for, predicted on that device."""
     m = read_manifest(bundle)
-    if "shape" not in m["model"]:
-        raise InputError(f"{bundle} was written by an older edgeslm (no model shape in its manifest)",
-                         "re-export it with this version")
+    require_shape(m, bundle)
     out = []
     for art in m["artifacts"]:
-        name = art.get("package", art["file"])
+        name = artifact_name(art)
         if art["backend"] not in device.backends:
             out.append({"artifact": name, "backend": art["backend"], "predicted": False,
                         "reason": f"device {device.name} has no figures for {art['backend']}"})
@@ -99,7 +95,3 @@ def write_latency(folder: Path, doc: dict) -> list[str]:
     (folder / LATENCY_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return [LATENCY_FILE]
 
-
-def runnable_here(backend: str) -> bool:
-    check = getattr(get_backend(backend), "unavailable_here", None)
-    return check is None or check() is None

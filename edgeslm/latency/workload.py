@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeslm.errors import InputError
+
 # Which kernels a recipe runs, for the efficiency factors of the device profiles:
 # float = fp32/fp16/bf16 matmuls; int8_dynamic = int8 activations × int4/int8 weights (XNNPACK 8da4w, int8w);
 # weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights).
@@ -34,6 +36,13 @@ class Workload:
 
     def kv_bytes(self, positions: int) -> float:
         return self.kv_bytes_per_position * positions
+
+
+def require_shape(manifest: dict, bundle) -> None:
+    """Bundles written before the manifest recorded the model's dimensions cannot be timed or predicted."""
+    if "shape" not in manifest["model"]:
+        raise InputError(f"{bundle} was written by an older edgeslm (no model shape in its manifest)",
+                         "re-export it with this version")
 
 
 def linear_params(shape: dict) -> int:

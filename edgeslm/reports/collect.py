@@ -12,6 +12,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgeslm.bundle.manifest import artifact_name
 from edgeslm.errors import InputError
 
 REPORT_SCHEMA_VERSION = "1.0"
@@ -40,40 +41,33 @@ def target_folders(folder: Path) -> list[Path]:
 
 
 def _flatten(target: str, manifest: dict, parity: dict, latency: dict | None) -> list[dict]:
-    names = {a.get("package", a["file"]): a for a in manifest["artifacts"]}
-    backend = {n: a["backend"] for n, a in names.items()}
-    rows = []
+    names = {artifact_name(a): a for a in manifest["artifacts"]}
+    rows: list[dict] = []
+
+    def row(art: str | None, check: str, kind: str, status: str, metrics: dict, message: str) -> None:
+        a = names.get(art)
+        rows.append({"target": target, "artifact": art or "model", "backend": a["backend"] if a else "model",
+                     "recipe": a["recipe"] if a else None, "check": check, "kind": kind, "status": status,
+                     "metrics": metrics, "message": message})
+
     for c in parity["checks"]:
-        art = c.get("artifact")
         gated = c["gate"]["thresholds"] is not None
-        rows.append({
-            "target": target, "artifact": art or "model", "backend": backend.get(art, "model"),
-            "recipe": names[art]["recipe"] if art in names else None, "check": c["stage"], "kind": "parity",
-            "status": ("passed" if c["gate"]["passed"] else "failed") if gated else "info",
-            "metrics": c["metrics"], "message": "; ".join(c["gate"]["failures"]),
-        })
+        row(c.get("artifact"), c["stage"], "parity",
+            ("passed" if c["gate"]["passed"] else "failed") if gated else "info", c["metrics"],
+            "; ".join(c["gate"]["failures"]))
     for v in parity.get("validations", []):
-        art = v["artifact"]
         failed = [f"{c['check']}: expected {c['expected']}, found {c['found']}" for c in v.get("checks", [])
                   if not c["passed"]]
-        rows.append({"target": target, "artifact": art, "backend": backend.get(art, "model"),
-                     "recipe": names[art]["recipe"] if art in names else None, "check": v["stage"],
-                     "kind": "structure" if v["status"] != "not_run" else "parity", "status": v["status"],
-                     "metrics": {}, "message": v.get("reason") or "; ".join(failed)})
-    for a in manifest["artifacts"]:  # a backend-level failure outside the metric stages (e.g. genai mismatch)
-        name = a.get("package", a["file"])
+        row(v["artifact"], v["stage"], "structure" if v["status"] != "not_run" else "parity", v["status"], {},
+            v.get("reason") or "; ".join(failed))
+    for name, a in names.items():  # a backend-level failure outside the metric stages (e.g. genai mismatch)
         if a["parity"] == "failed" and not any(r["artifact"] == name and r["status"] == "failed" for r in rows):
-            rows.append({"target": target, "artifact": name, "backend": a["backend"], "recipe": a["recipe"],
-                         "check": "runtime agreement", "kind": "parity", "status": "failed", "metrics": {},
-                         "message": "the artifact's runtime checks failed (see manifest.json)"})
+            row(name, "runtime agreement", "parity", "failed", {},
+                "the artifact's runtime checks failed (see manifest.json)")
     for b in (latency or {}).get("budgets", []):
-        art = b["artifact"]
-        rows.append({"target": target, "artifact": art, "backend": backend.get(art, "model"),
-                     "recipe": names[art]["recipe"] if art in names else None, "check": f"latency {b['budget']}",
-                     "kind": "latency", "status": "passed" if b["passed"] else "failed",
-                     "metrics": {"predicted": b["predicted"], "limit": b["limit"]},
-                     "message": "" if b["passed"] else f"predicted {b['predicted']:.3g} vs limit {b['limit']:.3g} "
-                                                       f"on {b['device']}"})
+        row(b["artifact"], f"latency {b['budget']}", "latency", "passed" if b["passed"] else "failed",
+            {"predicted": b["predicted"], "limit": b["limit"]},
+            "" if b["passed"] else f"predicted {b['predicted']:.3g} vs limit {b['limit']:.3g} on {b['device']}")
     return rows
 
 
@@ -82,7 +76,7 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
     stores its weights inside delegate blobs, so it is one figure."""
     if art.get("weight_bytes_by_dtype"):
         return art["weight_bytes_by_dtype"]
-    path = folder / art.get("package", art["file"])
+    path = folder / artifact_name(art)
     if art["backend"] == "onnx" and path.is_file():
         from edgeslm.bundle.inspect import READERS
 
@@ -103,7 +97,7 @@ def load_target(folder: Path) -> dict:
         "model": manifest["model"]["id"],
         "status": manifest["status"],
         "passed": manifest["status"] == "passed",
-        "artifacts": [{"name": a.get("package", a["file"]), "backend": a["backend"], "recipe": a["recipe"],
+        "artifacts": [{"name": artifact_name(a), "backend": a["backend"], "recipe": a["recipe"],
                        "bytes": a["bytes"] + sum(f["bytes"] for f in a.get("files", [])), "parity": a["parity"],
                        "weight_bytes_by_dtype": _size_by_dtype(folder, a)} for a in manifest["artifacts"]],
         "checks": checks,

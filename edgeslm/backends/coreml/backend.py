@@ -88,7 +88,7 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     from edgeslm.backends.coreml.convert import compress, convert, describe, describe_rule, save, tied_to
     from edgeslm.backends.coreml.package import package_weights, read_package, structure_checks
-    from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel, unavailable_here
+    from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel
     from edgeslm.quiet import native_output_silenced
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
