@@ -67,17 +67,20 @@ def main() -> None:
               "summary.json, junit.xml, summary.md, index.html, and each target's JSON reports.")
 @click.option("--backend", "-b", "backends", multiple=True,
               help="Backend(s) to build instead of the target's: executorch, onnx, coreml (repeatable).")
-@click.option("--recipe", help="Quantization recipe for every backend (overrides the target's): "
-              "fp32, 8da4w, int8w (executorch); fp32, fp16, int4, int8 (onnx); fp16, int8, int4 (alias "
-              "int4-block32), palettize4 (coreml).")
+@click.option("--recipe", "recipes", multiple=True, metavar="[BACKEND=]RECIPE",
+              help="Quantization recipe instead of the target's (repeatable). A bare RECIPE applies to every "
+              "backend being built that supports it (the others keep the target's); BACKEND=RECIPE sets one "
+              "backend's. Recipes: fp32, 8da4w, int8w (executorch); fp32, fp16, int4, int8 (onnx); fp16, int8, "
+              "int4 (alias int4-block32), palettize4 (coreml).")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
-@click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports.")
+@click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports "
+              "[default: the target's, capped at the model's max_position_embeddings].")
 @click.option("--no-bench", is_flag=True, help="Do not time the artifacts here (latency.json: prediction only).")
 @click.option("--force", is_flag=True, help="Replace the output folder(s) if they exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
-def export(model, targets, output, report_dir, backends, recipe, group_size, revision, context_length, no_bench,
+def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
            force, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
 
@@ -106,7 +109,7 @@ def export(model, targets, output, report_dir, backends, recipe, group_size, rev
             progress.update(task, description=msg)
             progress.console.print(f"[dim]·[/dim] {msg}")
 
-        results = export_targets(model, list(zip(targets, outs)), recipe=recipe, backends=backends or None,
+        results = export_targets(model, list(zip(targets, outs)), recipe=recipes or None, backends=backends or None,
                                  revision=revision, force=force, context_length=context_length,
                                  group_size=group_size, status=status, bench=not no_bench)
         if report_dir:
@@ -130,20 +133,26 @@ def export(model, targets, output, report_dir, backends, recipe, group_size, rev
 def _print_summary(res) -> None:
     from rich.table import Table
 
-    from edgeslm.bundle.manifest import artifact_name
+    from edgeslm.records import artifact_name, artifact_size
 
     not_run = res.parity.get("not_run", [])
     verdict = "PASSED" if res.passed else "FAILED"
     if not_run:
         verdict += f" ({len(not_run)} stage{'s' if len(not_run) > 1 else ''} not run on this platform)"
     table = Table(title=f"{res.parity['target']} parity: {verdict}")
-    for col in ("artifact", "stage", "top-1", "mean KL", "greedy", "gate"):
+    for col in ("artifact", "stage", "top-1", "mean KL", "SQNR dB", "ppl Δ", "greedy", "gate"):
         table.add_column(col)
+
+    def num(v, fmt):
+        return "—" if v is None else fmt.format(v)
+
+    words = {"passed": "pass", "info": "[dim]info, not gated[/dim]"}
     for c in res.parity["checks"]:
         m, g = c["metrics"], c["gate"]
-        gate = "—" if g["thresholds"] is None else ("pass" if g["passed"] else "[red]FAIL[/red] " + "; ".join(g["failures"]))
-        table.add_row(c["artifact"] or "—", c["stage"], f"{m['top1_agreement']:.3f}", f"{m['kl_mean']:.2g}",
-                      f"{m['greedy_prefix_mean']:.3f}", gate)
+        gate = words.get(c["status"]) or "[red]FAIL[/red] " + "; ".join(g["failures"])
+        table.add_row(c["artifact"] or "—", c["stage"], num(m.get("top1_agreement"), "{:.3f}"),
+                      num(m.get("kl_mean"), "{:.2g}"), num(m.get("logit_sqnr_db"), "{:.1f}"),
+                      num(m.get("ppl_rise"), "{:+.1%}"), num(m.get("greedy_agreement"), "{:.3f}"), gate)
     for v in res.parity.get("validations", []):
         if v["status"] == "not_run":
             table.add_row(v["artifact"], v["stage"], "", "", "", "[yellow]NOT RUN[/yellow] on this platform")
@@ -154,7 +163,7 @@ def _print_summary(res) -> None:
     con = _console(stderr=False)
     con.print(table)
     for a in res.artifacts:
-        size = a["bytes"] + sum(f["bytes"] for f in a.get("files", []) if not f["file"].endswith(".json"))
+        size = artifact_size(a)
         path = res.out / artifact_name(a)
         con.print(f"{path}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
     lat = res.latency or {}

@@ -28,9 +28,10 @@ from edgeslm.model.families import family_for
 from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
-from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, observe
+from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe
-from edgeslm.target import Target, load_target
+from edgeslm.records import artifact_name, artifact_size
+from edgeslm.target import Target, check_gate_coverage, load_target
 
 Status = Callable[[str], None]
 
@@ -83,20 +84,77 @@ def _shape(spec) -> dict:
     return {k: getattr(spec, k) for k in keys}
 
 
-def _plan(tgt: Target, backends, recipe, group_size) -> list[tuple[str, str]]:
-    """(backend, recipe) pairs to build, checked before any heavy work."""
+Recipes = str | dict | tuple | list | None  # "R", {backend: R}, or ("R", "backend=R", ...) as --recipe repeats
+
+
+def _split_recipes(recipe: Recipes) -> tuple[list[str], dict[str, str]]:
+    """``recipe`` as (bare recipes, {backend: recipe}), names canonical: a bare ``R`` applies to every chosen
+    backend that supports it, ``backend=R`` to that backend only."""
+    if recipe is None:
+        return [], {}
+    if isinstance(recipe, dict):
+        return [], {b: canonical(r) for b, r in recipe.items()}
+    bare: list[str] = []
+    per: dict[str, str] = {}
+    for item in [recipe] if isinstance(recipe, str) else recipe:
+        backend, eq, name = item.rpartition("=")
+        if not eq:
+            bare.append(canonical(name))
+        elif per.get(backend, canonical(name)) != canonical(name):
+            raise InputError(f"--recipe names two recipes for the {backend} backend ({per[backend]}, {name})",
+                             f"pass --recipe {backend}=RECIPE once")
+        else:
+            per[backend] = canonical(name)
+    return list(dict.fromkeys(bare)), per
+
+
+def _plan(tgt: Target, backends, recipe: Recipes, group_size, status: Status = lambda msg: None) \
+        -> list[tuple[str, str]]:
+    """(backend, recipe) pairs to build, checked before any heavy work.
+
+    Each chosen backend takes its ``backend=R`` recipe if given, else a bare recipe it supports, else the
+    target's. A bare recipe no chosen backend supports, or ``backend=R`` for a backend not being built or a
+    recipe it lacks, is an error listing the backends and their recipes."""
     chosen = tuple(backends or tgt.backends)
-    pairs = []
     for b in chosen:
         if b not in BACKEND_NAMES:
             raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(BACKEND_NAMES)}")
-        r = canonical(recipe or tgt.recipe_for(b))
+    bare, per = _split_recipes(recipe)
+    for r in [*bare, *per.values()]:
+        get_recipe(r, group_size)
+    offered = "; ".join(f"{b} supports {', '.join(get_backend(b).RECIPES)}" for b in chosen)
+    for b, r in per.items():
+        if b not in chosen:
+            raise InputError(f"--recipe {b}={r}: the {b} backend is not being built (target {tgt.name} builds "
+                             f"{', '.join(chosen)})", f"name one of them ({offered})")
+        if r not in get_backend(b).RECIPES:
+            raise InputError(f"recipe {r!r} is not available for the {b} backend",
+                             f"{b} supports {', '.join(get_backend(b).RECIPES)}")
+    takers: dict[str, str] = {}
+    for r in bare:
+        takes = [b for b in chosen if b not in per and r in get_backend(b).RECIPES]
+        if not takes and not any(r in get_backend(b).RECIPES for b in chosen):
+            raise InputError(f"recipe {r!r} is not available for the {' or '.join(chosen)} backend"
+                             f"{'s' if len(chosen) > 1 else ''} being built",
+                             f"pass a recipe one of them supports ({offered}), or choose backends with --backend")
+        for b in takes:
+            if b in takers:
+                raise InputError(f"recipes {takers[b]!r} and {r!r} both apply to the {b} backend",
+                                 f"pass --recipe {b}=RECIPE to choose")
+            takers[b] = r
+    pairs = []
+    for b in chosen:
+        r = per.get(b) or takers.get(b) or canonical(tgt.recipe_for(b))
         get_recipe(r, group_size)
         supported = get_backend(b).RECIPES
         if r not in supported:
             raise InputError(f"recipe {r!r} is not available for the {b} backend",
                              f"{b} supports {', '.join(supported)}")
         pairs.append((b, r))
+    kept = [f"{b} keeps the target's {r}" for b, r in pairs if bare and b not in per and b not in takers]
+    if kept:
+        status(f"target {tgt.name}: --recipe {', '.join(bare)} applies to "
+               f"{', '.join(b for b in chosen if b in takers) or 'no backend'}; {', '.join(kept)}")
     return pairs
 
 
@@ -114,34 +172,65 @@ class Reference:
     obs_fp32: object
     shape: dict
     seconds: float
+    heldout_ids: list = field(default_factory=list)  # held-out text chunks: perplexity at every stage
     built: dict = field(default_factory=dict)  # artifact key → what another target can reuse (ExportJob.adopt)
 
 
-def prepare(model: str, revision: str | None, prompts: list[str] | None, context_length: int,
-            status: Status = lambda msg: None) -> Reference:
+def load(model: str, revision: str | None, status: Status = lambda msg: None) -> tuple[object, Checkpoint]:
     status("resolving model")
     source = resolve(model, revision)
-    ckpt = load_checkpoint(source)
+    return source, load_checkpoint(source)
+
+
+def context_lengths(ckpt: Checkpoint, tgts: list[Target], context_length: int | None,
+                    status: Status = lambda msg: None) -> list[tuple[int, dict]]:
+    """Each target's context length and where it came from: the explicit ``context_length`` (refused above the
+    model's max_position_embeddings), else the target's, capped at the model's limit with a notice."""
+    limit = getattr(ckpt.config, "max_position_embeddings", None)
+    if context_length is not None:
+        if limit and context_length > limit:
+            raise InputError(f"--context-length {context_length} exceeds the model's max_position_embeddings "
+                             f"({limit})", f"pass --context-length {limit} or less (or leave it out)")
+        return [(context_length, {"source": "option"}) for _ in tgts]
+    out = []
+    for t in tgts:
+        if limit and t.context_length > limit:
+            status(f"target {t.name}: context length {t.context_length} is above the model's "
+                   f"max_position_embeddings ({limit}); using {limit}")
+            out.append((limit, {"source": "model", "target": t.context_length, "max_position_embeddings": limit}))
+        else:
+            out.append((t.context_length, {"source": "target"}))
+    return out
+
+
+def prepare(model: str, revision: str | None, prompts: list[str] | None, context_length: int,
+            status: Status = lambda msg: None, loaded: tuple[object, Checkpoint] | None = None,
+            min_context: int | None = None) -> Reference:
+    """The shared reference: transformers fp32 and edgeslm fp32 observations, with the decoder built for the
+    longest ``context_length`` and held-out chunks that fit the shortest (``min_context``)."""
+    source, ckpt = loaded or load(model, revision, status)
     family = family_for(ckpt.config)
     prompts = prompts or default_prompts()
     prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts]
+    heldout = heldout_chunks(ckpt.tokenizer, min_context or context_length)
     status("running the transformers reference")
     t = time.perf_counter()
     ref = ckpt.reference_model()
-    obs_ref = observe(HFModel(ref), prompt_ids)
+    obs_ref = observe(HFModel(ref), prompt_ids, heldout)
     del ref
     fp32 = build_decoder(ckpt, context_length)
-    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids)
+    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout)
     shape = _shape(fp32.spec)
     del fp32
-    return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t)
+    return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t,
+                     heldout_ids=heldout)
 
 
 def export(
     model: str,
     target: str | Target,
     out: Path,
-    recipe: str | None = None,
+    recipe: Recipes = None,
     backends: tuple[str, ...] | None = None,
     revision: str | None = None,
     force: bool = False,
@@ -153,6 +242,10 @@ def export(
 ) -> ExportResult:
     """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
 
+    ``recipe``: ``"R"`` for every backend that supports R (the others keep the target's recipe),
+    ``{backend: R}``, or a sequence mixing ``"R"`` and ``"backend=R"`` (as ``--recipe`` repeats).
+    ``context_length`` defaults to the target's, capped at the model's max_position_embeddings.
+
     ``bench=False`` skips timing the artifacts on this machine; latency.json then holds the target device's
     prediction only (and says so).
     """
@@ -163,7 +256,7 @@ def export(
 def export_targets(
     model: str,
     targets: list[tuple[str | Target, Path]],
-    recipe: str | None = None,
+    recipe: Recipes = None,
     backends: tuple[str, ...] | None = None,
     revision: str | None = None,
     force: bool = False,
@@ -177,31 +270,35 @@ def export_targets(
     the fp32 decoder's observations are done once and shared; every target is then built, checked and written
     on its own (each bundle atomically)."""
     tgts = [(t if isinstance(t, Target) else load_target(t), out) for t, out in targets]
-    plans = [_plan(t, backends, recipe, group_size) for t, _ in tgts]
+    plans = [_plan(t, backends, recipe, group_size, status) for t, _ in tgts]
+    for (t, _), plan in zip(tgts, plans):
+        check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
     for _, out in tgts:
         check_output(out, force)  # fail before the heavy work, not after it
-    ctxs = [context_length or t.context_length for t, _ in tgts]
-    ref = prepare(model, revision, prompts, max(ctxs), status)
+    loaded = load(model, revision, status)
+    ctx_info = context_lengths(loaded[1], [t for t, _ in tgts], context_length, status)
+    ctxs = [c for c, _ in ctx_info]
+    ref = prepare(model, revision, prompts, max(ctxs), status, loaded, min(ctxs))
     longest = max(map(len, ref.prompt_ids)) + GREEDY_TOKENS
     if longest > min(ctxs):
         raise InputError(f"parity needs {longest} positions but the context length is {min(ctxs)}",
                          f"pass --context-length {longest} or more")
-    return [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench)
-            for (tgt, out), plan, ctx in zip(tgts, plans, ctxs)]
+    return [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
+            for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
 
 
 def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: bool, group_size, status: Status,
-                bench: bool) -> ExportResult:
+                bench: bool, ctx_from: dict | None = None) -> ExportResult:
     t0 = time.perf_counter()
     source, ckpt, family, prompts, prompt_ids = ref.source, ref.ckpt, ref.family, ref.prompts, ref.prompt_ids
     obs_ref, obs_fp32, shape = ref.obs_ref, ref.obs_fp32, ref.shape
     timings: dict[str, float] = {"reference_s": ref.seconds}
     status(f"target {tgt.name}")
-    checks = [dict(compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
-                           tgt.thresholds("", "reauthoring")), artifact=None)]
+    checks = [compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
+                      tgt.thresholds("", "reauthoring"))]
 
-    job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, group_size or tgt.group_size,
-                    status, checks, timings)
+    job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, ref.heldout_ids,
+                    group_size or tgt.group_size, status, checks, timings)
     artifacts: list[dict] = []
     new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
@@ -212,15 +309,19 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 status(f"{backend_name}: reusing {recipe_name} built for target {ref.built[key]['target']}")
                 artifacts.append(job.adopt(ref.built[key], tmp))
                 continue
-            entry = get_backend(backend_name).export(job, recipe_name, tmp)
+            backend = get_backend(backend_name)
+            entry = backend.export(job, recipe_name, tmp)
+            entry["size_bytes"] = artifact_size(entry)
+            entry["validation"] = job.validation_summary(artifact_name(entry))  # each stage → its status
             artifacts.append(entry)
             if entry["parity"] != "failed":
-                new.append((key, job.record(entry, recipe_name)))
+                defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
+                new.append((key, job.record(entry, recipe_name, defaults)))
 
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks, job.validations)
         reports = write_parity(tmp, doc)
-        passed = doc["passed"] and all(a["parity"] != "failed" for a in artifacts)
+        passed = doc["passed"]
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "kind": "edgeslm-bundle",
@@ -243,6 +344,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             "chat_template": _chat_template(ckpt),
             "generation": _generation_defaults(ckpt),
             "context_length": ctx,
+            "context_length_from": ctx_from or {"source": "target"},
             "provenance": versions(),
             "reports": [file_entry(tmp, r) for r in reports],
         }

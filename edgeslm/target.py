@@ -12,11 +12,9 @@ from pathlib import Path
 
 from edgeslm.datafiles import builtin, find
 from edgeslm.errors import InputError
-from edgeslm.parity.stages import Thresholds
+from edgeslm.gates import Thresholds, parse_gate_tables
 
 from edgeslm.backends import BACKEND_NAMES as BACKENDS  # noqa: E402
-
-STAGES = ("reauthoring", "quantization", "lowering")
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class Target:
 
 
 _TOP_KEYS = {f.name for f in fields(Target)} - {"path"}
-_THRESHOLD_KEYS = {f.name for f in fields(Thresholds)}
 
 
 def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> None:
@@ -58,13 +55,6 @@ def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> N
             f"unknown key {unknown[0]!r} in {where} of target file {path}",
             f"supported keys are {', '.join(sorted(allowed))}",
         )
-
-
-def _thresholds(table: dict, where: str, path: Path) -> Thresholds:
-    if not isinstance(table, dict):
-        raise InputError(f"{where} in {path} must be a table", f"supported keys are {', '.join(sorted(_THRESHOLD_KEYS))}")
-    _reject_unknown(table, _THRESHOLD_KEYS, where, path)
-    return Thresholds(**{k: float(v) for k, v in table.items()})
 
 
 def _onnx_options(table: dict, path: Path) -> dict:
@@ -92,13 +82,7 @@ def parse_target(path: Path) -> Target:
     for b in data["backends"]:
         if b not in BACKENDS:
             raise InputError(f"unknown backend {b!r} in {path}", f"supported backends are {', '.join(BACKENDS)}")
-    gates: dict = {}
-    for key, table in data.get("gates", {}).items():
-        if key == "reauthoring":
-            gates[key] = _thresholds(table, "gates.reauthoring", path)
-            continue
-        _reject_unknown(table, set(STAGES) - {"reauthoring"}, f"gates.{key}", path)
-        gates[key] = {stage: _thresholds(t, f"gates.{key}.{stage}", path) for stage, t in table.items()}
+    gates = parse_gate_tables(data.get("gates", {}), path)
     return Target(
         name=data["name"],
         description=data.get("description", ""),
@@ -112,6 +96,24 @@ def parse_target(path: Path) -> Target:
         latency=_latency(data.get("latency", {}), path),
         path=path,
     )
+
+
+def check_gate_coverage(tgt: Target, pairs: list[tuple[str, str]]) -> None:
+    """Every gated stage of every artifact ``tgt`` builds must resolve to a gate (the target's, or the backend's
+    own for its internal checks), before any heavy work: an ungated stage would otherwise pass silently."""
+    from edgeslm.backends import get_backend
+
+    where = tgt.path or tgt.name
+    if tgt.gates.get("reauthoring") is None:
+        raise InputError(f"target {tgt.name} ({where}) has no [gates.reauthoring] table",
+                         "add one (e.g. max_abs_logit_diff = 1e-3), or informational = true to report it only")
+    for backend, recipe in pairs:
+        for stage, default in get_backend(backend).gated_stages(recipe).items():
+            if tgt.thresholds(recipe, stage) is None and default is None:
+                raise InputError(
+                    f"target {tgt.name} ({where}) has no gate for the {stage} stage of recipe {recipe} ({backend})",
+                    f"add [gates.{recipe}.{stage}] with bounds (e.g. min_top1, max_kl_mean), or informational = "
+                    "true to report the stage without gating it")
 
 
 def builtin_targets() -> dict[str, Path]:

@@ -28,6 +28,8 @@ max_abs_logit_diff = 1e-3
 max_kl_mean = 0.05
 [gates.int4.quantization]
 max_kl_mean = 0.05
+[latency]
+max_memory_mb = 100000
 """
 
 
@@ -140,6 +142,36 @@ def test_gate_baseline_catches_a_worse_recipe(exported, tiny_dir, targets):
     assert any(r["what"] == "predicted decode tok/s" for r in rows) is False  # int4 is smaller: faster, not slower
     table = CliRunner().invoke(main, ["gate", str(root / "bundles-int4"), "--baseline", str(root / "reports")])
     assert table.exit_code == 1 and "mean KL" in table.output  # bundles read as well as report folders
+
+
+def test_gate_baseline_with_latency_budget_rows(exported, tmp_path):
+    """Reports holding latency-budget rows (metrics {predicted, limit}, no parity metrics) gate against themselves
+    cleanly; a budget that passed in the baseline and fails now, or a worse parity metric, is a regression."""
+    root, _ = exported
+    summary = json.loads((root / "reports" / "summary.json").read_text())
+    budgets = [c for t in summary["targets"] for c in t["checks"] if c["kind"] == "latency"]
+    assert budgets and all(c["status"] == "passed" and "predicted" in c["metrics"] for c in budgets)
+    same = CliRunner().invoke(main, ["gate", str(root / "reports"), "--baseline", str(root / "reports")])
+    assert same.exit_code == 0, same.output
+    assert "no regression against the baseline" in " ".join(same.output.split())
+
+    worse = tmp_path / "worse"
+    shutil.copytree(root / "reports", worse)
+    target = summary["targets"][0]
+    budget = next(c for c in target["checks"] if c["kind"] == "latency")
+    budget.update(status="failed", message="predicted 200000 vs limit 100000")
+    budget["metrics"]["predicted"] = 200000.0
+    quant = next(c for c in target["checks"] if c["check"] == "quantization")
+    quant["metrics"]["top1_agreement"] -= 0.2
+    (worse / "summary.json").write_text(json.dumps(summary))
+    res = CliRunner().invoke(main, ["gate", str(worse), "--baseline", str(root / "reports"), "--json"])
+    assert res.exit_code == 1, res.output
+    rows = json.loads(res.stdout)["problems"]
+    found = {(r["target"], r["check"], r["what"]) for r in rows}
+    assert (target["target"], budget["check"], "failed") in found  # a failed check now
+    assert (target["target"], budget["check"], "status") in found  # and passed in the baseline: a regression
+    assert (target["target"], "quantization", "top-1 agreement") in found
+    assert all(r["target"] == target["target"] for r in rows)
 
 
 def test_gate_file_and_bad_input(exported, tmp_path):

@@ -8,7 +8,7 @@ from torch import nn
 
 from edgeslm.errors import InputError
 from edgeslm.parity.metrics import compare_logits, greedy_prefix
-from edgeslm.parity.stages import Thresholds
+from edgeslm.gates import Thresholds, judge
 from edgeslm.quant.recipes import Recipe, Rule, get_recipe, plan
 
 
@@ -28,9 +28,11 @@ def test_greedy_prefix_stops_at_first_divergence():
 
 
 def test_thresholds_report_each_failure():
-    m = {"max_abs_logit_diff": 2.0, "top1_agreement": 0.5, "kl_mean": 0.3, "greedy_prefix_mean": 0.1}
-    assert len(Thresholds(1.0, 0.9, 0.1, 0.5).failures(m)) == 4
-    assert Thresholds().failures(m) == []
+    m = {"max_abs_logit_diff": 2.0, "top1_agreement": 0.5, "kl_mean": 0.3, "greedy_agreement": 0.1,
+         "logit_sqnr_db": 3.0, "ppl_rise": 0.2}
+    failures, notes = judge(Thresholds(1.0, 0.9, 0.1, 0.5, 6.0, 0.1), m, [])
+    assert len(failures) == 6 and not notes
+    assert judge(Thresholds(informational=True), m, []) == ([], [])
 
 
 class Tiny(nn.Module):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edgeslm.bundle.files import sha256
 from edgeslm.errors import InputError
+from edgeslm.records import artifact_name  # noqa: F401  (re-exported: the one definition lives there)
 
 SCHEMA_VERSION = "1.0"
 MANIFEST = "manifest.json"
@@ -28,11 +29,6 @@ def versions() -> dict:
 
 def schema() -> dict:
     return json.loads(resources.files("edgeslm").joinpath("schemas/manifest.schema.json").read_text())
-
-
-def artifact_name(entry: dict) -> str:
-    """An artifact's name in its bundle: its package folder for Core ML, else its (main) file."""
-    return entry.get("package", entry["file"])
 
 
 def read_manifest(bundle: Path) -> dict:

@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 import torch
 
+from edgeslm.gates import DECISIVE_MARGIN
+
 
 @dataclass(frozen=True)
 class LogitComparison:
     max_abs: float
-    top1: list[bool]  # per position
+    top1: list[bool]  # per position: same argmax
+    decisive: list[bool]  # per position: the reference's top-1 beats its top-2 by more than DECISIVE_MARGIN nats
     kl: list[float]  # KL(reference || candidate) per position, nats
+    signal: float  # Σ over positions of |reference logits − their mean|² (logits are shift-invariant)
+    noise: float  # Σ over positions of |(candidate − reference) − its mean|²
 
 
 def compare_logits(ref: torch.Tensor, cand: torch.Tensor) -> LogitComparison:
@@ -19,10 +24,15 @@ def compare_logits(ref: torch.Tensor, cand: torch.Tensor) -> LogitComparison:
     ref, cand = ref.double(), cand.double()
     lp, lq = torch.log_softmax(ref, -1), torch.log_softmax(cand, -1)
     kl = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
+    top2 = lp.topk(2, -1).values
+    diff = cand - ref
     return LogitComparison(
-        max_abs=float((ref - cand).abs().max()),
+        max_abs=float(diff.abs().max()),
         top1=(ref.argmax(-1) == cand.argmax(-1)).tolist(),
+        decisive=((top2[:, 0] - top2[:, 1]) > DECISIVE_MARGIN).tolist(),
         kl=kl.tolist(),
+        signal=float(((ref - ref.mean(-1, keepdim=True)) ** 2).sum()),
+        noise=float(((diff - diff.mean(-1, keepdim=True)) ** 2).sum()),
     )
 
 
@@ -34,3 +44,21 @@ def greedy_prefix(ref: list[int], cand: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def divergence_margin(ref_top: list[dict], step: int, cand_token: int) -> float | None:
+    """The reference's log-probability margin, at greedy step ``step``, between the token it chose and the
+    candidate's token (None when that token is outside the reference's recorded top-k: not a near-tie)."""
+    if step >= len(ref_top):
+        return None
+    top = ref_top[step]
+    if cand_token not in top["ids"]:
+        return None
+    return float(top["logprobs"][0] - top["logprobs"][top["ids"].index(cand_token)])
+
+
+def nll(logits: torch.Tensor, ids: list[int]) -> tuple[float, int]:
+    """Summed negative log-likelihood of ``ids[1:]`` under teacher-forced ``logits`` (``[len(ids), vocab]``)."""
+    lp = torch.log_softmax(logits.double()[:-1], -1)
+    target = torch.tensor(ids[1:])
+    return float(-lp.gather(-1, target[:, None]).sum()), len(ids) - 1

@@ -14,12 +14,19 @@ from typing import Callable
 import torch
 
 
+TOP_K = 5  # alternatives recorded per greedy step, to tell a near-tie divergence from a real one
+
+
 def greedy_loop(prefill: Callable[[list[int]], torch.Tensor], step: Callable[[int, int], torch.Tensor],
-                ids: list[int], n: int) -> list[int]:
-    """``n`` argmax tokens: ``prefill(ids)`` gives the last logits, ``step(token, pos)`` the next ones."""
+                ids: list[int], n: int, tops: list | None = None) -> list[int]:
+    """``n`` argmax tokens: ``prefill(ids)`` gives the last logits, ``step(token, pos)`` the next ones. With
+    ``tops``, each step's top-k token ids and log-probabilities are appended to it."""
     logits, toks = prefill(list(ids)), []
     for pos in range(len(ids), len(ids) + n):
         toks.append(int(logits.argmax()))
+        if tops is not None:
+            top = torch.log_softmax(logits.double().reshape(-1), -1).topk(TOP_K)
+            tops.append({"ids": top.indices.tolist(), "logprobs": top.values.tolist()})
         if len(toks) < n:
             logits = step(toks[-1], pos)
     return toks
@@ -29,8 +36,8 @@ class ParityModel(Protocol):
     def logits(self, ids: list[int]) -> torch.Tensor:
         """``[len(ids), vocab]`` logits, position i predicting token i+1."""
 
-    def greedy(self, ids: list[int], n: int) -> list[int]:
-        """``n`` greedily chosen tokens after ``ids`` (eos does not stop it)."""
+    def greedy(self, ids: list[int], n: int, tops: list | None = None) -> list[int]:
+        """``n`` greedily chosen tokens after ``ids`` (eos does not stop it); see :func:`greedy_loop`."""
 
 
 class HFModel:
@@ -42,7 +49,7 @@ class HFModel:
         return self.model(torch.tensor([ids])).logits[0].float()
 
     @torch.no_grad()
-    def greedy(self, ids, n):
+    def greedy(self, ids, n, tops=None):
         state = {}
 
         def run(tokens, past=None):
@@ -50,7 +57,7 @@ class HFModel:
             state["past"] = out.past_key_values
             return out.logits[0, -1]
 
-        return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n)
+        return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n, tops)
 
 
 class EagerDecoder:
@@ -68,10 +75,10 @@ class EagerDecoder:
             self.decoder.full_logits = False
 
     @torch.no_grad()
-    def greedy(self, ids, n):
+    def greedy(self, ids, n, tops=None):
         d = self.decoder
         return greedy_loop(lambda t: d(torch.tensor([t]), torch.arange(len(t)))[0],
-                           lambda tok, pos: d(torch.tensor([[tok]]), torch.tensor([pos]))[0], ids, n)
+                           lambda tok, pos: d(torch.tensor([[tok]]), torch.tensor([pos]))[0], ids, n, tops)
 
 
 class RuntimeStepModel:
@@ -84,6 +91,6 @@ class RuntimeStepModel:
         # Token by token: every position's logits go through the decode path the app uses.
         return torch.stack([self.rt.step([t], i) for i, t in enumerate(ids)]).float()
 
-    def greedy(self, ids, n):
+    def greedy(self, ids, n, tops=None):
         # prefill in one call (the runner's prefill path), then one token per step
-        return greedy_loop(lambda t: self.rt.step(t, 0), lambda tok, pos: self.rt.step([tok], pos), ids, n)
+        return greedy_loop(lambda t: self.rt.step(t, 0), lambda tok, pos: self.rt.step([tok], pos), ids, n, tops)

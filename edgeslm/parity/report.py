@@ -1,59 +1,81 @@
-"""parity.json (versioned) and parity.md, the human summary of the same figures."""
+"""parity.json (versioned) and parity.md, the human summary of the same figures, written from the typed records."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-PARITY_SCHEMA_VERSION = "1.0"
+from edgeslm.records import Check, Status, Validation, ships, verdict
+
+# 1.1: checks carry "status" (passed / failed / info), top1_agreement counts decisive positions only (top1_exact
+# keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
+PARITY_SCHEMA_VERSION = "1.1"
 
 STAGE_TITLES = {
     "reauthoring": "Re-authoring (transformers fp32 → edgeslm fp32 decoder)",
     "quantization": "Quantization (edgeslm fp32 → quantized eager)",
     "lowering": "Lowering (quantized eager → artifact in its runtime)",
+    "runtime_agreement": "Runtime agreement (the app's runtime vs the runtime parity measured)",
     "end_to_end": "End to end (transformers fp32 → artifact in its runtime), informational",
 }
 
 
-def parity_document(model_id: str, target: str, checks: list[dict], validations: list[dict] = ()) -> dict:
+def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = ()) -> dict:
     """``checks``: metric comparisons between two models; ``validations``: pass/fail facts (a package's structure)
     and stages that could not run here (``status: not_run`` with the reason; they never count as passed)."""
-    gated = [c for c in checks if c["gate"]["thresholds"] is not None]
+    status = verdict([c.status for c in checks] + [v.status for v in validations])
     return {
         "schema_version": PARITY_SCHEMA_VERSION,
         "kind": "edgeslm-parity",
         "model": model_id,
         "target": target,
-        "passed": all(c["gate"]["passed"] for c in gated) and all(v["status"] != "failed" for v in validations),
-        "checks": checks,
-        "validations": list(validations),
-        "not_run": [f"{v['artifact']} / {v['stage']}: {v['reason']}" for v in validations
-                    if v["status"] == "not_run"],
+        "status": status.value,
+        "passed": ships(status),
+        "checks": [c.to_json() for c in checks],
+        "validations": [v.to_json() for v in validations],
+        "not_run": [f"{v.artifact} / {v.stage}: {v.reason}" for v in validations if v.status is Status.NOT_RUN],
     }
 
 
-def _fmt(x: float) -> str:
+def _fmt(x) -> str:
+    if x is None:
+        return "n/a"
     return f"{x:.3g}" if abs(x) < 1e-2 or abs(x) >= 1e3 else f"{x:.4f}"
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:+.1%}"
+
+
+def _num(x, fmt: str) -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+GATE_WORD = {"passed": "pass", "failed": "**FAIL**", "info": "info (not gated)"}
+
+
 def parity_markdown(doc: dict) -> str:
-    verdict = "PASSED" if doc["passed"] else "FAILED"
+    verdict_word = "PASSED" if doc["passed"] else "FAILED"
     lines = [
-        f"# Parity: {doc['model']} → {doc['target']}: **{verdict}**",
+        f"# Parity: {doc['model']} → {doc['target']}: **{verdict_word}**",
         "",
         "Each stage compares two models on the same fixed prompts (teacher-forced logits at every position,",
-        "then greedy continuations). Stages are gated apart; end-to-end is for information.",
+        "then greedy continuations) and on a fixed held-out text (perplexity). Stages are gated apart.",
         "",
-        "| artifact | stage | max abs Δlogit | top-1 agree | mean KL | max KL | greedy agree | exact | gate |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| artifact | stage | max abs Δlogit | top-1 agree (decisive) | mean KL | SQNR dB | ppl Δ | greedy agree "
+        "(ties) | exact | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in doc["checks"]:
-        m, g = c["metrics"], c["gate"]
-        gate = "—" if g["thresholds"] is None else ("pass" if g["passed"] else "**FAIL**")
+        m = c["metrics"]
+        top1 = (f"{_num(m.get('top1_agreement'), '{:.3f}')} ({m['decisive_fraction']:.0%})"
+                if "decisive_fraction" in m else "—")
+        greedy = f"{_num(m.get('greedy_agreement'), '{:.3f}')} ({m.get('greedy_ties', 0)})"
         lines.append(
-            f"| {c.get('artifact') or '—'} | {c['stage']} | {_fmt(m['max_abs_logit_diff'])} | "
-            f"{m['top1_agreement']:.3f} | {_fmt(m['kl_mean'])} | {_fmt(m['kl_max'])} | "
-            f"{m['greedy_prefix_mean']:.3f} | {m['greedy_exact']}/{c['prompts']} | {gate} |"
+            f"| {c.get('artifact') or '—'} | {c['stage']} | {_fmt(m.get('max_abs_logit_diff')) if 'max_abs_logit_diff' in m else '—'} | "
+            f"{top1} | {_fmt(m['kl_mean']) if 'kl_mean' in m else '—'} | "
+            f"{_num(m.get('logit_sqnr_db'), '{:.1f}') if 'kl_mean' in m else '—'} | {_pct(m.get('ppl_rise'))} | "
+            f"{greedy} | {m['greedy_exact']}/{c['prompts']} | {GATE_WORD[c['status']]} |"
         )
     for v in doc.get("validations", []):
         if v["status"] == "not_run":
@@ -66,13 +88,26 @@ def parity_markdown(doc: dict) -> str:
         lines += ["", "## Not run on this platform (not counted as passed)", ""]
         lines += [f"- {v['artifact']} / {v['stage']}: {v['reason']}; runs on {v['runs_on']}"
                   for v in doc["validations"] if v["status"] == "not_run"]
+    info = [c for c in doc["checks"] if c["status"] == "info" and c["stage"] != "end_to_end"]
+    if info:
+        lines += ["", "## Reported, not gated (the target marks these informational)", ""]
+        lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}" for c in info]
+    notes = [(c, n) for c in doc["checks"] for n in c["gate"].get("notes", [])]
+    if notes:
+        lines += ["", "## Gate notes", ""]
+        lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}: {n}" for c, n in notes]
     failures = [(c, f) for c in doc["checks"] for f in c["gate"]["failures"]]
     failures += [(v, f"{c['check']}: expected {c['expected']}, found {c['found']}") for v in doc.get("validations", [])
                  for c in v.get("checks", []) if not c["passed"]]
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}: {f}" for c, f in failures]
-    lines += ["", "Greedy agree: mean fraction of the greedy tokens that match before the first divergence.", ""]
+    lines += ["",
+              "Top-1 agree: over positions where the reference is decisive (its top-1 beats its top-2 by more than "
+              "0.5 nats; the share of such positions in brackets). SQNR: reference logits vs the candidate's "
+              "difference, centred. ppl Δ: perplexity change on the held-out text. Greedy agree: mean fraction of "
+              "the greedy tokens that match before the first divergence; a divergence where the reference's own "
+              "margin is within the gate's tie margin counts as agreement (ties in brackets).", ""]
     return "\n".join(lines)
 
 

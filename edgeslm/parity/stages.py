@@ -4,20 +4,27 @@
 2. quantization: our fp32 decoder vs the quantized eager decoder (the recipe's damage)
 3. lowering: quantized eager decoder vs the artifact run in its runtime (the compiler's and kernels' damage)
 
-Observations (logits and greedy tokens per prompt) are computed once per model and reused across stages.
+Observations (teacher-forced logits, greedy tokens with the alternatives at each step, and the negative
+log-likelihood of a fixed held-out text) are computed once per model and reused across stages. Metrics and how
+gates read them: edgeslm/gates.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass, field
 from importlib import resources
 
 import torch
 
-from edgeslm.parity.metrics import compare_logits, greedy_prefix
+from edgeslm.gates import Thresholds
+from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll
 from edgeslm.parity.models import ParityModel
+from edgeslm.records import Check
 
 GREEDY_TOKENS = 32
+HELDOUT_CHUNK = 128  # positions per teacher-forced pass over the held-out text
+HELDOUT_TOKENS = 512  # at most this many held-out tokens are scored
 
 
 def default_prompts() -> list[str]:
@@ -25,83 +32,124 @@ def default_prompts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def heldout_text() -> str:
+    """A fixed English text no prompt contains (CPython standard-library docstrings, PSF licence), for perplexity."""
+    return resources.files("edgeslm.parity").joinpath("heldout.txt").read_text()
+
+
+def heldout_chunks(tokenizer, context_length: int) -> list[list[int]]:
+    """The held-out text as token-id chunks that fit the context (each scored from position 0)."""
+    ids = tokenizer(heldout_text()).input_ids[:HELDOUT_TOKENS]
+    size = max(2, min(HELDOUT_CHUNK, context_length))
+    return [c for c in (ids[i:i + size] for i in range(0, len(ids), size)) if len(c) >= 2]
+
+
 @dataclass
 class Observations:
-    """What one model said on the prompts: teacher-forced logits and greedy continuations."""
+    """What one model said on the prompts: teacher-forced logits, greedy continuations (with each step's top-k
+    alternatives) and the held-out text's summed negative log-likelihood."""
 
     logits: list[torch.Tensor]
     greedy: list[list[int]]
+    greedy_top: list[list[dict]] = field(default_factory=list)
+    heldout_nll: float | None = None
+    heldout_tokens: int = 0
+
+    @property
+    def perplexity(self) -> float | None:
+        return math.exp(self.heldout_nll / self.heldout_tokens) if self.heldout_tokens else None
 
 
-def observe(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS) -> Observations:
-    return Observations([model.logits(ids) for ids in prompt_ids], [model.greedy(ids, n) for ids in prompt_ids])
+def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[int]] = (),
+            n: int = GREEDY_TOKENS) -> Observations:
+    greedy, tops = [], []
+    for ids in prompt_ids:
+        t: list[dict] = []
+        greedy.append(model.greedy(ids, n, t))
+        tops.append(t)
+    total, count = 0.0, 0
+    for chunk in heldout:
+        s, k = nll(model.logits(chunk), chunk)
+        total, count = total + s, count + k
+    return Observations([model.logits(ids) for ids in prompt_ids], greedy, tops,
+                        total if count else None, count)
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """A stage's gate; a None bound is not checked."""
-
-    max_abs_logit_diff: float | None = None
-    min_top1: float | None = None
-    max_kl_mean: float | None = None
-    min_greedy_prefix: float | None = None
-
-    def failures(self, m: dict) -> list[str]:
-        out = []
-        if self.max_abs_logit_diff is not None and m["max_abs_logit_diff"] > self.max_abs_logit_diff:
-            out.append(f"max |Δlogit| {m['max_abs_logit_diff']:.3g} > {self.max_abs_logit_diff:.3g}")
-        if self.min_top1 is not None and m["top1_agreement"] < self.min_top1:
-            out.append(f"top-1 agreement {m['top1_agreement']:.3f} < {self.min_top1:.3f}")
-        if self.max_kl_mean is not None and m["kl_mean"] > self.max_kl_mean:
-            out.append(f"mean KL {m['kl_mean']:.3g} > {self.max_kl_mean:.3g}")
-        if self.min_greedy_prefix is not None and m["greedy_prefix_mean"] < self.min_greedy_prefix:
-            out.append(f"greedy agreement {m['greedy_prefix_mean']:.3f} < {self.min_greedy_prefix:.3f}")
-        return out
+def _mean(xs: list) -> float | None:
+    return sum(xs) / len(xs) if xs else None
 
 
 def compare(stage: str, reference: str, candidate: str, ref: Observations, cand: Observations,
-            prompts: list[str], thresholds: Thresholds | None) -> dict:
-    per_prompt, top1_all, kl_all, max_abs, by_pos, kl_pos = [], [], [], 0.0, {}, {}
-    for p, rl, cl, rg, cg in zip(prompts, ref.logits, cand.logits, ref.greedy, cand.greedy):
+            prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None) -> Check:
+    per_prompt, top1_all, decisive_all, kl_all, by_pos, kl_pos = [], [], [], [], {}, {}
+    max_abs, signal, noise = 0.0, 0.0, 0.0
+    for i, (p, rl, cl, rg, cg) in enumerate(zip(prompts, ref.logits, cand.logits, ref.greedy, cand.greedy)):
         c = compare_logits(rl, cl)
-        max_abs = max(max_abs, c.max_abs)
+        max_abs, signal, noise = max(max_abs, c.max_abs), signal + c.signal, noise + c.noise
         top1_all += c.top1
+        decisive_all += c.decisive
         kl_all += c.kl
-        for i, ok in enumerate(c.top1):
-            by_pos.setdefault(i, []).append(ok)
-        for i, kl in enumerate(c.kl):
-            kl_pos.setdefault(i, []).append(kl)
+        for j, (ok, dec) in enumerate(zip(c.top1, c.decisive)):
+            if dec:
+                by_pos.setdefault(j, []).append(ok)
+            else:
+                by_pos.setdefault(j, [])
+        for j, kl in enumerate(c.kl):
+            kl_pos.setdefault(j, []).append(kl)
         prefix = greedy_prefix(rg, cg)
+        margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
+                  if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
         per_prompt.append({
             "prompt": p, "positions": len(c.top1), "max_abs_logit_diff": c.max_abs,
-            "top1_agreement": sum(c.top1) / len(c.top1), "kl_mean": sum(c.kl) / len(c.kl), "kl_max": max(c.kl),
-            "greedy_prefix": prefix, "greedy_tokens": len(rg),
+            "top1_exact": sum(c.top1) / len(c.top1), "decisive_positions": sum(c.decisive),
+            "kl_mean": sum(c.kl) / len(c.kl), "kl_max": max(c.kl),
+            "greedy_prefix": prefix, "greedy_tokens": len(rg), "divergence_margin": margin,
             "greedy_reference": rg, "greedy_candidate": cg,
         })
     n_greedy = max(len(g) for g in ref.greedy)
+    decisive = [ok for ok, dec in zip(top1_all, decisive_all) if dec]
+    ppl_r, ppl_c = ref.perplexity, cand.perplexity
     metrics = {
         "max_abs_logit_diff": max_abs,
-        "top1_agreement": sum(top1_all) / len(top1_all),
+        "top1_agreement": _mean(decisive),  # where the reference is decisive (None: nowhere)
+        "top1_exact": sum(top1_all) / len(top1_all),
+        "decisive_fraction": len(decisive) / len(top1_all),
         "kl_mean": sum(kl_all) / len(kl_all),
         "kl_max": max(kl_all),
+        "logit_sqnr_db": 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else (
+            math.inf if signal > 0 else None),
+        "perplexity_reference": ppl_r,
+        "perplexity_candidate": ppl_c,
+        "ppl_rise": ppl_c / ppl_r - 1 if ppl_r and ppl_c else None,
         "greedy_prefix_mean": sum(x["greedy_prefix"] for x in per_prompt) / (len(per_prompt) * n_greedy),
         "greedy_exact": sum(x["greedy_prefix"] == x["greedy_tokens"] for x in per_prompt),
     }
-    failures = thresholds.failures(metrics) if thresholds else []
-    return {
-        "stage": stage,
-        "reference": reference,
-        "candidate": candidate,
-        "prompts": len(prompts),
-        "positions": len(top1_all),
-        "greedy_tokens": n_greedy,
-        "metrics": metrics,
-        "top1_by_position": [sum(v) / len(v) for _, v in sorted(by_pos.items())],
-        "kl_by_position": [sum(v) / len(v) for _, v in sorted(kl_pos.items())],
-        "gate": {
-            "thresholds": asdict(thresholds) if thresholds else None,
-            "passed": not failures,
-            "failures": failures,
-        },
-        "per_prompt": per_prompt,
-    }
+    if metrics["logit_sqnr_db"] == math.inf:
+        metrics["logit_sqnr_db"] = 300.0  # bit-identical logits; JSON has no infinity
+    check = Check(
+        stage=stage, artifact=artifact, reference=reference, candidate=candidate, prompts=len(prompts),
+        positions=len(top1_all), greedy_tokens=n_greedy, metrics=metrics, per_prompt=per_prompt,
+        top1_by_position=[_mean(v) for _, v in sorted(by_pos.items())],
+        kl_by_position=[sum(v) / len(v) for _, v in sorted(kl_pos.items())],
+    )
+    return check.judge(thresholds)
+
+
+def compare_greedy(stage: str, reference: str, candidate: str, ref: Observations, cand_greedy: list[list[int]],
+                   prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None) -> Check:
+    """Greedy tokens alone (a runtime that exposes no logits, e.g. onnxruntime-genai's generator) against a
+    reference's observations: divergences where the reference's own margin is within the gate's tie tolerance
+    are accepted as ties, the rest count."""
+    per_prompt = []
+    for i, (p, rg, cg) in enumerate(zip(prompts, ref.greedy, cand_greedy)):
+        prefix = greedy_prefix(rg, cg)
+        margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
+                  if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
+        per_prompt.append({"prompt": p, "greedy_prefix": prefix, "greedy_tokens": len(rg),
+                           "divergence_margin": margin, "greedy_reference": rg, "greedy_candidate": cg})
+    n_greedy = max(len(g) for g in ref.greedy)
+    metrics = {"greedy_prefix_mean": sum(x["greedy_prefix"] for x in per_prompt) / (len(per_prompt) * n_greedy),
+               "greedy_exact": sum(x["greedy_prefix"] == x["greedy_tokens"] for x in per_prompt)}
+    check = Check(stage=stage, artifact=artifact, reference=reference, candidate=candidate, prompts=len(prompts),
+                  positions=0, greedy_tokens=n_greedy, metrics=metrics, per_prompt=per_prompt)
+    return check.judge(thresholds)

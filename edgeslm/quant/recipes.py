@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from edgeslm.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where quantization runs, so recipe names are readable without it
+    from torch import nn
 
 LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "pal4", "fp16", "fp32")
 EMBEDDING_SCHEMES = ("4w", "8w", "pal4", "fp16", "fp32")
@@ -105,6 +106,7 @@ def get_recipe(name: str, group_size: int | None = None) -> Recipe:
 
 
 def _torchao_config(scheme: str, group_size: int):
+    import torch
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
     from torchao.quantization.granularity import PerAxis, PerGroup
 
@@ -118,6 +120,8 @@ def _torchao_config(scheme: str, group_size: int):
 
 def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
     """Which rule each quantizable module gets (fp32 and unmatched modules are left out)."""
+    from torch import nn
+
     chosen: dict[str, Rule] = {}
     for fqn, mod in model.named_modules():
         if not isinstance(mod, (nn.Linear, nn.Embedding)):

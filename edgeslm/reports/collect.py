@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeslm.bundle.manifest import artifact_name
+from edgeslm.records import Check, Status, Validation, artifact_name, artifact_size, verdict
 from edgeslm.errors import InputError
 
 REPORT_SCHEMA_VERSION = "1.0"
@@ -50,20 +50,17 @@ def _flatten(target: str, manifest: dict, parity: dict, latency: dict | None) ->
                      "recipe": a["recipe"] if a else None, "check": check, "kind": kind, "status": status,
                      "metrics": metrics, "message": message})
 
-    for c in parity["checks"]:
-        gated = c["gate"]["thresholds"] is not None
-        row(c.get("artifact"), c["stage"], "parity",
-            ("passed" if c["gate"]["passed"] else "failed") if gated else "info", c["metrics"],
-            "; ".join(c["gate"]["failures"]))
-    for v in parity.get("validations", []):
-        failed = [f"{c['check']}: expected {c['expected']}, found {c['found']}" for c in v.get("checks", [])
-                  if not c["passed"]]
-        row(v["artifact"], v["stage"], "structure" if v["status"] != "not_run" else "parity", v["status"], {},
-            v.get("reason") or "; ".join(failed))
-    for name, a in names.items():  # a backend-level failure outside the metric stages (e.g. genai mismatch)
+    for d in parity["checks"]:
+        c = Check.from_json(d)  # status from the record (a 1.0 report's is derived from its gate)
+        row(c.artifact, c.stage, "parity", c.status.value, c.metrics, "; ".join(c.gate.failures + c.gate.notes))
+    for d in parity.get("validations", []):
+        v = Validation.from_json(d)
+        row(v.artifact, v.stage, "structure" if v.status is not Status.NOT_RUN else "parity", v.status.value, {},
+            v.message())
+    for name, a in names.items():  # never trust a failed artifact to a missing row (reports written by hand, 1.0)
         if a["parity"] == "failed" and not any(r["artifact"] == name and r["status"] == "failed" for r in rows):
-            row(name, "runtime agreement", "parity", "failed", {},
-                "the artifact's runtime checks failed (see manifest.json)")
+            row(name, "artifact parity", "parity", "failed", {},
+                "the manifest marks this artifact failed but no failing check explains it (see manifest.json)")
     for b in (latency or {}).get("budgets", []):
         row(b["artifact"], f"latency {b['budget']}", "latency", "passed" if b["passed"] else "failed",
             {"predicted": b["predicted"], "limit": b["limit"]},
@@ -98,7 +95,7 @@ def load_target(folder: Path) -> dict:
         "status": manifest["status"],
         "passed": manifest["status"] == "passed",
         "artifacts": [{"name": artifact_name(a), "backend": a["backend"], "recipe": a["recipe"],
-                       "bytes": a["bytes"] + sum(f["bytes"] for f in a.get("files", [])), "parity": a["parity"],
+                       "bytes": artifact_size(a), "parity": a["parity"],
                        "weight_bytes_by_dtype": _size_by_dtype(folder, a)} for a in manifest["artifacts"]],
         "checks": checks,
         "parity": parity,
@@ -124,6 +121,7 @@ def summarize(targets: list[dict]) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": targets[0]["model"] if targets else None,
         "passed": all(t["passed"] for t in targets),
+        "status": verdict(Status(c["status"]) for t in targets for c in t["checks"]).value,
         "counts": {s: sum(c["status"] == s for t in targets for c in t["checks"])
                    for s in ("passed", "failed", "not_run", "info")},
         "targets": targets,

@@ -14,7 +14,7 @@ def line_chart(series: list[tuple[str, list[float]]], title: str, y_label: str, 
                width: int = 520, height: int = 200) -> str:
     """An SVG line chart of per-position values, one line per series."""
     pad_l, pad_b, pad_t, pad_r = 48, 28, 24, 12
-    pts = [v for _, vals in series for v in vals]
+    pts = [v for _, vals in series for v in vals if v is not None]  # None: no value there (e.g. no decisive position)
     top = y_max if y_max is not None else max(pts + [1e-9]) * 1.1
     n = max((len(v) for _, v in series), default=1)
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
@@ -33,7 +33,7 @@ def line_chart(series: list[tuple[str, list[float]]], title: str, y_label: str, 
            f'</text>']
     for k, (label, vals) in enumerate(series):
         color = COLORS[k % len(COLORS)]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(vals)))
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in enumerate(vals) if v is not None))
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
         out.append(f'<text x="{pad_l + w - 4}" y="{pad_t + 12 + 12 * k}" font-size="10" fill="{color}" '
                    f'text-anchor="end">{escape(label)}</text>')
@@ -80,7 +80,7 @@ def _target_view(t: dict) -> dict:
         top1 = [(c["artifact"], c["top1_by_position"]) for c in checks]
         kl = [(c["artifact"], c.get("kl_by_position") or []) for c in checks]
         charts.append({"stage": stage,
-                       "top1": line_chart(top1, f"{stage}: top-1 agreement by position", "top-1", 1.0),
+                       "top1": line_chart(top1, f"{stage}: top-1 agreement by position (decisive)", "top-1", 1.0),
                        "kl": line_chart(kl, f"{stage}: mean KL by position", "KL")})
     lat = t.get("latency") or {}
     here = {a["artifact"]: a for a in ((lat.get("measured_here") or {}).get("artifacts") or [])}

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 
 def _fmt(x) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
+    return "n/a" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def to_markdown(report: dict) -> str:
     verdict = "✅ PASSED" if report["passed"] else "❌ FAILED"
     n = report["counts"]
     lines = [f"## edgeslm: {report.get('model')}: {verdict}", "",
-             f"{n['passed']} checks passed, {n['failed']} failed, {n['not_run']} not run on this platform.", "",
-             "| target | artifact | size | parity | quantization top-1 / KL | decode tok/s here | predicted on device |",
+             f"{n['passed']} checks passed, {n['failed']} failed, {n['not_run']} not run on this platform, "
+             f"{n['info']} reported without a gate.", "",
+             "| target | artifact | size | parity | quantization top-1 / KL / SQNR | decode tok/s here | predicted on device |",
              "|---|---|---|---|---|---|---|"]
     for t in report["targets"]:
         lat = t.get("latency") or {}
@@ -20,7 +21,8 @@ def to_markdown(report: dict) -> str:
         pred = {a["artifact"]: a for a in (lat.get("predicted_on_device") or {}).get("artifacts", [])}
         for a in t["artifacts"]:
             q = next((c for c in t["checks"] if c["artifact"] == a["name"] and c["check"] == "quantization"), None)
-            qtxt = f"{q['metrics']['top1_agreement']:.3f} / {q['metrics']['kl_mean']:.3g}" if q else "—"
+            qtxt = (f"{_fmt(q['metrics'].get('top1_agreement'))} / {_fmt(q['metrics'].get('kl_mean'))} / "
+                    f"{_fmt(q['metrics'].get('logit_sqnr_db'))} dB" if q else "—")
             h = here.get(a["name"], {})
             htxt = f"{h['decode_tok_s']['median']:.0f}" if h.get("measured") else "not run here" if h else "—"
             p = pred.get(a["name"], {})

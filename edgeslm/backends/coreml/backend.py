@@ -24,11 +24,18 @@ from edgeslm.bundle.files import file_entry
 from edgeslm.errors import InputError, InternalError
 from edgeslm.model.build import build_decoder
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
-from edgeslm.parity.stages import observe
 from edgeslm.quant.recipes import get_recipe
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
 RECIPES = ("fp16", "int8", "int4", "palettize4")
+
+
+def gated_stages(recipe: str) -> dict:
+    """Stages this backend gates for ``recipe`` → its own default gate (None: the target must give one). Stage 3
+    (lowering) runs on macOS only, but its gate must exist: there it runs."""
+    return {"quantization": None, "lowering": None}
+
+
 RUNS_ON = "macOS 15+ with coremltools (see .github/workflows/coreml-macos.yml)"
 _OPS = {"4w": ("constexpr_blockwise_shift_scale", "int4"), "8w": ("constexpr_blockwise_shift_scale", "int8"),
         "pal4": ("constexpr_lut_to_dense", "uint4")}
@@ -108,7 +115,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     job.status("coreml: stage 1, the package's weights in PyTorch (fp16)")
     weights = package_weights(tmp / name)
     sim = simulated_decoder(build_decoder(ckpt, job.context_length), weights)
-    obs_q = observe(EagerDecoder(sim), job.prompt_ids)
+    obs_q = job.observe(EagerDecoder(sim))
     del sim, weights
     sim_label = f"{recipe_name} Core ML weights, fp16, in PyTorch"
     job.check("quantization", recipe_name, "edgeslm fp32 eager", sim_label, job.obs_fp32, obs_q, name)
@@ -120,7 +127,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     why_not = unavailable_here()
     if why_not is None:
         job.status(f"coreml: stage 3, parity in {RUNTIME}")
-        obs_rt = observe(RuntimeStepModel(CoreMLModel(tmp / name)), job.prompt_ids)
+        obs_rt = job.observe(RuntimeStepModel(CoreMLModel(tmp / name)))
         job.check("lowering", recipe_name, sim_label, f"{name} in Core ML ({COMPUTE_UNITS})", obs_q, obs_rt, name)
         job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in Core ML", job.obs_ref, obs_rt, name,
                   gated=False)

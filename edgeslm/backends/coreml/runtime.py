@@ -51,25 +51,11 @@ class CoreMLModel:
 
 def generate(package: Path, tokenizer_json: Path, eos_ids: list[int], context_length: int, prompt: str,
              max_new_tokens: int, temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
-    """Prefill once, then decode token by token through the package's state (what an iOS app does)."""
-    from tokenizers import Tokenizer
+    """Prefill once, then decode token by token through the package's state (what an iOS app does); the text
+    streams as whole characters through :class:`edgeslm.backends.stream.TextStream`, as for every runtime."""
+    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
 
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    ids = tok.encode(prompt).ids
-    model = CoreMLModel(package, "ALL")
-    logits, out = model.step(ids, 0), []
-    text = ""
-    for pos in range(len(ids), min(len(ids) + max_new_tokens, context_length)):
-        if temperature > 0:
-            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1))
-        else:
-            nxt = int(logits.argmax())
-        if nxt in eos_ids:
-            break
-        out.append(nxt)
-        new_text = tok.decode(out)
-        if on_token:
-            on_token(new_text[len(text):])
-        text = new_text
-        logits = model.step([nxt], pos)
-    return text
+    tok = load_tokenizer(tokenizer_json)
+    ids = encode_prompt(tok, prompt)
+    tokens = step_tokens(CoreMLModel(package, "ALL"), ids, max_new_tokens, context_length, temperature)
+    return stream_text(tokens, tok, eos_ids, on_token)

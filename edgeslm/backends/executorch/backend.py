@@ -9,11 +9,15 @@ from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import file_entry
 from edgeslm.model.build import build_decoder
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
-from edgeslm.parity.stages import observe
 from edgeslm.quant.recipes import apply_recipe, get_recipe
 
-RUNTIME = "ExecuTorch (XNNPACK delegate), TextLLMRunner"
+RUNTIME = "ExecuTorch (XNNPACK delegate)"
 RECIPES = ("fp32", "8da4w", "int8w")
+
+
+def gated_stages(recipe: str) -> dict:
+    """Stages this backend gates for ``recipe`` → its own default gate (None: the target must give one)."""
+    return {"quantization": None, "lowering": None} if recipe != "fp32" else {"lowering": None}
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
@@ -28,7 +32,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     applied = apply_recipe(dec, rec)
     obs_q = job.obs_fp32
     if applied:
-        obs_q = observe(EagerDecoder(dec), job.prompt_ids)
+        obs_q = job.observe(EagerDecoder(dec))
         job.check("quantization", recipe_name, "edgeslm fp32 eager", f"{recipe_name} eager", job.obs_fp32, obs_q,
                   name)
     job.status(f"executorch: lowering to {name}")
@@ -37,7 +41,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     job.timings["executorch_export_s"] = time.perf_counter() - t
     del dec
     job.status(f"executorch: parity in {RUNTIME}")
-    obs_rt = observe(RuntimeStepModel(PteModel(tmp / name)), job.prompt_ids)
+    obs_rt = job.observe(RuntimeStepModel(PteModel(tmp / name)))
     job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
     job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in executorch", job.obs_ref, obs_rt, name,
               gated=False)
@@ -54,10 +58,14 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
 
 
 def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
-    from edgeslm.backends.executorch.runtime import generate_with_runner
+    """The .pte's forward in the ExecuTorch runtime, streamed as whole characters (see runtime.generate)."""
+    from edgeslm.backends.executorch.runtime import generate as run
+    from edgeslm.bundle.manifest import read_manifest
 
-    return generate_with_runner(bundle / artifact["file"], bundle / "tokenizer.json", prompt, max_new_tokens,
-                                temperature, on_token)
+    m = read_manifest(bundle)
+    context = int(artifact.get("metadata", {}).get("get_max_seq_len", m["context_length"]))
+    return run(bundle / artifact["file"], bundle / "tokenizer.json", m["special_tokens"]["eos_ids"], context, prompt,
+               max_new_tokens, temperature, on_token)
 
 
 def step_model(bundle: Path, artifact: dict):

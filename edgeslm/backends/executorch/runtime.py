@@ -36,20 +36,21 @@ class PteModel:
         return out
 
 
-def generate_with_runner(pte: Path, tokenizer_json: Path, prompt: str, max_new_tokens: int,
-                         temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
-    """Generate through ExecuTorch's TextLLMRunner, the same C++ runner the mobile apps link."""
-    _register_kernels()
-    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+def generate(pte: Path, tokenizer_json: Path, eos_ids: list[int], context_length: int, prompt: str,
+             max_new_tokens: int, temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
+    """Generate in the ExecuTorch runtime: the .pte's ``forward`` (prefill once, then one token per step through
+    its KV cache), the bundle's tokenizer.json, the manifest's eos ids; temperature 0 is greedy, above 0 samples.
 
-    pieces: list[str] = []
+    Not through ``TextLLMRunner`` (which the apps link): its Python binding (executorch 1.5) hands each token to
+    the callback as a ``str`` decoded from that token's bytes alone, so a token that is part of a multi-byte
+    UTF-8 character raises ``UnicodeDecodeError`` inside ``generate``, and it exposes no token ids to assemble
+    whole characters from. The program, kernels and delegate that run are the same; only the loop around
+    ``forward`` is ours, and its text streams through :class:`edgeslm.backends.stream.TextStream` like every
+    other runtime's.
+    """
+    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
 
-    def cb(piece: str) -> None:
-        pieces.append(piece)
-        if on_token:
-            on_token(piece)
-
-    runner = TextLLMRunner(str(pte), str(tokenizer_json))
-    cfg = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=temperature)
-    runner.generate(prompt, cfg, token_callback=cb)
-    return "".join(pieces)
+    tok = load_tokenizer(tokenizer_json)
+    ids = encode_prompt(tok, prompt)
+    tokens = step_tokens(PteModel(pte), ids, max_new_tokens, context_length, temperature)
+    return stream_text(tokens, tok, eos_ids, on_token)

@@ -54,17 +54,28 @@ def load_genai_model(folder: Path):
 
 
 def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperature: float = 0.0,
-                        on_token: Callable[[str], None] | None = None) -> str:
-    """Generate through onnxruntime_genai (the runtime the mobile and Jetson apps link)."""
+                        on_token: Callable[[str], None] | None = None, eos_ids: list[int] | None = None) -> str:
+    """Generate through onnxruntime_genai (the runtime the mobile and Jetson apps link): its tokenizer encodes
+    the prompt and its generator picks the tokens; their ids stream as whole characters through
+    :class:`edgeslm.backends.stream.TextStream` (the folder's tokenizer.json), stopping at ``eos_ids`` (default:
+    genai_config's eos_token_id). genai's own ``TokenizerStream`` also holds back partial characters and skips
+    special tokens (onnxruntime-genai 0.18), but every runtime's text goes through the one shared helper."""
     import onnxruntime_genai as og
 
+    from edgeslm.backends.stream import load_tokenizer, stream_text
+    from edgeslm.errors import InputError
+
     model = load_genai_model(folder)
-    tok = og.Tokenizer(model)
-    stream = tok.create_stream()
-    ids = tok.encode(prompt)
+    cfg = json.loads((folder / "genai_config.json").read_text())["model"]
+    if eos_ids is None:
+        eos = cfg.get("eos_token_id", [])
+        eos_ids = eos if isinstance(eos, list) else [eos]
+    ids = og.Tokenizer(model).encode(prompt)
+    if not 0 < len(ids) < cfg["context_length"]:
+        raise InputError(f"the prompt is {len(ids)} tokens; the context length is {cfg['context_length']}",
+                         "pass a non-empty prompt shorter than the context, or export with a larger --context-length")
     params = og.GeneratorParams(model)
-    opts = {"max_length": min(len(ids) + max_new_tokens, json.loads((folder / "genai_config.json").read_text())
-                              ["model"]["context_length"])}
+    opts = {"max_length": min(len(ids) + max_new_tokens, cfg["context_length"])}
     if temperature > 0:
         opts.update(do_sample=True, temperature=temperature)
     else:
@@ -72,14 +83,13 @@ def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperat
     params.set_search_options(**opts)
     gen = og.Generator(model, params)
     gen.append_tokens(ids)
-    pieces = []
-    while not gen.is_done():
-        gen.generate_next_token()
-        piece = stream.decode(gen.get_next_tokens()[0])
-        pieces.append(piece)
-        if on_token:
-            on_token(piece)
-    return "".join(pieces)
+
+    def tokens():
+        while not gen.is_done():
+            gen.generate_next_token()
+            yield int(gen.get_next_tokens()[0])
+
+    return stream_text(tokens(), load_tokenizer(folder / "tokenizer.json"), eos_ids, on_token)
 
 
 def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:

@@ -1,0 +1,182 @@
+"""Parity gates: the bounds a stage's metrics must meet, how they are judged, and how gate tables are read.
+
+Torch-free on purpose: ``edgeslm gate`` and ``edgeslm report`` judge JSON reports without loading a model stack.
+
+Near-ties. A reference that barely prefers one token over another (a flat distribution, or a tie between two
+synonyms) gives no evidence when a candidate picks the other one, and small models, random-weight models above
+all, are full of such positions. So:
+
+- top-1 agreement is counted only where the reference is *decisive*: its top-1 log-probability beats its
+  top-2 by more than ``DECISIVE_MARGIN`` nats (0.5: p1/p2 > 1.65); positions below it are reported as near-ties;
+- a greedy divergence is accepted as a tie when the reference's own log-probability of the candidate's token is
+  within the gate's ``tie_margin`` of the token it chose (the numerical noise the stage tolerates: twice its
+  ``max_abs_logit_diff`` bound for exact stages, else ``DECISIVE_MARGIN``);
+- scale-free figures sit beside KL, which shrinks with the reference's confidence: logit SQNR (dB) and the
+  perplexity rise on a fixed held-out text.
+
+A gate must bound something (or say ``informational = true``: the stage is then reported, never counted as
+passed), and a gate none of whose bounds applies fails, so nothing passes silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+
+from edgeslm.errors import InputError
+
+DECISIVE_MARGIN = 0.5  # nats between the reference's top-1 and top-2 for a position to count in top-1 agreement
+# Stages a target file gates per recipe (``[gates.RECIPE.STAGE]``); re-authoring is gated once (``[gates.reauthoring]``).
+RECIPE_STAGES = ("quantization", "lowering", "runtime_agreement")
+STAGES = ("reauthoring", *RECIPE_STAGES)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """One stage's gate. A None bound is not checked; ``informational`` reports the stage without gating it."""
+
+    max_abs_logit_diff: float | None = None
+    min_top1: float | None = None
+    max_kl_mean: float | None = None
+    min_greedy_prefix: float | None = None
+    min_sqnr_db: float | None = None
+    max_ppl_rise: float | None = None  # relative: 0.05 = perplexity may rise by 5%
+    tie_margin: float | None = None  # nats; see the module docstring
+    informational: bool = False
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("tie_margin", "informational") and getattr(self, f.name) is not None}
+
+    def tie_tolerance(self) -> float:
+        if self.tie_margin is not None:
+            return self.tie_margin
+        if self.max_abs_logit_diff is not None:
+            return 2 * self.max_abs_logit_diff
+        return DECISIVE_MARGIN
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# (bound, metric, direction, label, format)
+_BOUNDS = (
+    ("max_abs_logit_diff", "max_abs_logit_diff", "max", "max |Δlogit|", "{:.3g}"),
+    ("min_top1", "top1_agreement", "min", "top-1 agreement (decisive positions)", "{:.3f}"),
+    ("max_kl_mean", "kl_mean", "max", "mean KL", "{:.3g}"),
+    ("min_greedy_prefix", "greedy_agreement", "min", "greedy agreement", "{:.3f}"),
+    ("min_sqnr_db", "logit_sqnr_db", "min", "logit SQNR dB", "{:.1f}"),
+    ("max_ppl_rise", "ppl_rise", "max", "perplexity rise", "{:+.1%}"),
+)
+
+
+def greedy_agreement(per_prompt: list[dict], tolerance: float) -> tuple[float | None, int]:
+    """Mean fraction of greedy tokens that agree before the first divergence, counting a prompt as agreeing in
+    full when its divergence is a tie (the reference's margin there ≤ ``tolerance``); and the number of ties."""
+    rows = [p for p in per_prompt if p.get("greedy_tokens")]
+    if not rows:
+        return None, 0
+    total, ties = 0.0, 0
+    for p in rows:
+        margin = p.get("divergence_margin")
+        if p["greedy_prefix"] < p["greedy_tokens"] and margin is not None and margin <= tolerance:
+            ties += 1
+            total += 1.0
+        else:
+            total += p["greedy_prefix"] / p["greedy_tokens"]
+    return total / len(rows), ties
+
+
+def judge(thresholds: Thresholds | None, metrics: dict, per_prompt: list[dict]) -> tuple[list[str], list[str]]:
+    """(failures, notes) of ``metrics`` against ``thresholds``; fills ``metrics['greedy_agreement']`` and
+    ``['greedy_ties']`` with this gate's tie tolerance. Notes say which bounds did not apply and why."""
+    tol = thresholds.tie_tolerance() if thresholds else DECISIVE_MARGIN
+    if per_prompt:  # else (a report row without per-prompt detail) the recorded figure stands
+        metrics["greedy_agreement"], metrics["greedy_ties"] = greedy_agreement(per_prompt, tol)
+    if thresholds is None:
+        return [], []
+    failures, notes, applied = [], [], 0
+    for bound, metric, direction, label, fmt in _BOUNDS:
+        limit = getattr(thresholds, bound)
+        if limit is None:
+            continue
+        value = metrics.get(metric)
+        if value is None:
+            why = ("no position where the reference is decisive" if metric == "top1_agreement"
+                   else f"{metric} not measured at this stage")
+            notes.append(f"{label}: not applicable ({why})")
+            continue
+        applied += 1
+        if (value > limit) if direction == "max" else (value < limit):
+            failures.append(f"{label} {fmt.format(value)} {'>' if direction == 'max' else '<'} {fmt.format(limit)}")
+    if not thresholds.informational and applied == 0:
+        failures.append("no bound of this gate applies to what was measured: " + "; ".join(notes))
+    return failures, notes
+
+
+def _suggest(word: str, choices) -> str:
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"did you mean {lowered[close[0]]!r}? " if close else ""
+
+
+_THRESHOLD_KEYS = tuple(f.name for f in fields(Thresholds))
+
+
+def parse_thresholds(table, where: str, path) -> Thresholds:
+    if not isinstance(table, dict):
+        raise InputError(f"[{where}] in {path} must be a table of bounds",
+                         f"supported keys are {', '.join(_THRESHOLD_KEYS)}")
+    for key in table:
+        if key not in _THRESHOLD_KEYS:
+            raise InputError(f"unknown key {key!r} in [{where}] of {path}",
+                             f"{_suggest(key, _THRESHOLD_KEYS)}supported keys are {', '.join(_THRESHOLD_KEYS)}")
+    values: dict = {}
+    for key, v in table.items():
+        if key == "informational":
+            if not isinstance(v, bool):
+                raise InputError(f"{where}.informational in {path} must be true or false", "write informational = true")
+            values[key] = v
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{where}.{key} in {path} must be a number, not {v!r}", f"write e.g. {key} = 0.9")
+        else:
+            values[key] = float(v)
+    th = Thresholds(**values)
+    if not th.bounds and not th.informational:
+        raise InputError(f"[{where}] in {path} sets no bound, so it would pass anything",
+                         "add a bound (e.g. max_kl_mean = 0.1), or informational = true to report the stage only")
+    return th
+
+
+def parse_gate_tables(gates, path) -> dict:
+    """``[gates.*]`` tables → {"reauthoring": Thresholds, RECIPE: {STAGE: Thresholds}}; recipe and stage names are
+    checked (did-you-mean; aliases name their recipe), so a typo never turns a gate off."""
+    from edgeslm.quant.recipes import ALIASES, RECIPES
+
+    if not isinstance(gates, dict):
+        raise InputError(f"gates in {path} must be tables like [gates.int4.quantization]",
+                         "see edgeslm/targets/android.toml")
+    out: dict = {}
+    for key, table in gates.items():
+        if key == "reauthoring":
+            out[key] = parse_thresholds(table, "gates.reauthoring", path)
+            continue
+        if key in ALIASES:
+            raise InputError(f"[gates.{key}] in {path} names an alias of recipe {ALIASES[key]!r}",
+                             f"write [gates.{ALIASES[key]}.…]: gates are keyed by the recipe's own name")
+        if key not in RECIPES:
+            raise InputError(f"[gates.{key}] in {path}: unknown recipe {key!r}",
+                             f"{_suggest(key, [*RECIPES, 'reauthoring'])}gates are keyed by reauthoring or a recipe: "
+                             f"{', '.join(RECIPES)}")
+        if not isinstance(table, dict):
+            raise InputError(f"[gates.{key}] in {path} must hold stage tables", f"stages are {', '.join(RECIPE_STAGES)}")
+        stages = {}
+        for stage, t in table.items():
+            if stage not in RECIPE_STAGES:
+                raise InputError(f"[gates.{key}.{stage}] in {path}: unknown stage {stage!r}",
+                                 f"{_suggest(stage, STAGES)}stages are {', '.join(RECIPE_STAGES)} "
+                                 "(re-authoring is gated once, in [gates.reauthoring])")
+            stages[stage] = parse_thresholds(t, f"gates.{key}.{stage}", path)
+        out[key] = stages
+    return out

@@ -1,0 +1,106 @@
+"""Every command README.md shows runs: the ```bash blocks are parsed and each ``edgeslm`` command is run in README
+order, in one working folder (later commands read earlier outputs), with the exit code the README documents.
+
+The folder holds ``./my-model`` (a tiny Llama checkpoint in HF layout) and an offline HF cache in which the
+README's Hub id resolves to a tiny model. ``./scripts/setup`` and ``./scripts/test`` are what CI itself runs, so
+only the ``edgeslm`` part of the set-up line runs here. A README line that is not an ``edgeslm`` command (nor one
+of those two scripts) fails the test, so a new README command cannot go untested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+EDGESLM = Path(sys.executable).parent / "edgeslm"
+CI_SCRIPTS = ("./scripts/setup", "./scripts/test")  # run by CI itself (.ci/run), not by a test
+HUB_COMMIT = "c" * 40
+
+
+def readme_commands(text: str) -> list[tuple[str, list[str]]]:
+    """(README line, edgeslm arguments) for every command in the ```bash blocks, in order."""
+    out = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
+        for line in block.splitlines():
+            argv = shlex.split(line, comments=True)
+            parts: list[list[str]] = [[]]
+            for word in argv:
+                if word == "&&":
+                    parts.append([])
+                else:
+                    parts[-1].append(word)
+            for part in filter(None, parts):
+                if part[0] in CI_SCRIPTS:
+                    continue
+                assert Path(part[0]).name == "edgeslm", f"README command not covered by this test: {line!r}"
+                out.append((line.split("  #")[0].strip(), part[1:]))
+    return out
+
+
+def documented_flags(text: str) -> set[str]:
+    """Long options the README's prose names in backticks (`--recipe R`, `gate --baseline`, ...)."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return {f for code in re.findall(r"`([^`]+)`", prose) for f in re.findall(r"(?<![\w-])--[a-z][\w-]*", code)}
+
+
+def test_readme_parser_sees_every_block():
+    text = README.read_text()
+    cmds = readme_commands(text)
+    assert cmds[0][1][:2] == ["export", "demo"]  # the set-up line's edgeslm part
+    assert sum(line.count("edgeslm ") for line, _ in cmds) == len(cmds)
+    with pytest.raises(AssertionError, match="not covered"):
+        readme_commands("```bash\nedgeslm verify x\nrm -rf out\n```\n")
+    used = {w.split("=")[0] for _, args in cmds for w in args if w.startswith("--")}
+    assert documented_flags(text) <= used, f"flags the README documents but no command uses: " \
+                                           f"{sorted(documented_flags(text) - used)}"
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_dir):
+    """./my-model and an offline HF cache holding HuggingFaceTB/SmolLM2-135M (tiny) at refs/main."""
+    shutil.copytree(tiny_dir("llama"), tmp_path / "my-model")
+    repo = tmp_path / "hf-cache" / "models--HuggingFaceTB--SmolLM2-135M"
+    shutil.copytree(tiny_dir("llama"), repo / "snapshots" / HUB_COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_readme_commands_run(workdir):
+    env = dict(os.environ, HF_HUB_CACHE=str(workdir / "hf-cache"), HF_HUB_OFFLINE="1", COLUMNS="160",
+               PATH=f"{EDGESLM.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.pop("HF_HOME", None)
+    timings = []
+    for line, args in readme_commands(README.read_text()):
+        t = time.perf_counter()
+        res = subprocess.run([str(EDGESLM), *args], cwd=workdir, env=env, capture_output=True, text=True,
+                             timeout=900)
+        timings.append((time.perf_counter() - t, line))
+        assert res.returncode == 0, f"{line}\nexit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        if "--json" in args:
+            doc = json.loads(res.stdout)
+            assert doc["passed"] and doc["artifacts"], line
+        if args[0] == "run":
+            assert res.stdout.strip(), line  # generated text
+        if args[0] == "export":
+            assert "bundle:" in res.stdout or "--json" in args, line
+    # what the commands were meant to produce
+    assert (workdir / "out" / "demo" / "ios" / "manifest.json").is_file()
+    assert (workdir / "reports" / "index.html").is_file()
+    hub = json.loads((workdir / "out" / "SmolLM2-135M-android" / "manifest.json").read_text())
+    assert hub["model"]["commit"] == HUB_COMMIT
+    mine = json.loads((workdir / "out" / "my-model-android" / "manifest.json").read_text())
+    assert [(a["backend"], a["recipe"]) for a in mine["artifacts"]] == [("executorch", "8da4w"), ("onnx", "int8")]
+    print("\nREADME commands, seconds:\n" + "\n".join(f"{s:7.1f}  {line}" for s, line in timings))
