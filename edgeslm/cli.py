@@ -431,7 +431,8 @@ def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_d
             con.print(table)
         else:
             n = current["counts"]
-            con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform"
+            con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform, "
+                      f"{n['info']} reported without a gate"
                       + (", no regression against the baseline" if base is not None else "") + ")")
     sys.exit(EXIT_GATE_FAILED if rows else EXIT_OK)
 

@@ -30,7 +30,7 @@ from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe
-from edgeslm.records import artifact_name, artifact_size
+from edgeslm.records import Artifact, Status
 from edgeslm.target import Target, check_gate_coverage, load_target
 
 Status = Callable[[str], None]
@@ -299,7 +299,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
 
     job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, ref.heldout_ids,
                     group_size or tgt.group_size, status, checks, timings)
-    artifacts: list[dict] = []
+    artifacts: list[Artifact] = []
     new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
         tokenizer_files = _write_tokenizer(ckpt, tmp)
@@ -310,13 +310,11 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 artifacts.append(job.adopt(ref.built[key], tmp))
                 continue
             backend = get_backend(backend_name)
-            entry = backend.export(job, recipe_name, tmp)
-            entry["size_bytes"] = artifact_size(entry)
-            entry["validation"] = job.validation_summary(artifact_name(entry))  # each stage → its status
-            artifacts.append(entry)
-            if entry["parity"] != "failed":
+            art = job.finish(backend.export(job, recipe_name, tmp))
+            artifacts.append(art)
+            if art.status is not Status.FAILED:
                 defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
-                new.append((key, job.record(entry, recipe_name, defaults)))
+                new.append((key, job.record(art, recipe_name, defaults)))
 
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks, job.validations)
@@ -335,7 +333,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 "checkpoint_bytes": ckpt.checkpoint_bytes,
                 "shape": shape,
             },
-            "artifacts": artifacts,
+            "artifacts": [a.to_json() for a in artifacts],
             "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
             "special_tokens": {
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,
@@ -360,7 +358,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     for key, built in new:
         ref.built[key] = dict(built, folder=out)
     timings["total_s"] = time.perf_counter() - t0 + ref.seconds
-    return ExportResult(out, passed, artifacts, doc, timings, latency)
+    return ExportResult(out, passed, [a.to_json() for a in artifacts], doc, timings, latency)
 
 
 def _artifact_key(tgt: Target, backend: str, recipe: str, ctx: int, group_size) -> tuple:

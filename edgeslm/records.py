@@ -155,3 +155,44 @@ def artifact_size(entry: dict) -> int:
 def artifact_name(entry: dict) -> str:
     """An artifact's name in its bundle: its package folder for Core ML, else its (main) file."""
     return entry.get("package", entry["file"])
+
+
+@dataclass
+class Artifact:
+    """One artifact of a bundle as the manifest lists it. Backends fill in what they built and their own facts
+    (``facts``: runner metadata, I/O, execution providers...); the pipeline sets the verdict and the per-stage
+    summary from the checks, the same way for every backend."""
+
+    file: str  # the main file (for Core ML, the package's model spec)
+    bytes: int
+    sha256: str
+    backend: str
+    runtime: str
+    recipe: str
+    quantization: list[str]
+    files: list[dict] = field(default_factory=list)  # the artifact's other files: {file, bytes, sha256}
+    package: str | None = None  # Core ML: the .mlpackage folder an app loads
+    status: Status = Status.NOT_RUN  # set by the pipeline (artifact_verdict)
+    validation: dict = field(default_factory=dict)  # stage → passed / failed / informational / not run (reason)
+    facts: dict = field(default_factory=dict)
+    reused_from_target: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.package or self.file
+
+    @property
+    def size(self) -> int:
+        return self.bytes + sum(f["bytes"] for f in self.files)
+
+    def to_json(self) -> dict:
+        d = {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
+        if self.package:
+            d["package"] = self.package
+        if self.files:
+            d["files"] = self.files
+        d.update(backend=self.backend, runtime=self.runtime, recipe=self.recipe, quantization=self.quantization,
+                 parity=PARITY_WORD[self.status], size_bytes=self.size, validation=self.validation, **self.facts)
+        if self.reused_from_target:
+            d["reused_from_target"] = self.reused_from_target
+        return d

@@ -16,7 +16,7 @@ from typing import Callable
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe
-from edgeslm.records import PARITY_WORD, Check, Status, Validation, artifact_name, artifact_verdict
+from edgeslm.records import PARITY_WORD, Artifact, Check, Status, Validation, artifact_verdict
 from edgeslm.target import Target
 
 
@@ -52,9 +52,10 @@ class ExportJob:
 
     def check_greedy(self, stage: str, recipe: str, reference: str, candidate: str, ref: Observations,
                      cand_greedy: list[list[int]], artifact: str, default: Thresholds | None = None) -> Check:
-        """A runtime that gives greedy tokens only, against ``ref`` (near-tie divergences accepted)."""
+        """A runtime that gives greedy tokens only (stopping at eos), against ``ref`` (near-tie divergences
+        accepted)."""
         c = compare_greedy(stage, reference, candidate, ref, cand_greedy, self.prompts,
-                           self.gate(recipe, stage, default), artifact)
+                           self.gate(recipe, stage, default), artifact, tuple(self.ckpt.special.eos_ids))
         self.checks.append(c)
         return c
 
@@ -85,28 +86,29 @@ class ExportJob:
                 out[v.stage] = v.status.value if v.status is not Status.NOT_RUN else f"not run: {v.reason}"
         return out
 
-    def adopt(self, built: dict, tmp: Path) -> dict:
+    def finish(self, art: Artifact) -> Artifact:
+        """Set the artifact's verdict and per-stage summary from this job's records (one rule, every backend)."""
+        art.status = artifact_verdict(art.name, self.checks, self.validations)
+        art.validation = self.validation_summary(art.name)
+        return art
+
+    def adopt(self, built: dict, tmp: Path) -> Artifact:
         """Reuse an artifact already built for another target of the same export (same backend, recipe, context
         and options): copy its files and take over its measurements, re-judged by this target's gates."""
-        entry = copy.deepcopy(built["entry"])
-        name = artifact_name(entry)
-        for f in [entry, *entry.get("files", [])]:
-            (tmp / f["file"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(built["folder"] / f["file"], tmp / f["file"])
+        art: Artifact = copy.deepcopy(built["artifact"])
+        for f in [art.file, *(f["file"] for f in art.files)]:
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(built["folder"] / f, tmp / f)
         for recipe, default, c in built["checks"]:
             c = copy.deepcopy(c)
             self.checks.append(c.judge(self.gate(recipe, c.stage, default) if c.stage != "end_to_end" else None))
         self.validations += copy.deepcopy(built["validations"])
-        entry["parity"] = self.artifact_parity(name)
-        if "validation" in entry:
-            entry["validation"] = self.validation_summary(name)
-        entry["reused_from_target"] = built["target"]
-        return entry
+        art.reused_from_target = built["target"]
+        return self.finish(art)
 
-    def record(self, entry: dict, recipe: str, defaults: dict | None = None) -> dict:
+    def record(self, art: Artifact, recipe: str, defaults: dict | None = None) -> dict:
         """What :meth:`adopt` needs to reuse this artifact for another target (folder filled in once written)."""
-        name = artifact_name(entry)
         defaults = defaults or {}
-        return {"entry": entry, "target": self.target.name,
-                "checks": [(recipe, defaults.get(c.stage), c) for c in self.checks if c.artifact == name],
-                "validations": [v for v in self.validations if v.artifact == name]}
+        return {"artifact": art, "target": self.target.name,
+                "checks": [(recipe, defaults.get(c.stage), c) for c in self.checks if c.artifact == art.name],
+                "validations": [v for v in self.validations if v.artifact == art.name]}

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from edgeslm.bundle.manifest import artifact_name, read_manifest
+from edgeslm.bundle.manifest import read_manifest
+from edgeslm.records import artifact_name, artifact_size
 
 
 def _onnx(path: Path) -> dict:
@@ -82,7 +83,7 @@ def inspect_bundle(bundle: Path) -> list[dict]:
     m = read_manifest(bundle)
     out = []
     for a in m["artifacts"]:
-        total = a["bytes"] + sum(f["bytes"] for f in a.get("files", []))
+        total = artifact_size(a)
         path = artifact_name(a)  # a Core ML package is a folder
         out.append({"file": path, "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
                     "parity": a["parity"], **READERS[a["backend"]](bundle / path)})

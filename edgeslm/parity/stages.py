@@ -136,13 +136,17 @@ def compare(stage: str, reference: str, candidate: str, ref: Observations, cand:
 
 
 def compare_greedy(stage: str, reference: str, candidate: str, ref: Observations, cand_greedy: list[list[int]],
-                   prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None) -> Check:
+                   prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None,
+                   stop_ids: tuple[int, ...] = ()) -> Check:
     """Greedy tokens alone (a runtime that exposes no logits, e.g. onnxruntime-genai's generator) against a
     reference's observations: divergences where the reference's own margin is within the gate's tie tolerance
-    are accepted as ties, the rest count."""
+    are accepted as ties, the rest count. A candidate that stopped at a ``stop_ids`` token the reference chose
+    too agrees in full (the reference's loop does not stop at eos)."""
     per_prompt = []
     for i, (p, rg, cg) in enumerate(zip(prompts, ref.greedy, cand_greedy)):
         prefix = greedy_prefix(rg, cg)
+        if prefix == len(cg) < len(rg) and cg and cg[-1] in stop_ids:
+            prefix = len(rg)
         margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
                   if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
         per_prompt.append({"prompt": p, "greedy_prefix": prefix, "greedy_tokens": len(rg),

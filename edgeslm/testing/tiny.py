@@ -76,17 +76,22 @@ def make_tokenizer(vocab_size: int = VOCAB, text: str | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def make_tiny(family: str, folder: Path, tokenizer, seed: int = 0) -> Path:
+def make_tiny(family: str, folder: Path, tokenizer, seed: int = 0, init_std: float | None = 0.08,
+              **overrides) -> Path:
+    """A tiny random-weight checkpoint of ``family``. ``init_std=None`` keeps transformers' own initialisation
+    (flat output distributions: near-ties everywhere, the hard case for parity gates); the default 0.08 gives
+    sharper ones. ``overrides`` change config fields (e.g. hidden_size, num_hidden_layers)."""
     import transformers
 
     cls_name, extra = CONFIGS[family]
-    config = getattr(transformers, cls_name)(**{**COMMON, **extra})
+    config = getattr(transformers, cls_name)(**{**COMMON, **extra, **overrides})
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():  # larger-than-default init so logits are not all near-ties
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, 0.08)
+    if init_std is not None:
+        with torch.no_grad():  # larger-than-default init so logits are not all near-ties
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.normal_(0, init_std)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -25,6 +25,7 @@ from edgeslm.errors import InputError, InternalError
 from edgeslm.model.build import build_decoder
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import get_recipe
+from edgeslm.records import Artifact
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
 RECIPES = ("fp16", "int8", "int4", "palettize4")
@@ -92,7 +93,7 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
             "weight_dtype": dtypes.pop() if len(dtypes) == 1 else "float16", "metadata": meta}
 
 
-def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.backends.coreml.convert import compress, convert, describe, describe_rule, save, tied_to
     from edgeslm.backends.coreml.package import package_weights, read_package, structure_checks
     from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel
@@ -137,24 +138,14 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
 
     files = sorted(p.relative_to(tmp).as_posix() for p in (tmp / name).rglob("*") if p.is_file())
     main = f"{name}/Data/com.apple.CoreML/model.mlmodel"
-    return {
-        **file_entry(tmp, main),
-        "package": name,
-        "files": [file_entry(tmp, f) for f in files if f != main],
-        "backend": "coreml",
-        "runtime": RUNTIME,
-        "recipe": recipe_name,
-        "quantization": [describe_rule(r) for r in rec.rules]
+    return Artifact(
+        **file_entry(tmp, main), package=name, files=[file_entry(tmp, f) for f in files if f != main],
+        backend="coreml", runtime=RUNTIME, recipe=recipe_name,
+        quantization=[describe_rule(r) for r in rec.rules]
         + [f"{a} shares {b}'s weights (tied; stored once)" for a, b in tied_to(dec).items()],
-        "parity": job.artifact_parity(name),
-        "validation": job.validation_summary(name),
-        "minimum_deployment_target": facts["minimum_deployment_target"],
-        "inputs": facts["inputs"],
-        "outputs": facts["outputs"],
-        "states": len(facts["states"]),
-        "weight_bytes_by_dtype": facts["weight_bytes_by_dtype"],
-        "metadata": meta,
-    }
+        facts={"minimum_deployment_target": facts["minimum_deployment_target"], "inputs": facts["inputs"],
+               "outputs": facts["outputs"], "states": len(facts["states"]),
+               "weight_bytes_by_dtype": facts["weight_bytes_by_dtype"], "metadata": meta})
 
 
 def unavailable_here() -> str | None:

@@ -10,6 +10,7 @@ from edgeslm.bundle.files import file_entry
 from edgeslm.model.build import build_decoder
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import apply_recipe, get_recipe
+from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
 RECIPES = ("fp32", "8da4w", "int8w")
@@ -20,7 +21,7 @@ def gated_stages(recipe: str) -> dict:
     return {"quantization": None, "lowering": None} if recipe != "fp32" else {"lowering": None}
 
 
-def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.backends.executorch.export import lower_to_pte, runner_metadata
     from edgeslm.backends.executorch.runtime import PteModel
 
@@ -45,16 +46,9 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
     job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in executorch", job.obs_ref, obs_rt, name,
               gated=False)
-    return {
-        **file_entry(tmp, name),
-        "backend": "executorch",
-        "runtime": RUNTIME,
-        "recipe": recipe_name,
-        "quantization": [r.describe() for r in rec.rules] if applied else [],
-        "parity": job.artifact_parity(name),
-        **facts,
-        "metadata": meta,
-    }
+    return Artifact(**file_entry(tmp, name), backend="executorch", runtime=RUNTIME, recipe=recipe_name,
+                    quantization=[r.describe() for r in rec.rules] if applied else [],
+                    facts={**facts, "metadata": meta})
 
 
 def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):

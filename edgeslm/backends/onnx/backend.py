@@ -20,6 +20,7 @@ from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES
 from edgeslm.parity.models import RuntimeStepModel
 from edgeslm.quant.recipes import get_recipe
+from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
 RECIPES = ("fp32", "fp16", "int4", "int8")
@@ -54,7 +55,7 @@ def _matmul_scheme(recipe) -> tuple[int, int, bool] | str | None:
     return BITS[scheme], group or 32, embed is not None and embed.scheme == scheme
 
 
-def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.backends.onnx.export import (
         MODEL_FILE,
         convert_fp16,
@@ -108,23 +109,20 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> dict:
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
                              f"{recipe_name} ONNX in onnxruntime-genai", obs, genai, name, RUNTIME_AGREEMENT)
     configured = [next(iter(p)) for p in providers]
-    return {
+    return Artifact(
         **file_entry(tmp, name),
-        "files": [file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir())
-                  if p.name != MODEL_FILE],
-        "backend": "onnx",
-        "runtime": RUNTIME,
-        "recipe": recipe_name,
-        "quantization": ([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
-                         else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
-                         + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else [])),
-        "parity": job.artifact_parity(name),
-        "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
-                                "not_run_here": [p for p in configured if p != "cpu"]},
-        "onnxruntime_genai": {"loaded": True, "greedy_exact": agree.metrics["greedy_exact"],
-                              "greedy_ties": agree.metrics["greedy_ties"], "prompts": len(genai)},
-        **facts,
-    }
+        files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
+        backend="onnx", runtime=RUNTIME, recipe=recipe_name,
+        quantization=([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
+                      else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
+                      + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else [])),
+        facts={
+            "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
+                                    "not_run_here": [p for p in configured if p != "cpu"]},
+            "onnxruntime_genai": {"loaded": True, "greedy_exact": agree.metrics["greedy_exact"],
+                                  "greedy_ties": agree.metrics["greedy_ties"], "prompts": len(genai)},
+            **facts,
+        })
 
 
 def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):

@@ -93,12 +93,13 @@ def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperat
 
 
 def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
-    """Greedy token ids from onnxruntime_genai for a tokenized prompt (for parity with transformers)."""
+    """Greedy token ids from onnxruntime_genai's own generator for a tokenized prompt: at most ``n``, fewer when
+    it stops at an eos token (forcing ``min_length`` instead would mask eos and change what greedy picks)."""
     import onnxruntime_genai as og
 
     model = load_genai_model(folder)
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + n, min_length=len(ids) + n)
+    params.set_search_options(do_sample=False, max_length=len(ids) + n)
     gen = og.Generator(model, params)
     gen.append_tokens(ids)
     out = []

@@ -1,0 +1,68 @@
+"""The gates still catch real damage after being made robust to near-ties: a recipe that scales a layer's weights
+(a wrong group scale), one that maps weights into the wrong layers, and a lowering that drops a layer all fail —
+on the trained demo model and on a random-weight model with transformers' own (flat) initialisation. The healthy
+counterparts pass (tests/test_random_families.py, tests/test_demo_bundle.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+import edgeslm.backends.executorch.backend as et_backend
+import edgeslm.backends.executorch.export as et_export
+from edgeslm.pipeline import export
+
+real_apply = et_backend.apply_recipe
+real_lower = et_export.lower_to_pte
+
+
+def _scale_layer0(dec, rec):
+    with torch.no_grad():
+        dec.layers[0].mlp.down_proj.weight.mul_(2.0)  # what a wrong group scale does once dequantized
+    return real_apply(dec, rec)
+
+
+def _swap_layers(dec, rec):
+    a, b = dec.layers[0], dec.layers[-1]
+    sa = copy.deepcopy(a.state_dict())
+    a.load_state_dict(b.state_dict())
+    b.load_state_dict(sa)
+    return real_apply(dec, rec)
+
+
+def _drop_layer_when_lowering(dec, meta, out):
+    dec.layers[len(dec.layers) // 2].forward = lambda h, *args: h
+    return real_lower(dec, meta, out)
+
+
+@pytest.fixture(scope="module")
+def flat_llama(tmp_path_factory, tokenizer):
+    from edgeslm.testing.tiny import make_tiny
+
+    return make_tiny("llama", tmp_path_factory.mktemp("flat") / "llama", tokenizer, seed=1, init_std=None,
+                     hidden_size=128, intermediate_size=384, num_hidden_layers=4)
+
+
+CASES = [
+    ("demo", "quantization", ("apply_recipe", _scale_layer0)),
+    ("demo", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
+    ("flat", "quantization", ("apply_recipe", _swap_layers)),
+    ("flat", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, stage, breakage", CASES, ids=[f"{m}-{s}-{b[1].__name__}" for m, s, b in CASES])
+def test_broken_recipe_or_lowering_fails_its_stage(model, stage, breakage, flat_llama, tmp_path, monkeypatch):
+    name, fn = breakage
+    monkeypatch.setattr(et_backend if name == "apply_recipe" else et_export, name, fn)
+    src = "demo" if model == "demo" else str(flat_llama)
+    res = export(src, "android", tmp_path / "b", backends=("executorch",), bench=False)
+    assert not res.passed
+    doc = json.loads((tmp_path / "b" / "parity.json").read_text())
+    failed = {c["stage"] for c in doc["checks"] if c["status"] == "failed"}
+    assert stage in failed, [(c["stage"], c["status"], c["gate"]["failures"]) for c in doc["checks"]]
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "failed"
