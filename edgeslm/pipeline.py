@@ -30,7 +30,8 @@ from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe
-from edgeslm.records import Artifact, Status
+from edgeslm.records import Artifact
+from edgeslm.records import Status as Verdict
 from edgeslm.target import Target, check_gate_coverage, load_target
 
 Status = Callable[[str], None]
@@ -312,7 +313,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             backend = get_backend(backend_name)
             art = job.finish(backend.export(job, recipe_name, tmp))
             artifacts.append(art)
-            if art.status is not Status.FAILED:
+            if art.status is not Verdict.FAILED:
                 defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
                 new.append((key, job.record(art, recipe_name, defaults)))
 

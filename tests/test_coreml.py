@@ -38,6 +38,14 @@ max_kl_mean = 0.05
 max_kl_mean = 1e-3
 [gates.int4.lowering]
 max_kl_mean = 1e-3
+[gates.int8.quantization]
+max_kl_mean = 0.01
+[gates.int8.lowering]
+max_kl_mean = 1e-3
+[gates.palettize4.quantization]
+max_kl_mean = 0.05
+[gates.palettize4.lowering]
+max_kl_mean = 1e-3
 """
 
 

@@ -12,6 +12,7 @@ from edgeslm.cli import main
 def test_failed_gate_exits_1_and_marks_bundle(tiny_dir, tmp_path):
     t = tmp_path / "strict.toml"
     t.write_text('name = "strict"\nbackends = ["executorch"]\nrecipe = "8da4w"\ncontext_length = 64\n'
+                 '[gates.reauthoring]\nmax_abs_logit_diff = 1e-3\n[gates.8da4w.lowering]\nmax_kl_mean = 0.1\n'
                  '[gates.8da4w.quantization]\nmin_top1 = 1.0\nmax_kl_mean = 0.0\n')
     out = tmp_path / "b"
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "--target", str(t), "-o", str(out)])

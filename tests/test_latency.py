@@ -91,7 +91,8 @@ def test_latency_budget_fails_the_export(tiny_dir, tmp_path):
     """A target whose budget the prediction cannot meet: exit 1, bundle written and marked failed."""
     target = tmp_path / "slow.toml"
     target.write_text('name = "slow"\nbackends = ["onnx"]\nrecipe = "fp32"\ncontext_length = 64\n'
-                      'device = "jetson-orin-nano-8gb"\n[latency]\nprompt_len = 16\ngen_len = 16\n'
+                      'device = "jetson-orin-nano-8gb"\n[gates.reauthoring]\nmax_abs_logit_diff = 1e-3\n'
+                      '[gates.fp32.lowering]\nmax_abs_logit_diff = 1e-3\n[latency]\nprompt_len = 16\ngen_len = 16\n'
                       'min_decode_tok_s = 1e9\n')
     out = tmp_path / "b"
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "--target", str(target), "-o", str(out)])

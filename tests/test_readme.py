@@ -3,9 +3,10 @@ order, in one working folder (later commands read earlier outputs), with the exi
 
 The folder holds ``./my-model`` (a checkpoint in HF layout) and an offline HF cache in which the README's Hub id
 resolves to the same checkpoint: the built-in demo model's files (a 1 M-parameter Llama, trained, so it meets the
-built-in targets' 4-bit gates; random-weight tiny models do not). ``./scripts/setup`` and ``./scripts/test`` are what CI itself runs, so
-only the ``edgeslm`` part of the set-up line runs here. A README line that is not an ``edgeslm`` command (nor one
-of those two scripts) fails the test, so a new README command cannot go untested.
+built-in targets' 4-bit gates; random-weight tiny models may not). ``./scripts/setup`` and ``./scripts/test`` are
+what CI itself runs, so only the ``edgeslm`` part of the set-up line runs here. A README line that is not an
+``edgeslm`` command (nor one of those two scripts) fails the test, so a new README command cannot go untested;
+every long option the README's prose names must appear in a tested command.
 """
 
 from __future__ import annotations

@@ -24,8 +24,12 @@ context_length = 64
 device = "{device}"
 [gates.reauthoring]
 max_abs_logit_diff = 1e-3
+[gates.int8.lowering]
+max_abs_logit_diff = 1e-3
 [gates.int8.quantization]
 max_kl_mean = 0.05
+[gates.int4.lowering]
+max_abs_logit_diff = 1e-3
 [gates.int4.quantization]
 max_kl_mean = 0.05
 [latency]
