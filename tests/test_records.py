@@ -100,3 +100,18 @@ def test_gate_and_report_read_json_without_torch(tmp_path):
     assert "torch loaded: False" in res.stdout, res.stdout + res.stderr
     gate = json.loads(res.stdout[:res.stdout.index("exit")])
     assert gate["passed"] and "exit 0" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_1_0_parity_report_still_validates():
+    """Readers accept any 1.x: a report written before 1.1 (no status, no decisive top-1, SQNR, perplexity)."""
+    checks, vals = _records()
+    doc = json.loads(json.dumps(parity_document("demo", "android", checks[:4], vals)))
+    doc["schema_version"] = "1.0"
+    del doc["status"]
+    for c in doc["checks"]:
+        del c["status"], c["gate"]["status"], c["gate"]["notes"]
+        for k in ("top1_exact", "decisive_fraction", "logit_sqnr_db", "perplexity_reference",
+                  "perplexity_candidate", "ppl_rise", "greedy_agreement", "greedy_ties"):
+            c["metrics"].pop(k, None)
+        c["top1_by_position"] = [1.0 if v is None else v for v in c["top1_by_position"]]
+    assert problems(doc, "parity") == [], problems(doc, "parity")
