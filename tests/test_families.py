@@ -65,7 +65,7 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     low = _check(res, "lowering")
     assert low["metrics"]["top1_agreement"] > 0.8  # the runtime computes what the quantized eager model does
     doc = json.loads((tmp_path / "b" / "parity.json").read_text())
-    assert doc["schema_version"] == "1.0" and len(doc["checks"]) == 4
+    assert doc["schema_version"] == "1.1" and len(doc["checks"]) == 4
     (art,) = res.artifacts
     assert art["recipe"] == "8da4w" and art["xnnpack_partitions"] > 0
 
@@ -95,7 +95,8 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
 @pytest.mark.parametrize("family", FAMILIES)
 def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="int4", context_length=64, bench=False)
-    assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", "lowering", "quantization", "end_to_end"]
+    assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", "lowering", "quantization", "end_to_end",
+                                                         "runtime_agreement"]
     assert _check(res, "quantization")["metrics"]["kl_mean"] > 0
     assert _check(res, "lowering")["metrics"]["max_abs_logit_diff"] < 1e-3
     import onnx

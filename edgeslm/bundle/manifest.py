@@ -11,7 +11,7 @@ from edgeslm.bundle.files import sha256
 from edgeslm.errors import InputError
 from edgeslm.records import artifact_name  # noqa: F401  (re-exported: the one definition lives there)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: artifacts carry size_bytes and validation (every backend)
 MANIFEST = "manifest.json"
 
 
