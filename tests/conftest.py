@@ -45,3 +45,16 @@ def copy_model(tiny_dir, tmp_path):
         return dst
 
     return make
+
+
+# The longest single tests start first, so two workers finish together instead of one waiting on a late giant.
+_LONGEST_FIRST = ("test_readme_commands_run", "test_default_init_family_passes_android_and_ios",
+                  "test_broken_recipe_or_lowering_fails_its_stage")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.name.split("[")[0]
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
