@@ -1,4 +1,4 @@
-"""Every command README.md shows runs: the ```bash blocks are parsed and each ``edgeslm`` command is run in README
+"""Every command README.md (then docs/*.md) shows runs: the ```bash blocks are parsed and each ``edgeslm`` command is run in README
 order, in one working folder (later commands read earlier outputs), with the exit code the README documents.
 
 The folder holds ``./my-model`` (a checkpoint in HF layout) and an offline HF cache in which the README's Hub id
@@ -87,7 +87,8 @@ def test_readme_commands_run(workdir):
                PATH=f"{EDGESLM.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("HF_HOME", None)
     timings = []
-    for line, args in readme_commands(README.read_text()):
+    docs = [README, *sorted((ROOT / "docs").glob("*.md"))]  # README first: docs' commands read its outputs
+    for line, args in [c for d in docs for c in readme_commands(d.read_text())]:
         t = time.perf_counter()
         res = subprocess.run([str(EDGESLM), *args], cwd=workdir, env=env, capture_output=True, text=True,
                              timeout=900)
