@@ -188,8 +188,8 @@ def test_gate_file_and_bad_input(exported, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (scripts/setup installs it)")
 def test_html_report_renders_in_headless_chromium(exported, tmp_path):
+    assert shutil.which("chromium"), "chromium is missing: scripts/setup installs it (Debian package chromium)"
     root, _ = exported
     html = tmp_path / "report.html"
     assert CliRunner().invoke(main, ["report", str(root / "reports"), "--html", str(html)]).exit_code == 0

@@ -16,7 +16,7 @@ from typing import Callable
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe
-from edgeslm.records import PARITY_WORD, Artifact, Check, Status, Validation, artifact_verdict
+from edgeslm.records import Artifact, Check, Status, Validation, artifact_verdict
 from edgeslm.target import Target
 
 
@@ -70,10 +70,6 @@ class ExportJob:
         v = Validation.not_run(artifact, stage, reason, runs_on)
         self.validations.append(v)
         return v
-
-    def artifact_parity(self, artifact: str) -> str:
-        """passed / failed / runtime_not_run (every stage that ran passed, but the runtime stage did not run)."""
-        return PARITY_WORD[artifact_verdict(artifact, self.checks, self.validations)]
 
     def validation_summary(self, artifact: str) -> dict:
         """Each stage of one artifact → passed / failed / informational / not run (reason)."""
