@@ -79,6 +79,14 @@ def _mean(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _divergence(ref: Observations, i: int, rg: list[int], cg: list[int]) -> tuple[int, float | None]:
+    """Greedy tokens agreeing before the first divergence of prompt ``i``, and the reference's margin there."""
+    prefix = greedy_prefix(rg, cg)
+    margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
+              if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
+    return prefix, margin
+
+
 def compare(stage: str, reference: str, candidate: str, ref: Observations, cand: Observations,
             prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None) -> Check:
     per_prompt, top1_all, decisive_all, kl_all, by_pos, kl_pos = [], [], [], [], {}, {}
@@ -96,9 +104,7 @@ def compare(stage: str, reference: str, candidate: str, ref: Observations, cand:
                 by_pos.setdefault(j, [])
         for j, kl in enumerate(c.kl):
             kl_pos.setdefault(j, []).append(kl)
-        prefix = greedy_prefix(rg, cg)
-        margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
-                  if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
+        prefix, margin = _divergence(ref, i, rg, cg)
         per_prompt.append({
             "prompt": p, "positions": len(c.top1), "max_abs_logit_diff": c.max_abs,
             "top1_exact": sum(c.top1) / len(c.top1), "decisive_positions": sum(c.decisive),
@@ -144,11 +150,9 @@ def compare_greedy(stage: str, reference: str, candidate: str, ref: Observations
     too agrees in full (the reference's loop does not stop at eos)."""
     per_prompt = []
     for i, (p, rg, cg) in enumerate(zip(prompts, ref.greedy, cand_greedy)):
-        prefix = greedy_prefix(rg, cg)
+        prefix, margin = _divergence(ref, i, rg, cg)
         if prefix == len(cg) < len(rg) and cg and cg[-1] in stop_ids:
             prefix = len(rg)
-        margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
-                  if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
         per_prompt.append({"prompt": p, "greedy_prefix": prefix, "greedy_tokens": len(rg),
                            "divergence_margin": margin, "greedy_reference": rg, "greedy_candidate": cg})
     n_greedy = max(len(g) for g in ref.greedy)
