@@ -77,11 +77,13 @@ def main() -> None:
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports "
               "[default: the target's, capped at the model's max_position_embeddings].")
 @click.option("--no-bench", is_flag=True, help="Do not time the artifacts here (latency.json: prediction only).")
+@click.option("--no-memory-check", is_flag=True, help="Go on even when the predicted peak memory exceeds what this "
+              "machine has available.")
 @click.option("--force", is_flag=True, help="Replace the output folder(s) if they exist.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @handle_errors
 def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
-           force, as_json):
+           no_memory_check, force, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
 
     Exit code: 0 when every parity gate and latency budget passes, 1 when one fails (the bundles are still
@@ -111,7 +113,8 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
 
         results = export_targets(model, list(zip(targets, outs)), recipe=recipes or None, backends=backends or None,
                                  revision=revision, force=force, context_length=context_length,
-                                 group_size=group_size, status=status, bench=not no_bench)
+                                 group_size=group_size, status=status, bench=not no_bench,
+                                 memory_check=not no_memory_check)
         if report_dir:
             from edgeslm.reports.write import write_reports
 
@@ -120,7 +123,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
     passed = all(r.passed for r in results)
     if as_json:
         items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,
-                  "parity": r.parity, "latency": r.latency} for r in results]
+                  "forecast": r.forecast, "parity": r.parity, "latency": r.latency} for r in results]
         click.echo(json.dumps(items[0] if len(items) == 1 else {"passed": passed, "targets": items}, default=str))
     else:
         for r in results:

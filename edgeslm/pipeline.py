@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from edgeslm import preflight
 from edgeslm.backends import BACKEND_NAMES, get_backend
 from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
@@ -45,6 +46,7 @@ class ExportResult:
     parity: dict
     timings: dict = field(default_factory=dict)
     latency: dict | None = None
+    forecast: dict | None = None  # predicted peak memory and time (edgeslm/preflight.py), to set beside timings
 
 
 def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
@@ -220,7 +222,7 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
     obs_ref = observe(HFModel(ref), prompt_ids, heldout)
     del ref
     fp32 = build_decoder(ckpt, context_length)
-    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout)
+    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy)
     shape = _shape(fp32.spec)
     del fp32
     return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t,
@@ -240,6 +242,7 @@ def export(
     prompts: list[str] | None = None,
     status: Status = lambda msg: None,
     bench: bool = True,
+    memory_check: bool = True,
 ) -> ExportResult:
     """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
 
@@ -248,10 +251,11 @@ def export(
     ``context_length`` defaults to the target's, capped at the model's max_position_embeddings.
 
     ``bench=False`` skips timing the artifacts on this machine; latency.json then holds the target device's
-    prediction only (and says so).
+    prediction only (and says so). ``memory_check=False`` goes on when the predicted peak memory exceeds what
+    this machine has available (see edgeslm/preflight.py).
     """
     return export_targets(model, [(target, out)], recipe, backends, revision, force, context_length, group_size,
-                          prompts, status, bench)[0]
+                          prompts, status, bench, memory_check)[0]
 
 
 def export_targets(
@@ -266,6 +270,7 @@ def export_targets(
     prompts: list[str] | None = None,
     status: Status = lambda msg: None,
     bench: bool = True,
+    memory_check: bool = True,
 ) -> list[ExportResult]:
     """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
     the fp32 decoder's observations are done once and shared; every target is then built, checked and written
@@ -277,6 +282,7 @@ def export_targets(
     for _, out in tgts:
         check_output(out, force)  # fail before the heavy work, not after it
     loaded = load(model, revision, status)
+    fc = _preflight(loaded[1], plans, memory_check, status)
     ctx_info = context_lengths(loaded[1], [t for t, _ in tgts], context_length, status)
     ctxs = [c for c, _ in ctx_info]
     ref = prepare(model, revision, prompts, max(ctxs), status, loaded, min(ctxs))
@@ -284,8 +290,30 @@ def export_targets(
     if longest > min(ctxs):
         raise InputError(f"parity needs {longest} positions but the context length is {min(ctxs)}",
                          f"pass --context-length {longest} or more")
-    return [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
-            for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
+    results = [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
+               for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
+    for r in results:
+        r.forecast = fc.to_json()
+    return results
+
+
+def _preflight(ckpt: Checkpoint, plans, memory_check: bool, status: Status) -> preflight.Forecast:
+    """Predict peak memory and time from the checkpoint's shape; refuse before any heavy work when this machine's
+    memory cannot hold the export (unless ``memory_check`` is off)."""
+    cfg = ckpt.config
+    artifacts = sorted({pair for plan in plans for pair in plan})
+    fc = preflight.forecast(ckpt.parameters, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers,
+                            bool(getattr(cfg, "tie_word_embeddings", False)), [b for b, _ in artifacts],
+                            preflight.env_available())
+    status(fc.describe())
+    if memory_check and not fc.fits:
+        need = fc.peak_bytes / preflight.GiB
+        raise InputError(
+            f"this export needs about {need:.1f} GiB of memory at its peak (fp32 model "
+            f"{fc.fp32_bytes / preflight.GiB:.1f} GiB) but this machine has {fc.available_bytes / preflight.GiB:.1f} "
+            "GiB available",
+            f"free memory or use a machine with at least {need:.0f} GiB; pass --no-memory-check to try anyway")
+    return fc
 
 
 def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: bool, group_size, status: Status,
@@ -330,7 +358,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             "model": {
                 "id": source.model_id, "source": source.kind, "revision": source.revision, "commit": source.commit,
                 "architecture": ckpt.config.model_type, "family": family.name,
-                "parameters": sum(v.numel() for v in ckpt.weights.values()),
+                "parameters": ckpt.parameters,
                 "checkpoint_bytes": ckpt.checkpoint_bytes,
                 "shape": shape,
             },

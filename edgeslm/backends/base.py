@@ -15,7 +15,7 @@ from typing import Callable
 
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
-from edgeslm.parity.stages import Observations, compare, compare_greedy, observe
+from edgeslm.parity.stages import Observations, compare, compare_greedy, observe, observe_free
 from edgeslm.records import Artifact, Check, Status, Validation, artifact_verdict
 from edgeslm.target import Target
 
@@ -37,8 +37,13 @@ class ExportJob:
     validations: list[Validation] = field(default_factory=list)  # stages that are not metric comparisons
 
     def observe(self, model) -> Observations:
-        """What ``model`` says on this export's prompts and held-out text."""
-        return observe(model, self.prompt_ids, self.heldout_ids)
+        """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers
+        reference's greedy path (exact greedy prefixes at one forward per prompt; see parity/stages.py)."""
+        return observe(model, self.prompt_ids, self.heldout_ids, path=self.obs_ref.greedy)
+
+    def observe_free(self, model) -> Observations:
+        """``model``'s own free-running greedy tokens (to compare a runtime's generator with the same graph)."""
+        return observe_free(model, self.prompt_ids, max(map(len, self.obs_ref.greedy)))
 
     def gate(self, recipe: str, stage: str, default: Thresholds | None = None) -> Thresholds | None:
         return self.target.thresholds(recipe, stage) or default

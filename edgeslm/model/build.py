@@ -22,16 +22,25 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
     weights = ckpt.weights
     spec = family.spec(config, max_seq_len, weights)
     tied = bool(getattr(config, "tie_word_embeddings", False))
-    mapped = family.map_weights(weights, spec, tied)
-    model = Decoder(spec, rope_tables(config, max_seq_len), use_custom_ops=use_custom_ops)
-    mapped = {k: v.to(torch.float32) for k, v in mapped.items()}
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    loaders = family.map_weights(weights, spec, tied)
+    rope = rope_tables(config, max_seq_len)
+    with torch.device("meta"):  # no memory, no random init: every parameter is assigned from the checkpoint
+        model = Decoder(spec, rope, use_custom_ops=use_custom_ops)
+    expected = dict(model.named_parameters())
+    missing, unexpected = sorted(set(expected) - set(loaders)), sorted(set(loaders) - set(expected))
     if missing or unexpected:
         raise InputError(
             f"checkpoint weights do not match the {family.name} layout "
-            f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})",
+            f"(missing {missing[:4]}, unexpected {unexpected[:4]})",
             "the checkpoint may be a variant edgeslm does not support yet; please report it",
         )
-    # Tied embeddings: lm_head gets its own copy so it can be quantized apart from the embedding table.
-    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    for name, p in expected.items():  # one tensor at a time: peak is the fp32 model plus one tensor
+        t = loaders[name]().to(torch.float32)
+        if tuple(t.shape) != tuple(p.shape):
+            raise InputError(f"checkpoint tensor for {name} has shape {tuple(t.shape)}, the {family.name} layout "
+                             f"expects {tuple(p.shape)}", "check config.json against the weights")
+        # lm_head always gets its own tensor (tied embeddings too) so it can be quantized apart from the table
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner), attr, torch.nn.Parameter(t, requires_grad=False))
+    model.materialize_buffers()
     return model.eval()

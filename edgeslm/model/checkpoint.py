@@ -6,6 +6,7 @@ Pickle checkpoints (``*.bin``, ``*.pt``) are refused: loading them runs arbitrar
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,8 +47,13 @@ class Checkpoint:
     chat_template: str | None = None
 
     @cached_property
-    def weights(self) -> dict[str, torch.Tensor]:
-        return load_safetensors(self.weight_files)
+    def weights(self) -> "LazyWeights":
+        """Name → tensor, each read from disk when asked for (never the whole checkpoint in memory at once)."""
+        return LazyWeights(self.weight_files)
+
+    @property
+    def parameters(self) -> int:
+        return sum(self.weights.numel(k) for k in self.weights)
 
     @property
     def checkpoint_bytes(self) -> int:
@@ -83,17 +89,58 @@ def _corrupt(f: Path, why: object) -> InputError:
     )
 
 
-def load_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
 
-    out: dict[str, torch.Tensor] = {}
-    for f in files:
-        try:
-            out.update(load_file(str(f)))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise _corrupt(f, e) from None
-    return out
+
+class LazyWeights(Mapping):
+    """A safetensors checkpoint as a read-only mapping whose tensors are read on access with plain file reads.
+
+    Why not ``safetensors.torch.load_file``: it materialises every tensor at once, and a memory-mapped read counts
+    the touched file pages in the process's RSS while the map is open; here one tensor at a time is read into
+    its own buffer, so building a model costs the model, not model + checkpoint."""
+
+    def __init__(self, files: list[Path]):
+        self._where: dict[str, tuple[Path, int, dict]] = {}
+        for f in files:
+            header, start = _read_header(f)
+            for name, info in header.items():
+                if name != "__metadata__":
+                    self._where[name] = (f, start, info)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        f, start, info = self._where[name]
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise _corrupt(f, f"tensor {name} has unsupported dtype {info['dtype']}")
+        begin, end = info["data_offsets"]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        with open(f, "rb") as fh:
+            fh.seek(start + begin)
+            if fh.readinto(memoryview(buf.numpy())) != end - begin:
+                raise _corrupt(f, f"tensor {name} is cut short")
+        return buf.view(dtype).reshape(info["shape"]) if end > begin else torch.empty(info["shape"], dtype=dtype)
+
+    def numel(self, name: str) -> int:
+        n = 1
+        for d in self._where[name][2]["shape"]:
+            n *= d
+        return n
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def _read_header(f: Path) -> tuple[dict, int]:
+    import struct
+
+    with open(f, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        return json.loads(fh.read(n)), 8 + n
 
 
 def _check_safetensors_headers(files: list[Path]) -> None:

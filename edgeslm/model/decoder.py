@@ -67,9 +67,18 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.offset = offset
 
+        self.mean_by_linear = False  # set for XNNPACK (see Decoder.use_delegate_forms)
+        self.register_buffer("mean_weight", torch.full((1, dim), 1.0 / dim), persistent=False)
+        self.buffer_fill = {"mean_weight": 1.0 / dim}  # for Decoder.materialize_buffers (other buffers are zeros)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        sq = xf.pow(2)
+        if self.mean_by_linear:  # XNNPACK has no mean over the last dim of a 3-D tensor; it has fp32 linear
+            ms = F.linear(sq, self.mean_weight)
+        else:
+            ms = sq.mean(-1, keepdim=True)
+        xf = xf * torch.rsqrt(ms + self.eps)
         return (xf * (self.weight.float() + self.offset)).to(x.dtype)
 
 
@@ -78,11 +87,27 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on ``x[B, L, H, D]``; only the first ``cos.shape[-1]`` dims rotate (partial rotary)."""
+def rotation_matrix(head_dim: int, rotary_dim: int) -> torch.Tensor:
+    """``R`` with ``F.linear(x, R) == rotate_half(x[..., :rotary_dim])`` followed by zeros: rotate-half as one
+    exact matmul (each output is one input times ±1), for runtimes whose slices cannot take a dynamic shape
+    (XNNPACK)."""
+    h = rotary_dim // 2
+    r = torch.zeros(head_dim, head_dim)
+    for j in range(h):
+        r[j, j + h] = -1.0
+        r[j + h, j] = 1.0
+    return r
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch.Tensor | None = None) \
+        -> torch.Tensor:
+    """Rotary embedding on ``x[B, L, H, D]``; only the first ``cos.shape[-1]`` dims rotate (partial rotary).
+    With ``rot`` (:func:`rotation_matrix`), cos/sin span all D dims (1 and 0 past the rotary ones)."""
     rd = cos.shape[-1]
     cos = cos[None, :, None, :].to(x.dtype)
     sin = sin[None, :, None, :].to(x.dtype)
+    if rot is not None:
+        return x * cos + F.linear(x, rot.to(x.dtype)) * sin
     if rd == x.shape[-1]:
         return x * cos + _rotate_half(x) * sin
     rot, rest = x[..., :rd], x[..., rd:]
@@ -111,26 +136,27 @@ class Attention(nn.Module):
         shape = (1, s.max_seq_len, s.num_kv_heads, s.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
+        self.rope_by_matmul = False  # set for XNNPACK (see Decoder.use_delegate_forms)
+        self.register_buffer("rope_rotation", torch.zeros(0), persistent=False)
 
     def _qkv(self, x, cos, sin):
-        b, L, _ = x.shape
-        q = self.q_proj(x).view(b, L, self.n_heads, self.hd)
-        k = self.k_proj(x).view(b, L, self.n_kv, self.hd)
-        v = self.v_proj(x).view(b, L, self.n_kv, self.hd)
+        b = x.shape[0]  # -1 for the length: XNNPACK cannot reshape to a symbolic size
+        q = self.q_proj(x).view(b, -1, self.n_heads, self.hd)
+        k = self.k_proj(x).view(b, -1, self.n_kv, self.hd)
+        v = self.v_proj(x).view(b, -1, self.n_kv, self.hd)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        rot = self.rope_rotation if self.rope_by_matmul else None
+        return apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot), v
 
-    def forward(self, x, input_pos, cos, sin):
-        """Static-cache attention: K/V are written into this layer's cache buffers at ``input_pos``."""
+    def forward(self, x, input_pos, cos, sin, start=None):
+        """Static-cache attention: K/V are written into this layer's cache buffers at ``input_pos`` (``start`` is
+        its first position as a Python/symbolic int, read once per forward by the decoder for the custom ops)."""
         b, L, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
         k, v = k.to(self.k_cache.dtype), v.to(self.v_cache.dtype)
 
         if self.use_custom_cache:
-            start = input_pos[0].item()
-            torch._check_is_size(start)
-            torch._check(start < self.spec.max_seq_len)
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)
         else:
@@ -146,7 +172,7 @@ class Attention(nn.Module):
             )
         else:
             out = self._explicit(q, self.k_cache.transpose(1, 2), self.v_cache.transpose(1, 2), input_pos)
-        return self.o_proj(out.reshape(b, L, self.n_heads * self.hd).to(x.dtype))
+        return self.o_proj(out.reshape(b, -1, self.n_heads * self.hd).to(x.dtype))
 
     def forward_with_past(self, x, input_pos, cos, sin, past_k, past_v, key_mask=None):
         """Functional attention for runtimes that pass the cache in and out (ONNX Runtime GenAI layout):
@@ -214,8 +240,8 @@ class Layer(nn.Module):
         h = h + attend(self.input_layernorm(h))
         return h + self.mlp(self.post_attention_layernorm(h))
 
-    def forward(self, h, input_pos, cos, sin):
-        return self._block(h, lambda x: self.self_attn(x, input_pos, cos, sin))
+    def forward(self, h, input_pos, cos, sin, start=None):
+        return self._block(h, lambda x: self.self_attn(x, input_pos, cos, sin, start))
 
     def forward_with_past(self, h, input_pos, cos, sin, past_k, past_v, key_mask=None):
         present = []
@@ -244,6 +270,7 @@ class Decoder(nn.Module):
             import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama:: ops)
         self.spec = spec
         self.full_logits = False
+        self.delegate_forms = False
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.layers = nn.ModuleList(Layer(spec, i, use_custom_ops, cache_dtype) for i in range(spec.num_layers))
         self.norm = RMSNorm(spec.hidden_size, spec.norm_eps, spec.norm_offset)
@@ -264,8 +291,39 @@ class Decoder(nn.Module):
             freqs = input_pos[:, None].float() * getattr(self, f"rope_inv_freq_{k}")[None, :]
             emb = torch.cat((freqs, freqs), dim=-1)
             scale = self.rope_scaling[k]
-            tables[k] = (emb.cos() * scale, emb.sin() * scale) if scale != 1.0 else (emb.cos(), emb.sin())
+            cos, sin = (emb.cos() * scale, emb.sin() * scale) if scale != 1.0 else (emb.cos(), emb.sin())
+            rest = self.spec.head_dim - cos.shape[-1]
+            if self.delegate_forms and rest:  # full-width tables: dims past the rotary ones pass through
+                cos = torch.cat((cos, torch.ones(cos.shape[0], rest)), dim=-1)
+                sin = torch.cat((sin, torch.zeros(sin.shape[0], rest)), dim=-1)
+            tables[k] = (cos, sin)
         return h, tables
+
+    def materialize_buffers(self) -> None:
+        """Give buffers created on the meta device (see model/build.py) their values on the CPU: zeros (KV
+        caches) or the module's ``buffer_fill``; the rope frequencies were given and are real already."""
+        for m in self.modules():
+            for name, b in list(m.named_buffers(recurse=False)):
+                if b.is_meta:
+                    fill = getattr(m, "buffer_fill", {}).get(name, 0.0)
+                    m.register_buffer(name, torch.full(b.shape, fill, dtype=b.dtype, device="cpu"), persistent=False)
+
+    def use_delegate_forms(self) -> "Decoder":
+        """Switch to formulations XNNPACK can delegate (with a dynamic length): RMSNorm's mean as an fp32 linear,
+        rotate-half as a matmul. Same results (rotate-half bit-exact); each layer then lowers to one delegate
+        between the cache ops instead of four, which makes lowering several times faster and decode faster."""
+        self.delegate_forms = True
+        rotary = 2 * next(iter(self.rope_inv_freq_tables())).shape[0]
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                m.mean_by_linear = True
+            if isinstance(m, Attention):
+                m.rope_by_matmul = True
+                m.rope_rotation = rotation_matrix(self.spec.head_dim, rotary)
+        return self
+
+    def rope_inv_freq_tables(self):
+        return (getattr(self, f"rope_inv_freq_{k}") for k in self.rope_keys)
 
     def _logits(self, h, full: bool):
         if not full:
@@ -277,8 +335,14 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         h, tables = self._embed(tokens, input_pos)
+        start = None
+        if self.layers and self.layers[0].self_attn.use_custom_cache:
+            # Read once here, not per layer: a per-layer .item() splits every layer's XNNPACK delegate in two.
+            start = input_pos[0].item()
+            torch._check_is_size(start)
+            torch._check(start < self.spec.max_seq_len)
         for layer in self.layers:
-            h = layer(h, input_pos, *tables[layer.rope_key])
+            h = layer(h, input_pos, *tables[layer.rope_key], start)
         return self._logits(h, self.full_logits)
 
     def forward_with_past(self, tokens, input_pos, past: list[torch.Tensor], key_mask=None):

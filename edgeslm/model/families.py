@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -17,20 +18,24 @@ from edgeslm.errors import InputError
 from edgeslm.model.decoder import ACTIVATIONS, DecoderSpec
 
 
-def _split_fused(sd: dict[str, torch.Tensor], spec: DecoderSpec) -> dict[str, torch.Tensor]:
-    """Phi-3 stores q/k/v as one ``qkv_proj`` and gate/up as one ``gate_up_proj``; split them."""
+Loader = Callable[[], torch.Tensor]
+
+
+def _split_fused(sd: dict[str, Loader], spec: DecoderSpec) -> dict[str, Loader]:
+    """Phi-3 stores q/k/v as one ``qkv_proj`` and gate/up as one ``gate_up_proj``; split them (each part is read
+    when asked for, as a copy, so it does not keep the whole fused tensor alive)."""
     out = {}
     q, kv = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
-    for name, t in sd.items():
+    for name, load in sd.items():
         if ".qkv_proj." in name:
-            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), torch.split(t, [q, kv, kv], dim=0)):
-                out[name.replace("qkv_proj", part)] = chunk
+            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                out[name.replace("qkv_proj", part)] = \
+                    lambda load=load, i=i: torch.split(load(), [q, kv, kv], dim=0)[i].clone()
         elif ".gate_up_proj." in name:
-            gate, up = torch.chunk(t, 2, dim=0)
-            out[name.replace("gate_up_proj", "gate_proj")] = gate
-            out[name.replace("gate_up_proj", "up_proj")] = up
+            for i, part in enumerate(("gate_proj", "up_proj")):
+                out[name.replace("gate_up_proj", part)] = lambda load=load, i=i: torch.chunk(load(), 2, dim=0)[i].clone()
         else:
-            out[name] = t
+            out[name] = load
     return out
 
 
@@ -92,15 +97,17 @@ class Family:
             layer_rope=tuple(layer_types),
         )
 
-    def map_weights(self, weights: dict[str, torch.Tensor], spec: DecoderSpec, tied: bool) -> dict:
-        """Checkpoint names → decoder names (same tensors; fused projections split)."""
-        out = {}
-        for name, t in weights.items():
+    def map_weights(self, weights: Mapping[str, torch.Tensor], spec: DecoderSpec, tied: bool) -> dict[str, Loader]:
+        """Decoder names → a loader of that tensor from the checkpoint (names mapped, fused projections split).
+        Loaders, not tensors: the decoder is filled one tensor at a time."""
+        out: dict[str, Loader] = {}
+        for name in weights:
+            key = name
             for prefix in self.weight_prefixes:
-                if name.startswith(prefix):
-                    name = name[len(prefix) :]
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
                     break
-            out[name] = t
+            out[key] = lambda name=name: weights[name]
         if self.fused_projections:
             out = _split_fused(out, spec)
         if "lm_head.weight" not in out or tied:

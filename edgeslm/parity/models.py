@@ -17,6 +17,12 @@ import torch
 TOP_K = 5  # alternatives recorded per greedy step, to tell a near-tie divergence from a real one
 
 
+def top_alternatives(logits: torch.Tensor) -> dict:
+    """The top-k token ids and log-probabilities of one position's logits."""
+    top = torch.log_softmax(logits.double().reshape(-1), -1).topk(TOP_K)
+    return {"ids": top.indices.tolist(), "logprobs": top.values.tolist()}
+
+
 def greedy_loop(prefill: Callable[[list[int]], torch.Tensor], step: Callable[[int, int], torch.Tensor],
                 ids: list[int], n: int, tops: list | None = None) -> list[int]:
     """``n`` argmax tokens: ``prefill(ids)`` gives the last logits, ``step(token, pos)`` the next ones. With
@@ -25,8 +31,7 @@ def greedy_loop(prefill: Callable[[list[int]], torch.Tensor], step: Callable[[in
     for pos in range(len(ids), len(ids) + n):
         toks.append(int(logits.argmax()))
         if tops is not None:
-            top = torch.log_softmax(logits.double().reshape(-1), -1).topk(TOP_K)
-            tops.append({"ids": top.indices.tolist(), "logprobs": top.values.tolist()})
+            tops.append(top_alternatives(logits))
         if len(toks) < n:
             logits = step(toks[-1], pos)
     return toks

@@ -7,6 +7,15 @@
 Observations (teacher-forced logits, greedy tokens with the alternatives at each step, and the negative
 log-likelihood of a fixed held-out text) are computed once per model and reused across stages. Metrics and how
 gates read them: edgeslm/gates.py.
+
+Greedy agreement along one path: the transformers reference generates its greedy continuations freely; every
+other model is run teacher-forced on prompt + that continuation (one forward per prompt instead of one per
+token) and its greedy choice at each position is its argmax there. Up to the first position where a model's
+argmax differs from the reference's token, its own free-running greedy output would be exactly the reference's,
+and at that position it would choose that argmax, so the greedy prefix against the reference is exact. Between
+two candidates (e.g. quantized eager vs the artifact), agreement is counted on the same contexts: the first
+position where the two would choose differently. A free-running greedy run is kept only where a runtime's own
+generator is compared (:func:`observe_free`).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import torch
 
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll
-from edgeslm.parity.models import ParityModel
+from edgeslm.parity.models import ParityModel, top_alternatives
 from edgeslm.records import Check
 
 GREEDY_TOKENS = 32
@@ -61,18 +70,36 @@ class Observations:
 
 
 def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[int]] = (),
-            n: int = GREEDY_TOKENS) -> Observations:
+            n: int = GREEDY_TOKENS, path: list[list[int]] | None = None) -> Observations:
+    """What ``model`` says on the prompts and the held-out text. Without ``path`` it generates ``n`` greedy tokens
+    per prompt freely; with ``path`` (the reference's greedy tokens) it is teacher-forced along them instead, one
+    forward per prompt (see the module docstring)."""
+    if path is None:
+        free = observe_free(model, prompt_ids, n)
+        logits, greedy, tops = [model.logits(ids) for ids in prompt_ids], free.greedy, free.greedy_top
+    else:
+        logits, greedy, tops = [], [], []
+        for ids, p in zip(prompt_ids, path):
+            full = model.logits(list(ids) + list(p[:-1]))
+            logits.append(full[:len(ids)])
+            rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
+            greedy.append([int(r.argmax()) for r in rows])
+            tops.append([top_alternatives(r) for r in rows])
+    total, count = 0.0, 0
+    for chunk in heldout:
+        s, k = nll(model.logits(chunk), chunk)
+        total, count = total + s, count + k
+    return Observations(logits, greedy, tops, total if count else None, count)
+
+
+def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS) -> Observations:
+    """``n`` freely generated greedy tokens per prompt with each step's alternatives (no logits, no perplexity)."""
     greedy, tops = [], []
     for ids in prompt_ids:
         t: list[dict] = []
         greedy.append(model.greedy(ids, n, t))
         tops.append(t)
-    total, count = 0.0, 0
-    for chunk in heldout:
-        s, k = nll(model.logits(chunk), chunk)
-        total, count = total + s, count + k
-    return Observations([model.logits(ids) for ids in prompt_ids], greedy, tops,
-                        total if count else None, count)
+    return Observations([], greedy, tops)
 
 
 def _mean(xs: list) -> float | None:

@@ -29,7 +29,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     rec = get_recipe(recipe_name, job.group_size)
     job.status(f"executorch: quantizing ({recipe_name})")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True)
+    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True).use_delegate_forms()
     applied = apply_recipe(dec, rec)
     obs_q = job.obs_fp32
     if applied:

@@ -1,0 +1,93 @@
+"""Export cost predicted before the heavy work: peak memory and time for this model on this machine.
+
+A user should learn that a model does not fit from a message with figures, not from the OOM killer. The forecast
+uses the checkpoint's shape (read from the safetensors headers and config, nothing loaded) and this machine's
+memory; its coefficients were measured with edgeslm's own export on real-shape models (benchmarks/peers.py,
+benchmarks/results/peers.md) and are refreshed from there. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GiB = 1024**3
+
+# Measured (benchmarks/results/peers.md, 2-core x86 host): resident size of the process once torch, transformers,
+# executorch and onnxruntime are imported and the tokenizer is loaded.
+BASE_BYTES = int(0.75 * GiB)
+# Peak during export over the fp32 size of the untied model (lm_head counted apart from the embedding table):
+# the fp32 reference or decoder held once, plus what lowering keeps beside it.
+PEAK_PER_FP32_BYTE = 1.15
+# Seconds, this host class: lowering cost per decoder layer and artifact, and fp32 work per parameter (reference,
+# decoder and eager parity passes, loading).
+SECONDS_PER_LAYER = {"executorch": 6.0, "onnx": 1.5, "coreml": 2.0}
+SECONDS_PER_PARAMETER = 2.5e-7
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Predicted peak RSS and wall time of one export, and the memory this machine has for it."""
+
+    peak_bytes: int
+    seconds: float
+    available_bytes: int | None
+    fp32_bytes: int
+
+    @property
+    def fits(self) -> bool:
+        return self.available_bytes is None or self.peak_bytes <= self.available_bytes
+
+    def describe(self) -> str:
+        avail = f" of {self.available_bytes / GiB:.1f} GiB available" if self.available_bytes else ""
+        return (f"predicted peak memory {self.peak_bytes / GiB:.1f} GiB{avail} "
+                f"(fp32 model {self.fp32_bytes / GiB:.1f} GiB), about {_duration(self.seconds)} on this machine")
+
+    def to_json(self) -> dict:
+        return {"peak_rss_mib": round(self.peak_bytes / 2**20), "seconds": round(self.seconds),
+                "available_mib": round(self.available_bytes / 2**20) if self.available_bytes else None,
+                "fp32_mib": round(self.fp32_bytes / 2**20)}
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: MemAvailable, or less where a cgroup (container, CI job) limits it."""
+    avail = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    limit, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and used is not None:
+        avail = min(avail, limit - used) if avail is not None else limit - used
+    return avail
+
+
+def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int, tied: bool,
+             backends: list[str], available: int | None = None) -> Forecast:
+    """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact)."""
+    untied = parameters + (vocab_size * hidden_size if tied else 0)
+    fp32 = 4 * untied
+    seconds = SECONDS_PER_PARAMETER * untied * (2 + len(backends)) + sum(
+        SECONDS_PER_LAYER.get(b, 2.0) * num_layers for b in backends)
+    return Forecast(int(BASE_BYTES + PEAK_PER_FP32_BYTE * fp32), seconds, available, fp32)
+
+
+def env_available() -> int | None:
+    """``available_memory()``, or EDGESLM_MEMORY_BYTES when set (to rehearse a smaller machine, e.g. in tests)."""
+    forced = os.environ.get("EDGESLM_MEMORY_BYTES")
+    return int(forced) if forced else available_memory()
