@@ -221,10 +221,12 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
     ref = ckpt.reference_model()
     obs_ref = observe(HFModel(ref), prompt_ids, heldout)
     del ref
-    fp32 = build_decoder(ckpt, context_length)
+    preflight.release_memory()  # the fp32 reference must be gone before the fp32 decoder is built (peak memory)
+    fp32 = build_decoder(ckpt, context_length, untie=False)
     obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy)
     shape = _shape(fp32.spec)
     del fp32
+    preflight.release_memory()
     return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t,
                      heldout_ids=heldout)
 

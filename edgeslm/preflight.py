@@ -91,3 +91,16 @@ def env_available() -> int | None:
     """``available_memory()``, or EDGESLM_MEMORY_BYTES when set (to rehearse a smaller machine, e.g. in tests)."""
     forced = os.environ.get("EDGESLM_MEMORY_BYTES")
     return int(forced) if forced else available_memory()
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc ``malloc_trim``): a freed fp32 model
+    otherwise stays in the process's RSS and adds to the next stage's peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass

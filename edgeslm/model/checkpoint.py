@@ -60,10 +60,30 @@ class Checkpoint:
         return sum(p.stat().st_size for p in self.weight_files)
 
     def reference_model(self):
-        """The original transformers model in fp32 (the parity reference)."""
+        """The original transformers model in fp32 (the parity reference), filled one tensor at a time.
+
+        ``from_pretrained`` maps the checkpoint and casts it, so its peak is the fp32 model plus the mapped file
+        (1.5x fp32 for a bf16 checkpoint); here the model is built on the meta device and each fp32 tensor is
+        assigned as it is read. Models whose modules this cannot fill (a buffer or weight left on meta) are
+        loaded with ``from_pretrained`` instead."""
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(self.source.path, dtype=torch.float32)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(self.config, dtype=torch.float32)
+        names = dict(model.named_parameters(remove_duplicate=False))
+        for key in self.weights:
+            if key in names:
+                owner, _, attr = key.rpartition(".")
+                setattr(model.get_submodule(owner), attr,
+                        torch.nn.Parameter(self.weights[key].to(torch.float32), requires_grad=False))
+        model.tie_weights()
+        for name, mod in list(model.named_modules()):  # rotary tables are computed, not stored: rebuild them
+            if any(b.is_meta for b in mod.buffers(recurse=False)) and hasattr(mod, "config"):
+                owner, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(owner) if owner else model, attr, type(mod)(mod.config))
+        if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+            del model
+            model = AutoModelForCausalLM.from_pretrained(self.source.path, dtype=torch.float32)
         return model.eval()
 
 

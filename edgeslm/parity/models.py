@@ -64,6 +64,31 @@ class HFModel:
 
         return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n, tops)
 
+    @torch.no_grad()
+    def greedy_batch(self, prompts: list[list[int]], n: int) -> tuple[list[list[int]], list[list[dict]]]:
+        """Greedy tokens (and each step's alternatives) for all prompts at once, left-padded under an attention
+        mask: one forward per step for the batch instead of one per prompt and step."""
+        width = max(map(len, prompts))
+        ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        toks: list[list[int]] = [[] for _ in prompts]
+        tops: list[list[dict]] = [[] for _ in prompts]
+        for step in range(n):
+            logits = out.logits[:, -1].float()
+            nxt = logits.argmax(-1)
+            for i, row in enumerate(logits):
+                toks[i].append(int(nxt[i]))
+                tops[i].append(top_alternatives(row))
+            if step + 1 == n:
+                break
+            mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1)
+            pos = pos[:, -1:] + 1
+            out = self.model(nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
+                             use_cache=True)
+        return toks, tops
+
 
 class EagerDecoder:
     """Our decoder run eagerly in PyTorch (prefill all positions at once, then one token per step)."""

@@ -94,6 +94,9 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
 
 def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS) -> Observations:
     """``n`` freely generated greedy tokens per prompt with each step's alternatives (no logits, no perplexity)."""
+    if hasattr(model, "greedy_batch"):  # the transformers reference: all prompts in one batch
+        greedy, tops = model.greedy_batch(prompt_ids, n)
+        return Observations([], greedy, tops)
     greedy, tops = [], []
     for ids in prompt_ids:
         t: list[dict] = []

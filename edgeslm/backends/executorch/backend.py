@@ -8,6 +8,7 @@ from pathlib import Path
 from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.files import file_entry
 from edgeslm.model.build import build_decoder
+from edgeslm.preflight import release_memory
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import apply_recipe, get_recipe
 from edgeslm.records import Artifact
@@ -31,6 +32,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length, use_custom_ops=True).use_delegate_forms()
     applied = apply_recipe(dec, rec)
+    release_memory()  # the fp32 weights the quantized ones replaced
     obs_q = job.obs_fp32
     if applied:
         obs_q = job.observe(EagerDecoder(dec))
@@ -41,6 +43,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     facts = lower_to_pte(dec, meta, tmp / name)
     job.timings["executorch_export_s"] = time.perf_counter() - t
     del dec
+    release_memory()
     job.status(f"executorch: parity in {RUNTIME}")
     obs_rt = job.observe(RuntimeStepModel(PteModel(tmp / name)))
     job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
