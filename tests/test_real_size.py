@@ -33,13 +33,17 @@ def test_real_shape_model_exports_for_android(real_model, tmp_path):
                         "--backend", "executorch", "--no-bench", "--output", str(out), "--json"],
                        capture_output=True, text=True, timeout=1500)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    assert p.returncode == 0, p.stderr[-3000:]
+    # random weights: 4-bit may well fail the quantization gate (exit 1, bundle written and marked failed); what
+    # must hold whatever the weights are the stages that prove the export itself
+    assert p.returncode in (0, 1), p.stderr[-3000:]
     res = json.loads(p.stdout)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["parameters"] >= 100_000_000
-    assert manifest["status"] == "passed"
+    stages = {c["stage"]: c["status"] for c in json.loads((out / "parity.json").read_text())["checks"]}
+    assert stages["reauthoring"] == "passed" and stages["lowering"] == "passed", stages
+    assert (p.returncode == 0) == (manifest["status"] == "passed") == (stages["quantization"] == "passed")
     (art,) = manifest["artifacts"]
-    assert art["file"].endswith(".pte") and art["parity"] == "passed"
+    assert art["file"].endswith(".pte")
     # one XNNPACK delegate per layer between the cache ops, not four (model/decoder.py: use_delegate_forms)
     assert art["xnnpack_partitions"] <= manifest["model"]["shape"]["num_layers"] + 4
     # the forecast printed before the heavy work holds: measured peak within it, and both within 1.5x fp32 + base

@@ -143,3 +143,17 @@ def test_batched_reference_greedy_equals_per_prompt(tiny_dir, family):
         one: list[dict] = []
         assert m.greedy(p, 16, one) == g
         assert max(abs(a["logprobs"][0] - b["logprobs"][0]) for a, b in zip(one, t)) < 1e-4
+
+
+def test_quantizing_while_loading_equals_quantizing_after():
+    """build_decoder(recipe=...) quantizes each module as its weights arrive (never the whole fp32 model beside
+    quantization's temporaries); the result must be the same model."""
+    ckpt = load_checkpoint(resolve("demo"))
+    after = build_decoder(ckpt, 128, use_custom_ops=True)
+    applied = apply_recipe(after, get_recipe("8da4w"))
+    during = build_decoder(ckpt, 128, use_custom_ops=True, recipe=get_recipe("8da4w"))
+    assert during.quant_plan == applied and len(applied) > 5
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44]])
+    after.full_logits = during.full_logits = True
+    with torch.no_grad():
+        assert torch.equal(after(ids, torch.arange(6)), during(ids, torch.arange(6)))

@@ -8,12 +8,16 @@ from edgeslm.errors import InputError
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.families import family_for, rope_tables
+from edgeslm.quant.recipes import Recipe, plan, quantize_module
 
 
-def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True) -> Decoder:
+def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True,
+                  recipe: Recipe | None = None) -> Decoder:
     """The decoder with the checkpoint's weights in fp32, read one tensor at a time. ``untie`` gives lm_head its
     own copy of tied embeddings (to quantize them apart); without it they share one tensor (fp32 parity runs:
-    on Llama-3.2-1B that is 1 GB less)."""
+    on Llama-3.2-1B that is 1 GB less). With ``recipe``, each module the recipe names is quantized as soon as
+    its weights are in, so the whole fp32 model never exists beside quantization's temporaries (the plan
+    applied is ``model.quant_plan``)."""
     config = ckpt.config
     family = family_for(config)
     limit = getattr(config, "max_position_embeddings", None)
@@ -38,15 +42,20 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
             "the checkpoint may be a variant edgeslm does not support yet; please report it",
         )
     shared = tied and not untie
-    for name, p in expected.items():  # one tensor at a time: peak is the fp32 model plus one tensor
-        if shared and name == "lm_head.weight":
-            continue
-        t = loaders[name]().to(torch.float32)
-        if tuple(t.shape) != tuple(p.shape):
-            raise InputError(f"checkpoint tensor for {name} has shape {tuple(t.shape)}, the {family.name} layout "
-                             f"expects {tuple(p.shape)}", "check config.json against the weights")
+    chosen = plan(model, recipe) if recipe is not None else {}  # types and shapes: the meta model suffices
+    names = list(expected)
+    for i, name in enumerate(names):  # one tensor at a time: peak is the fp32 model plus one tensor
         owner, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(owner), attr, torch.nn.Parameter(t, requires_grad=False))
+        if not (shared and name == "lm_head.weight"):
+            t = loaders[name]().to(torch.float32)
+            if tuple(t.shape) != tuple(expected[name].shape):
+                raise InputError(f"checkpoint tensor for {name} has shape {tuple(t.shape)}, the {family.name} "
+                                 f"layout expects {tuple(expected[name].shape)}", "check config.json against the weights")
+            setattr(model.get_submodule(owner), attr, torch.nn.Parameter(t, requires_grad=False))
+        last_of_owner = i + 1 == len(names) or names[i + 1].rpartition(".")[0] != owner
+        if last_of_owner and owner in chosen:
+            quantize_module(model, owner, chosen[owner])
+    model.quant_plan = chosen
     if shared:
         model.lm_head.weight = model.embed_tokens.weight
     model.materialize_buffers()

@@ -151,6 +151,13 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
     return chosen
 
 
+def quantize_module(model: nn.Module, fqn: str, rule: Rule) -> None:
+    """Quantize the one module ``fqn`` of ``model`` by ``rule`` (in place), e.g. as soon as its weights load."""
+    from torchao.quantization import quantize_
+
+    quantize_(model, _torchao_config(rule.scheme, rule.group_size), filter_fn=lambda m, f: f == fqn)
+
+
 def apply_recipe(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
     """Quantize ``model`` in place; returns the per-module plan it applied."""
     from torchao.quantization import quantize_

@@ -10,7 +10,7 @@ from edgeslm.bundle.files import file_entry
 from edgeslm.model.build import build_decoder
 from edgeslm.preflight import release_memory
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
-from edgeslm.quant.recipes import apply_recipe, get_recipe
+from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
@@ -30,8 +30,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     rec = get_recipe(recipe_name, job.group_size)
     job.status(f"executorch: quantizing ({recipe_name})")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True).use_delegate_forms()
-    applied = apply_recipe(dec, rec)
+    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec).use_delegate_forms()
+    applied = dec.quant_plan
     release_memory()  # the fp32 weights the quantized ones replaced
     obs_q = job.obs_fp32
     if applied:
