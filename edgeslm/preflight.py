@@ -14,16 +14,19 @@ from pathlib import Path
 
 GiB = 1024**3
 
-# Measured (benchmarks/results/peers.md, 2-core x86 host): resident size of the process once torch, transformers,
-# executorch and onnxruntime are imported and the tokenizer is loaded.
+# Measured on a 2-core x86 host (benchmarks/results/peers.md; Llama-3.2-1B shape: peak 6.2 GB for a 4.9 GB fp32
+# model). BASE: the process once torch, transformers, executorch and onnxruntime are imported.
 BASE_BYTES = int(0.75 * GiB)
-# Peak during export over the fp32 size of the untied model (lm_head counted apart from the embedding table):
-# the fp32 reference or decoder held once, plus what lowering keeps beside it.
-PEAK_PER_FP32_BYTE = 1.15
-# Seconds, this host class: lowering cost per decoder layer and artifact, and fp32 work per parameter (reference,
-# decoder and eager parity passes, loading).
-SECONDS_PER_LAYER = {"executorch": 6.0, "onnx": 1.5, "coreml": 2.0}
-SECONDS_PER_PARAMETER = 2.5e-7
+# Parity phase: one fp32 model (transformers reference, then the decoder) plus activations, per fp32 byte.
+PARITY_PER_FP32_BYTE = 1.1
+# Lowering phase per fp32 byte of the model, by backend: ExecuTorch holds the quantized model, the exported and
+# delegated programs and the serialized .pte (1B: 4.0 GB over base); torch.onnx export traces the fp32 model and
+# writes it with its external data (SmolLM2-135M: 1.9 GB over base); Core ML converts an fp16 copy.
+LOWERING_PER_FP32_BYTE = {"executorch": 0.85, "onnx": 3.6, "coreml": 1.5}
+# Seconds on that host: lowering per decoder layer and artifact, and per parameter for loading, the fp32
+# reference and decoder, and each artifact's eager and runtime parity passes.
+SECONDS_PER_LAYER = {"executorch": 10.0, "onnx": 6.0, "coreml": 2.0}
+SECONDS_PER_PARAMETER = 4e-8
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,15 @@ def available_memory() -> int | None:
 
 def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int, tied: bool,
              backends: list[str], available: int | None = None) -> Forecast:
-    """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact)."""
-    untied = parameters + (vocab_size * hidden_size if tied else 0)
-    fp32 = 4 * untied
+    """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
+    the parity phase and the most demanding lowering, over the base."""
+    fp32 = 4 * parameters
+    untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
+    peak = BASE_BYTES + max([PARITY_PER_FP32_BYTE * fp32,
+                             *(LOWERING_PER_FP32_BYTE.get(b, 1.5) * fp32 for b in backends)])
     seconds = SECONDS_PER_PARAMETER * untied * (2 + len(backends)) + sum(
         SECONDS_PER_LAYER.get(b, 2.0) * num_layers for b in backends)
-    return Forecast(int(BASE_BYTES + PEAK_PER_FP32_BYTE * fp32), seconds, available, fp32)
+    return Forecast(int(peak), seconds, available, fp32)
 
 
 def env_available() -> int | None:

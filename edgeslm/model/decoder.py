@@ -311,7 +311,11 @@ class Decoder(nn.Module):
     def use_delegate_forms(self) -> "Decoder":
         """Switch to formulations XNNPACK can delegate (with a dynamic length): RMSNorm's mean as an fp32 linear,
         rotate-half as a matmul. Same results (rotate-half bit-exact); each layer then lowers to one delegate
-        between the cache ops instead of four, which makes lowering several times faster and decode faster."""
+        between the cache ops instead of four (fewer delegate calls per token). Only where every layer attends
+        through the custom SDPA op: with explicit attention (sliding windows, soft-capping: Gemma 2/3) XNNPACK's
+        partitioner finds dependency cycles in the larger partitions, so those models keep the plain forms."""
+        if not all(layer.self_attn.use_custom_ops for layer in self.layers):
+            return self
         self.delegate_forms = True
         rotary = 2 * next(iter(self.rope_inv_freq_tables())).shape[0]
         for m in self.modules():
