@@ -308,7 +308,7 @@ def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
     con.print(f"host: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB, measured read bandwidth "
               f"{bw} GB/s, fp32 GEMM {host['fp32_gemm_gflops']} GFLOP/s")
     table = Table(title=f"measured here: prompt {prompt_len}, {gen_len} new tokens, median (min–max) of {repeats}")
-    for col in ("artifact", "runtime", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MiB"):
+    for col in ("artifact", "runtime", "TTFT ms", "prefill tok/s", "decode tok/s", "RSS MiB (over runtime)"):
         table.add_column(col)
     for r in rows:
         if not r["measured"]:

@@ -201,7 +201,7 @@ def test_ios_target_states_what_ran(tmp_path):
 def test_latency_report_in_bundle(demo_bundle):
     out, _ = demo_bundle
     doc = json.loads((out / "latency.json").read_text())
-    assert (doc["schema_version"], doc["kind"]) == ("1.0", "edgeslm-latency")
+    assert (doc["schema_version"], doc["kind"]) == ("1.1", "edgeslm-latency")
     assert doc["measured_here"]["host"]["memory_bandwidth"]["read_gb_s"] > 0
     measured = {a["backend"]: a for a in doc["measured_here"]["artifacts"]}
     assert set(measured) == {"executorch", "onnx"}
@@ -230,3 +230,22 @@ def test_bench_and_predict_cli(demo_bundle):
         assert got["device"] == device and all(a["predicted"] for a in got["artifacts"])
     bad = CliRunner().invoke(main, ["bench", str(out), "--prompt-len", "600"])
     assert bad.exit_code == 2 and "exceed the bundle's context length" in bad.output
+
+
+def test_bench_peak_rss_matches_the_bare_runtime(demo_bundle):
+    """Issue 12, both runtimes: bench's peak RSS within 10% (or 3 MiB) of a bare process that imports only the
+    runtime, loads the artifact and generates; the figure export wrote too (before the fix it was the exporting
+    process's peak, the same 868 MiB for both artifacts)."""
+    from edgeslm.latency.bench import bench_bundle
+    from edgeslm.latency.reference_rss import reference_rss
+
+    out, _ = demo_bundle
+    doc = json.loads((out / "latency.json").read_text())
+    p, g = doc["settings"]["measured"]["prompt_len"], doc["settings"]["measured"]["gen_len"]
+    rows = bench_bundle(out, p, g, warmup=0, repeats=1)
+    for i, (b, exported) in enumerate(zip(rows, doc["measured_here"]["artifacts"])):
+        ref = reference_rss(out, i, p, g)
+        assert ref["tooling_imported"] == [], ref
+        bare = ref["rss_above_baseline_mib"]
+        for got in (b["peak_rss_mib"], exported["peak_rss_mib"]):
+            assert abs(got - bare) <= max(0.1 * bare, 3.0), (b["artifact"], got, ref)

@@ -16,6 +16,7 @@ from edgeslm.latency.devices import builtin_devices, load_device
 from edgeslm.latency.perf import predict
 from edgeslm.latency.report import check_budgets
 from edgeslm.latency.workload import from_artifact
+from edgeslm.reports.schemas import problems
 
 
 def test_fitted_points_within_15_percent():
@@ -87,15 +88,23 @@ def test_device_profile_errors(tmp_path):
         load_device(bad)
 
 
-def test_latency_budget_fails_the_export(tiny_dir, tmp_path):
-    """A target whose budget the prediction cannot meet: exit 1, bundle written and marked failed."""
-    target = tmp_path / "slow.toml"
+@pytest.fixture(scope="module")
+def slow_bundle(tiny_dir, tmp_path_factory):
+    """The tiny llama exported to ONNX for a target whose latency budget cannot be met (bench runs in export)."""
+    root = tmp_path_factory.mktemp("slow")
+    target = root / "slow.toml"
     target.write_text('name = "slow"\nbackends = ["onnx"]\nrecipe = "fp32"\ncontext_length = 64\n'
                       'device = "jetson-orin-nano-8gb"\n[gates.reauthoring]\nmax_abs_logit_diff = 1e-3\n'
                       '[gates.fp32.lowering]\nmax_abs_logit_diff = 1e-3\n[latency]\nprompt_len = 16\ngen_len = 16\n'
                       'min_decode_tok_s = 1e9\n')
-    out = tmp_path / "b"
+    out = root / "b"
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "--target", str(target), "-o", str(out)])
+    return out, res
+
+
+def test_latency_budget_fails_the_export(slow_bundle):
+    """A target whose budget the prediction cannot meet: exit 1, bundle written and marked failed."""
+    out, res = slow_bundle
     assert res.exit_code == 1, res.output
     doc = json.loads((out / "latency.json").read_text())
     (budget,) = doc["budgets"]
@@ -103,3 +112,72 @@ def test_latency_budget_fails_the_export(tiny_dir, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     (measured,) = doc["measured_here"]["artifacts"]  # measured here as well, labelled apart
     assert measured["measured"] and measured["decode_tok_s"]["median"] > 0
+
+
+# Peak RSS (issue 12): the figure is the artifact's, not the parent's, the imports' or the tooling's.
+
+_CHILD = ("import json; from edgeslm.latency.rss import PeakRss\n"
+          "p = PeakRss(); p.start(); x = bytearray(64 << 20); x[::4096] = b'1' * len(x[::4096])\n"
+          "print(json.dumps(p.stop()))\n")
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_peak_rss_excludes_the_parents_memory():
+    """A child started from a process holding 1 GiB (as bench's worker is from `edgeslm export`) inherits that
+    peak in ru_maxrss across exec; the probe reports what the child itself added: 64 MiB."""
+    import subprocess
+    import sys
+
+    big = bytearray(1 << 30)
+    big[::4096] = b"1" * len(big[::4096])  # touched: resident
+    res = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=60)
+    del big
+    got = json.loads(res.stdout)
+    assert got["method"] == "vmhwm-reset"
+    assert 60 <= got["above_baseline_mib"] <= 72, got
+    assert got["peak_mib"] < 300, got  # the child's own peak: no trace of the parent's 1 GiB
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_peak_rss_sampled_when_the_high_water_mark_cannot_be_reset(monkeypatch, tmp_path):
+    """Without clear_refs the high-water mark may be an earlier (import-time) peak: a sampling thread catches a
+    transient 64 MiB allocation freed before stop()."""
+    import time
+
+    from edgeslm.latency import rss
+
+    monkeypatch.setattr(rss, "CLEAR_REFS", tmp_path / "missing" / "clear_refs")
+    filler = bytearray(256 << 20)  # raise VmHWM above what the measured stretch reaches
+    filler[::4096] = b"1" * len(filler[::4096])
+    del filler
+    p = rss.PeakRss(interval_s=0.001)
+    p.start()
+    x = bytearray(64 << 20)
+    x[::4096] = b"1" * len(x[::4096])
+    time.sleep(0.1)
+    del x
+    got = p.stop()
+    assert got["method"] == "vmhwm+sampled"
+    assert 56 <= got["above_baseline_mib"] <= 80, got
+
+
+def test_bench_peak_rss_is_the_artifacts_own(slow_bundle):
+    """The figure export wrote (bench run from the exporting process, which held torch, transformers and the model)
+    matches a bare onnxruntime-genai process's within 10% (or 3 MiB): not the worker's Python/torch imports
+    (~200 MiB), not the exporting parent's peak, which ru_maxrss carried across exec (issue 12)."""
+    from edgeslm.latency.reference_rss import reference_rss
+
+    out, _ = slow_bundle
+    doc = json.loads((out / "latency.json").read_text())
+    (measured,) = doc["measured_here"]["artifacts"]
+    p, g = doc["settings"]["measured"]["prompt_len"], doc["settings"]["measured"]["gen_len"]
+    ref = reference_rss(out, 0, p, g)
+    assert ref["tooling_imported"] == [] and ref["rss_baseline_mib"] < 100, ref  # only the runtime was imported
+    bare = ref["rss_above_baseline_mib"]
+    assert abs(measured["peak_rss_mib"] - bare) <= max(0.1 * bare, 3.0), (measured, ref)
+    art = json.loads((out / "manifest.json").read_text())["artifacts"][0]
+    files = sum(f["bytes"] for f in [art, *art.get("files", [])]) / 2**20
+    assert measured["peak_rss_mib"] < 4 * files + 64, (measured, files)  # tiny model: tens of MiB at most
+    assert measured["rss_method"] in ("vmhwm-reset", "vmhwm+sampled", "ru_maxrss")
+    assert measured["rss_measured_in"] == "bare runtime"
+    assert problems(doc, "latency") == []

@@ -2,6 +2,13 @@
 
 Each artifact runs in its own process (``edgeslm.latency.worker``): warm-up runs, then repeats; reported as median
 with min/max. Artifacts whose runtime cannot run here (Core ML off macOS) are listed as not measured, with why.
+
+``peak_rss_mib`` is the memory the artifact costs in its runtime: peak RSS over loading it and generating one
+response (prompt + new tokens) the way an app does, minus the RSS of the worker with only the runtime imported
+(``rss_before_load_mib``); measured first in the worker, before edgeslm's step-model harness is imported
+(``rss_measured_in``: "bare runtime", or "step model" for runtimes with no bare loop). See
+:mod:`edgeslm.latency.worker` and :mod:`edgeslm.latency.rss` (why not ``ru_maxrss``: it carried the exporting
+parent's peak across exec).
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ def summarize(raw: dict, prompt_len: int, gen_len: int) -> dict:
         "prefill_tok_s": _spread([prompt_len / r["ttft_s"] for r in runs]),
         "decode_tok_s": _spread([gen_len / r["decode_s"] for r in runs]),
         "load_s": raw["load_s"],
-        "peak_rss_mib": raw["rss_peak_mib"],
+        "peak_rss_mib": raw["rss_above_baseline_mib"],  # the artifact's cost: above the runtime-only baseline
         "rss_before_load_mib": raw["rss_baseline_mib"],
+        "rss_method": raw["rss_method"],
+        "rss_measured_in": raw["rss_memory_pass"],
         "runs": len(runs),
     }
 

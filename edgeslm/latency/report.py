@@ -17,7 +17,7 @@ from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
 from edgeslm.latency.workload import from_artifact, require_shape
 
-LATENCY_SCHEMA_VERSION = "1.0"
+LATENCY_SCHEMA_VERSION = "1.1"  # 1.1: peak_rss_mib is the artifact's cost above the runtime baseline
 LATENCY_FILE = "latency.json"
 BUDGET_KEYS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb")
 

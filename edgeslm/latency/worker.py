@@ -1,35 +1,29 @@
-"""One artifact timed in its runtime, in a process of its own (so its peak RSS is that runtime's alone).
+"""One artifact timed in its runtime, in a process of its own.
 
     python -m edgeslm.latency.worker BUNDLE INDEX PROMPT_LEN GEN_LEN WARMUP REPEATS  → one JSON line on stdout
 
 Each run: prefill the prompt in one call (time to first token = that call + picking the token), then GEN_LEN
 single-token decode steps, each feeding back the argmax. The prompt is fixed pseudo-random token ids (seeded), so
 runs and machines compare like for like.
+
+Memory (``rss_*``) is measured in a first pass, before anything but the runtime is imported: the runtime's
+modules only, baseline RSS, high-water mark reset, the artifact loaded and one response generated the way an app
+does (:func:`edgeslm.latency.reference_rss.measure_here`), peak read. ``rss_above_baseline_mib`` is what the
+artifact costs in its runtime. Only then are edgeslm's backends imported and the artifact loaded again through
+its step model for the timed runs: that harness (torch, model code, a ``step`` that hands back logits) is not what
+an app runs (onnxruntime-genai's step model copies the prefill's full logits out: +47 MiB at a 49k vocabulary and
+128 prompt tokens, on ~203 MiB). No figure includes the parent's memory (see :mod:`edgeslm.latency.rss`).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
-import platform
 import random
-import resource
 import sys
 import time
 from pathlib import Path
-
-
-def _rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if platform.system() == "Darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-def _current_rss_mib() -> float | None:
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
 
 
 def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
@@ -37,20 +31,54 @@ def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
     return [rng.randrange(3, vocab_size) for _ in range(n)]  # skip the usual pad/bos/eos ids
 
 
+def _import_everything_load_needs(backend_name: str, backend) -> None:
+    """The runtime's modules and the backend's runtime glue (``<backend package>.runtime``, which step models
+    import lazily), so that no import lands inside a measured stretch."""
+    from edgeslm.latency.rss import import_runtime
+
+    import_runtime(backend_name)
+    try:
+        importlib.import_module(backend.__name__.rsplit(".", 1)[0] + ".runtime")
+    except ModuleNotFoundError:
+        pass
+
+
+def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict | None:
+    """Pass 1, before anything but the runtime is imported: the artifact loaded and one response generated the
+    way an app does (:func:`edgeslm.latency.reference_rss.measure_here`). None for runtimes it has no loop for."""
+    from edgeslm.latency.reference_rss import SUPPORTED, measure_here
+    from edgeslm.quiet import native_output_silenced
+
+    backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
+    if backend not in SUPPORTED:
+        return None
+    with native_output_silenced():
+        rss = measure_here(bundle, index, prompt_len, gen_len)
+    gc.collect()  # the program / model of pass 1 is gone before pass 2 loads its own
+    return rss
+
+
 def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int) -> dict:
+    from edgeslm.latency.rss import PeakRss
+    from edgeslm.quiet import native_output_silenced
+
+    memory = _memory_in_bare_runtime(bundle, index, prompt_len, gen_len)
+
     from edgeslm.backends import get_backend
     from edgeslm.bundle.manifest import read_manifest
-    from edgeslm.quiet import native_output_silenced
 
     m = read_manifest(bundle)
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
-    baseline = _current_rss_mib()
+    _import_everything_load_needs(art["backend"], backend)
+    ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
+    probe = PeakRss() if memory is None else None  # no bare loop for this runtime: the step model stands in
+    if probe:
+        probe.start()
     t = time.perf_counter()
     with native_output_silenced():
         model = backend.step_model(bundle, art)
     load_s = time.perf_counter() - t
-    ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
     runs = []
     with native_output_silenced():
         for r in range(warmup + repeats):
@@ -63,7 +91,14 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
             decode = time.perf_counter() - t1
             if r >= warmup:
                 runs.append({"ttft_s": ttft, "decode_s": decode})
-    return {"load_s": load_s, "runs": runs, "rss_baseline_mib": baseline, "rss_peak_mib": _rss_mib()}
+            if probe and r == 0:  # load + one generation, as the bare pass measures
+                first = probe.stop()
+                memory = {"rss_baseline_mib": first["baseline_mib"], "rss_peak_mib": first["peak_mib"],
+                          "rss_above_baseline_mib": first["above_baseline_mib"], "rss_method": first["method"]}
+    return {"load_s": load_s, "runs": runs, "rss_baseline_mib": memory["rss_baseline_mib"],
+            "rss_peak_mib": memory["rss_peak_mib"], "rss_above_baseline_mib": memory["rss_above_baseline_mib"],
+            "rss_method": memory["rss_method"],
+            "rss_memory_pass": "step model" if probe else "bare runtime"}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""The memory an artifact costs in its bare runtime: the runtime's own loop, nothing of edgeslm's tooling imported.
+``bench``'s worker measures ``peak_rss_mib`` this way in its first pass (:func:`measure_here`); run on its own in a
+fresh interpreter (:func:`reference_rss`) it is the yardstick ``bench`` is checked against (issue 12: within 10%).
+
+    python -m edgeslm.latency.reference_rss BUNDLE [--prompt-len 128] [--gen-len 64] [--reference-only]
+        → JSON, one row per artifact: bench's figure beside the fresh bare-runtime one, and their ratio
+
+:func:`reference_rss` runs the artifact in a fresh interpreter (``python -s -c``) that imports only the
+runtime (:data:`edgeslm.latency.rss.RUNTIME_MODULES`: for ExecuTorch ``executorch.runtime`` plus the custom-ops and
+quantized-kernel libraries; for ONNX ``numpy`` and ``onnxruntime_genai``), reads the manifest with ``json``, takes
+its RSS, then loads the artifact the way an app does and generates once: a ``prompt_len``-token prefill and
+``gen_len`` decode steps. Reported: peak RSS over load + generation minus that baseline. None of edgeslm's
+backends, model code or transformers is imported (``edgeslm`` and ``edgeslm.latency`` are empty packages; the
+ExecuTorch kernel libraries themselves pull in torch and torchao).
+
+ExecuTorch: ``Runtime.get().load_program(pte).load_method("forward")``, ``forward(tokens, positions)`` as the
+app's runner calls it. ONNX: ``onnxruntime_genai`` on the CPU provider, ``append_tokens(prompt)`` then
+``generate_next_token()``, ``max_length`` = the bundle's context length (genai sizes its KV cache by it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SUPPORTED = ("executorch", "onnx")
+
+
+def _run_executorch(path: Path, ids: list[int], gen_len: int) -> None:
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def last_argmax(out) -> int:
+        return int(out.reshape(-1, out.shape[-1])[-1].argmax())
+
+    n = len(ids)
+    tok = last_argmax(method.execute([torch.tensor([ids], dtype=torch.long), torch.arange(n, dtype=torch.long)])[0])
+    for pos in range(n, n + gen_len):
+        tok = last_argmax(method.execute([torch.tensor([[tok]], dtype=torch.long),
+                                          torch.tensor([pos], dtype=torch.long)])[0])
+
+
+def _run_onnx(folder: Path, ids: list[int], gen_len: int, context_length: int) -> None:
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.clear_providers()  # the CPU here; the folder's configured EPs are the device's
+    model = og.Model(config)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=context_length)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    for _ in range(gen_len):
+        gen.generate_next_token()
+
+
+def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict:
+    """In *this* process (a fresh interpreter, or bench's worker before it imports anything else): import the runtime, baseline, load, generate."""
+    from edgeslm.latency.rss import PeakRss, import_runtime
+    from edgeslm.latency.worker import prompt_ids  # stdlib-only module: the same prompt bench feeds
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    art = m["artifacts"][index]
+    backend = art["backend"]
+    if backend not in SUPPORTED:
+        raise ValueError(f"no bare-runtime reference for {backend} artifacts (supported: {', '.join(SUPPORTED)})")
+    import_runtime(backend)
+    if backend == "executorch":
+        import torch  # noqa: F401  (the runtime's tensors; already imported by its kernel libraries)
+    ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
+    probe = PeakRss()
+    probe.start()
+    if backend == "executorch":
+        _run_executorch(bundle / art["file"], ids, gen_len)
+    else:
+        _run_onnx((bundle / art["file"]).parent, ids, gen_len, m["context_length"])
+    rss = probe.stop()
+    tooling = sorted(k for k in ("transformers", "edgeslm.backends", "edgeslm.model", "edgeslm.pipeline", "onnx")
+                     if k in sys.modules)  # none: asserted by the tests
+    return {"artifact": art["file"], "backend": backend, "rss_baseline_mib": rss["baseline_mib"],
+            "rss_peak_mib": rss["peak_mib"], "rss_above_baseline_mib": rss["above_baseline_mib"],
+            "rss_method": rss["method"], "tooling_imported": tooling}
+
+
+def reference_rss(bundle: Path, index: int, prompt_len: int = 128, gen_len: int = 64) -> dict:
+    """Artifact ``index`` of ``bundle`` in its bare runtime, in a fresh interpreter (see module doc)."""
+    code = ("import json, sys; from pathlib import Path; from edgeslm.latency.reference_rss import measure_here; "
+            "print(json.dumps(measure_here(Path(sys.argv[1]), *map(int, sys.argv[2:]))))")
+    cmd = [sys.executable, "-s", "-c", code, str(Path(bundle).resolve()), str(index), str(prompt_len), str(gen_len)]
+    root = str(Path(__file__).resolve().parents[2])  # edgeslm importable whether installed or run from a checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bare-runtime reference failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_vs_runtime(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup: int = 1,
+                     repeats: int = 3) -> list[dict]:
+    """Per artifact: ``bench``'s ``peak_rss_mib`` beside the bare runtime's figure and their ratio (the table
+    the benchmark shows). Artifacts bench cannot run here, or with no bare reference, carry ``reason``."""
+    from edgeslm.latency.bench import bench_bundle
+
+    rows = []
+    for i, b in enumerate(bench_bundle(Path(bundle), prompt_len, gen_len, warmup, repeats)):
+        row = {"artifact": b["artifact"], "backend": b["backend"]}
+        if not b["measured"] or b["backend"] not in SUPPORTED:
+            rows.append({**row, "reason": b.get("reason", f"no bare-runtime reference for {b['backend']}")})
+            continue
+        ref = reference_rss(Path(bundle), i, prompt_len, gen_len)
+        rt = ref["rss_above_baseline_mib"]
+        rows.append({**row, "bench_peak_rss_mib": round(b["peak_rss_mib"], 1), "runtime_rss_mib": round(rt, 1),
+                     "ratio": round(b["peak_rss_mib"] / rt, 3) if rt else None,
+                     "bench_measured_in": b["rss_measured_in"],
+                     "runtime_baseline_mib": round(ref["rss_baseline_mib"], 1), "rss_method": ref["rss_method"]})
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--gen-len", type=int, default=64)
+    ap.add_argument("--reference-only", action="store_true", help="skip bench; only the bare-runtime figures")
+    a = ap.parse_args()
+    if a.reference_only:
+        arts = json.loads((a.bundle / "manifest.json").read_text())["artifacts"]
+        out = [reference_rss(a.bundle, i, a.prompt_len, a.gen_len) for i, art in enumerate(arts)
+               if art["backend"] in SUPPORTED]
+    else:
+        out = bench_vs_runtime(a.bundle, a.prompt_len, a.gen_len)
+    print(json.dumps(out, indent=2))
