@@ -123,7 +123,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
     passed = all(r.passed for r in results)
     if as_json:
         items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,
-                  "forecast": r.forecast, "parity": r.parity, "latency": r.latency} for r in results]
+                  "forecast": r.forecast, "memory": r.memory, "parity": r.parity, "latency": r.latency} for r in results]
         click.echo(json.dumps(items[0] if len(items) == 1 else {"passed": passed, "targets": items}, default=str))
     else:
         for r in results:

@@ -23,6 +23,7 @@ from edgeslm.bundle.files import atomic_folder, check_output, file_entry
 from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
 from edgeslm.latency.report import latency_for_export, write_latency
+from edgeslm.latency.rss import PeakRss
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES, Checkpoint, load_checkpoint
 from edgeslm.model.families import family_for
@@ -47,6 +48,7 @@ class ExportResult:
     timings: dict = field(default_factory=dict)
     latency: dict | None = None
     forecast: dict | None = None  # predicted peak memory and time (edgeslm/preflight.py), to set beside timings
+    memory: dict | None = None  # this export's measured peak RSS (the process's own, from when export began)
 
 
 def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
@@ -283,6 +285,8 @@ def export_targets(
         check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
     for _, out in tgts:
         check_output(out, force)  # fail before the heavy work, not after it
+    probe = PeakRss()
+    probe.start()
     loaded = load(model, revision, status)
     fc = _preflight(loaded[1], plans, memory_check, status)
     ctx_info = context_lengths(loaded[1], [t for t, _ in tgts], context_length, status)
@@ -294,8 +298,10 @@ def export_targets(
                          f"pass --context-length {longest} or more")
     results = [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
                for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
+    peak = probe.stop()
     for r in results:
         r.forecast = fc.to_json()
+        r.memory = {"peak_rss_mib": round(peak["peak_mib"]), "method": peak["method"]}
     return results
 
 
