@@ -626,8 +626,10 @@ for ax, key in zip(axes.flat, keys):
     vals = [g["value"] if g["value"] is not None else 0 for g in gs]
     colors = ["#9e9e9e" if g["met"] is None else ("#2e7d32" if g["met"] else "#c62828") for g in gs]
     ax.bar(range(len(models)), vals, color=colors)
-    ax.axhline(gs[0]["bound"], ls="--", c="k", lw=1)
-    ax.set_title(gs[0]["title"] + f" ({gs[0]['op'].replace('<=', '≤').replace('>=', '≥')}{gs[0]['bound']:g})",
+    for y in ([1 - gs[0]["bound"], 1 + gs[0]["bound"]] if gs[0]["op"] == "±" else [gs[0]["bound"]]):
+        ax.axhline(y, ls="--", c="k", lw=1)
+    ax.set_title(gs[0]["title"] + f" ({gs[0]['op'].replace('<=', '≤').replace('>=', '≥').replace('±', '1±')}"
+                 f"{gs[0]['bound']:g})",
                  fontsize=8.5)
     ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=8)
 ax = axes.flat[len(keys)]

@@ -48,7 +48,8 @@ def copy_model(tiny_dir, tmp_path):
 
 
 # The longest single tests start first, so two workers finish together instead of one waiting on a late giant.
-_LONGEST_FIRST = ("test_readme_commands_run", "test_default_init_family_passes_android_and_ios",
+_LONGEST_FIRST = ("test_real_shape_model_exports_for_android", "test_readme_commands_run",
+                  "test_default_init_family_passes_android_and_ios",
                   "test_broken_recipe_or_lowering_fails_its_stage")
 
 
