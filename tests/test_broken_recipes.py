@@ -15,22 +15,33 @@ import edgeslm.backends.executorch.backend as et_backend
 import edgeslm.backends.executorch.export as et_export
 from edgeslm.pipeline import export
 
-real_apply = et_backend.apply_recipe
+from edgeslm.quant.recipes import apply_recipe
+
+real_build = et_backend.build_decoder
 real_lower = et_export.lower_to_pte
 
 
-def _scale_layer0(dec, rec):
+def _scale_layer0(dec):
     with torch.no_grad():
         dec.layers[0].mlp.down_proj.weight.mul_(2.0)  # what a wrong group scale does once dequantized
-    return real_apply(dec, rec)
 
 
-def _swap_layers(dec, rec):
+def _swap_layers(dec):
     a, b = dec.layers[0], dec.layers[-1]
     sa = copy.deepcopy(a.state_dict())
     a.load_state_dict(b.state_dict())
     b.load_state_dict(sa)
-    return real_apply(dec, rec)
+
+
+def _broken_before_quantizing(breakage):
+    """The backend's build_decoder with ``breakage`` applied to the fp32 weights before the recipe quantizes them
+    (the backend otherwise quantizes each module as it loads)."""
+    def build(ckpt, max_seq_len, use_custom_ops=False, untie=True, recipe=None):
+        dec = real_build(ckpt, max_seq_len, use_custom_ops=use_custom_ops, untie=untie)
+        breakage(dec)
+        dec.quant_plan = apply_recipe(dec, recipe) if recipe is not None else {}
+        return dec
+    return build
 
 
 def _drop_layer_when_lowering(dec, meta, out):
@@ -47,9 +58,9 @@ def flat_llama(tmp_path_factory, tokenizer):
 
 
 CASES = [
-    ("demo", "quantization", ("apply_recipe", _scale_layer0)),
+    ("demo", "quantization", ("build_decoder", _scale_layer0)),
     ("demo", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
-    ("flat", "quantization", ("apply_recipe", _swap_layers)),
+    ("flat", "quantization", ("build_decoder", _swap_layers)),
     ("flat", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
 ]
 
@@ -58,7 +69,10 @@ CASES = [
 @pytest.mark.parametrize("model, stage, breakage", CASES, ids=[f"{m}-{s}-{b[1].__name__}" for m, s, b in CASES])
 def test_broken_recipe_or_lowering_fails_its_stage(model, stage, breakage, flat_llama, tmp_path, monkeypatch):
     name, fn = breakage
-    monkeypatch.setattr(et_backend if name == "apply_recipe" else et_export, name, fn)
+    if name == "build_decoder":
+        monkeypatch.setattr(et_backend, name, _broken_before_quantizing(fn))
+    else:
+        monkeypatch.setattr(et_export, name, fn)
     src = "demo" if model == "demo" else str(flat_llama)
     res = export(src, "android", tmp_path / "b", backends=("executorch",), bench=False)
     assert not res.passed

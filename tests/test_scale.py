@@ -166,3 +166,18 @@ def test_quantizing_while_loading_equals_quantizing_after():
     after.full_logits = during.full_logits = True
     with torch.no_grad():
         assert torch.equal(after(ids, torch.arange(6)), during(ids, torch.arange(6)))
+
+
+def test_memory_check_override_goes_on(monkeypatch):
+    """With the check off, a forecast above the available memory is printed and the export proceeds."""
+    from edgeslm import pipeline
+    from edgeslm.target import load_target
+
+    monkeypatch.setenv("EDGESLM_MEMORY_BYTES", str(64 * 2**20))
+    ckpt = load_checkpoint(resolve("demo"))
+    plans = [pipeline._plan(load_target("android"), ("executorch",), None, None)]
+    said: list[str] = []
+    with pytest.raises(InputError, match="GiB of memory at its peak"):
+        pipeline._preflight(ckpt, plans, True, said.append)
+    fc = pipeline._preflight(ckpt, plans, False, said.append)
+    assert not fc.fits and len(said) == 2 and "64 MiB" not in said[0] and "0.1 GiB available" in said[1]
