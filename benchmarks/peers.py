@@ -88,6 +88,7 @@ res = export(sys.argv[1], t, Path(sys.argv[2]), recipe="8da4w-all", backends=("e
              context_length=int(sys.argv[3]), bench=sys.argv[4] == "1")
 print("TIMINGS " + json.dumps(res.timings))
 print("FORECAST " + json.dumps(res.forecast))
+sys.exit(0 if res.passed else 1)  # as `edgeslm export` does: 1 = a gate failed, bundle written
 """
 
 # Goals of issue 12: (key, column title, side, metric, numerator exporter, denominator exporter, op, bound).
