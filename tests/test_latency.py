@@ -121,7 +121,6 @@ _CHILD = ("import json; from edgeslm.latency.rss import PeakRss\n"
           "print(json.dumps(p.stop()))\n")
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").is_file(), reason="needs /proc")
 def test_peak_rss_excludes_the_parents_memory():
     """A child started from a process holding 1 GiB (as bench's worker is from `edgeslm export`) inherits that
     peak in ru_maxrss across exec; the probe reports what the child itself added: 64 MiB."""
@@ -138,7 +137,6 @@ def test_peak_rss_excludes_the_parents_memory():
     assert got["peak_mib"] < 300, got  # the child's own peak: no trace of the parent's 1 GiB
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").is_file(), reason="needs /proc")
 def test_peak_rss_sampled_when_the_high_water_mark_cannot_be_reset(monkeypatch, tmp_path):
     """Without clear_refs the high-water mark may be an earlier (import-time) peak: a sampling thread catches a
     transient 64 MiB allocation freed before stop()."""
