@@ -149,15 +149,10 @@ def versions(python: Path, packages: list[str]) -> dict:
 
 def param_count(folder: Path) -> int:
     """Parameters stored in a checkpoint's safetensors files (from the headers; tied tables stored once)."""
-    import math
-    import struct
+    from edgeslm.model.checkpoint import LazyWeights
 
-    n = 0
-    for f in sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        n += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-    return n
+    weights = LazyWeights(sorted(folder.glob("*.safetensors")))
+    return sum(weights.numel(k) for k in weights)
 
 
 def build_model(name: str, models: Path, tokenizer_cache: dict) -> Path:

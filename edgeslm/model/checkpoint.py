@@ -156,10 +156,13 @@ class LazyWeights(Mapping):
 
 
 def _read_header(f: Path) -> tuple[dict, int]:
+    """A safetensors file's JSON header and where its data starts."""
     import struct
 
     with open(f, "rb") as fh:
         (n,) = struct.unpack("<Q", fh.read(8))
+        if n > f.stat().st_size - 8:
+            raise ValueError("header longer than file")
         return json.loads(fh.read(n)), 8 + n
 
 
@@ -170,14 +173,10 @@ def _check_safetensors_headers(files: list[Path]) -> None:
     for f in files:
         size = f.stat().st_size
         try:
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n > size - 8:
-                    raise ValueError("header longer than file")
-                header = json.loads(fh.read(n))
+            header, start = _read_header(f)
             end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-            if 8 + n + end != size:
-                raise ValueError(f"file has {size} bytes, header describes {8 + n + end}")
+            if start + end != size:
+                raise ValueError(f"file has {size} bytes, header describes {start + end}")
         except (ValueError, struct.error, KeyError, TypeError) as e:
             raise _corrupt(f, e) from None
 
