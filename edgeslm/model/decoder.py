@@ -67,14 +67,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.offset = offset
 
-        self.mean_by_linear = False  # set for XNNPACK (see Decoder.use_delegate_forms)
-        self.register_buffer("mean_weight", torch.full((1, dim), 1.0 / dim), persistent=False)
-        self.buffer_fill = {"mean_weight": 1.0 / dim}  # for Decoder.materialize_buffers (other buffers are zeros)
+        # [1, dim] of 1/dim when set for XNNPACK (Decoder.use_delegate_forms), else empty
+        self.register_buffer("mean_weight", torch.zeros(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         sq = xf.pow(2)
-        if self.mean_by_linear:  # XNNPACK has no mean over the last dim of a 3-D tensor; it has fp32 linear
+        if self.mean_weight.numel():  # XNNPACK has no mean over the last dim of a 3-D tensor; it has fp32 linear
             ms = F.linear(sq, self.mean_weight)
         else:
             ms = sq.mean(-1, keepdim=True)
@@ -136,7 +135,7 @@ class Attention(nn.Module):
         shape = (1, s.max_seq_len, s.num_kv_heads, s.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
-        self.rope_by_matmul = False  # set for XNNPACK (see Decoder.use_delegate_forms)
+        # rotation_matrix() when set for XNNPACK (Decoder.use_delegate_forms), else empty
         self.register_buffer("rope_rotation", torch.zeros(0), persistent=False)
 
     def _qkv(self, x, cos, sin):
@@ -146,7 +145,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, -1, self.n_kv, self.hd)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        rot = self.rope_rotation if self.rope_by_matmul else None
+        rot = self.rope_rotation if self.rope_rotation.numel() else None
         return apply_rope(q, cos, sin, rot), apply_rope(k, cos, sin, rot), v
 
     def forward(self, x, input_pos, cos, sin, start=None):
@@ -300,13 +299,12 @@ class Decoder(nn.Module):
         return h, tables
 
     def materialize_buffers(self) -> None:
-        """Give buffers created on the meta device (see model/build.py) their values on the CPU: zeros (KV
-        caches) or the module's ``buffer_fill``; the rope frequencies were given and are real already."""
+        """Give buffers created on the meta device (see model/build.py) their values on the CPU: zeros (KV caches,
+        the empty delegate-form buffers); the rope frequencies were given and are real already."""
         for m in self.modules():
             for name, b in list(m.named_buffers(recurse=False)):
                 if b.is_meta:
-                    fill = getattr(m, "buffer_fill", {}).get(name, 0.0)
-                    m.register_buffer(name, torch.full(b.shape, fill, dtype=b.dtype, device="cpu"), persistent=False)
+                    m.register_buffer(name, torch.zeros(b.shape, dtype=b.dtype, device="cpu"), persistent=False)
 
     def use_delegate_forms(self) -> "Decoder":
         """Switch to formulations XNNPACK can delegate (with a dynamic length): RMSNorm's mean as an fp32 linear,
@@ -317,17 +315,14 @@ class Decoder(nn.Module):
         if not all(layer.self_attn.use_custom_ops for layer in self.layers):
             return self
         self.delegate_forms = True
-        rotary = 2 * next(iter(self.rope_inv_freq_tables())).shape[0]
+        rotary = 2 * getattr(self, f"rope_inv_freq_{self.rope_keys[0]}").shape[0]
         for m in self.modules():
             if isinstance(m, RMSNorm):
-                m.mean_by_linear = True
+                dim = m.weight.shape[0]
+                m.mean_weight = torch.full((1, dim), 1.0 / dim)
             if isinstance(m, Attention):
-                m.rope_by_matmul = True
                 m.rope_rotation = rotation_matrix(self.spec.head_dim, rotary)
         return self
-
-    def rope_inv_freq_tables(self):
-        return (getattr(self, f"rope_inv_freq_{k}") for k in self.rope_keys)
 
     def _logits(self, h, full: bool):
         if not full:
