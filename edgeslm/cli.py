@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
-from functools import wraps
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EdgeslmError
+from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
 from edgeslm.quiet import native_output_silenced
 
 
@@ -20,31 +24,91 @@ def _console(stderr: bool = True):
     return Console(stderr=stderr, highlight=False)
 
 
-def handle_errors(fn):
-    """Turn EdgeslmError into one clear line + exit 2; anything unexpected is an internal error (also exit 2)."""
+def _disk_full(e: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``e``, if a full disk is what failed (upstream libraries wrap it)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        if "No space left on device" in str(e):
+            return e if isinstance(e, OSError) else OSError(errno.ENOSPC, str(e))
+        e = e.__cause__ or e.__context__
+    return None
 
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
+
+def _classify(e: BaseException, command: str) -> tuple[str, str, int]:
+    """(problem, fix, exit code) for anything that ends a command other than a normal exit."""
+    if isinstance(e, Interrupted):
+        return (f"interrupted by {signal.Signals(e.signum).name}; nothing was written (an existing bundle is left "
+                "as it was)", "", e.exit_code)
+    if isinstance(e, click.exceptions.Abort):  # click's form of a KeyboardInterrupt outside our handler
+        return "interrupted by SIGINT; nothing was written", "", EXIT_SIGNAL_BASE + signal.SIGINT
+    if isinstance(e, click.ClickException):
+        return e.format_message(), f"see `edgeslm {command} --help`".replace("  ", " "), e.exit_code
+    if isinstance(e, EdgeslmError):
+        return e.problem, e.hint, e.exit_code
+    full = _disk_full(e)
+    if full is not None:
+        where = f" writing {full.filename}" if full.filename else ""
+        return (f"disk full: no space left on device{where}",
+                "free space on that disk, or write elsewhere (-o, --report-dir, TMPDIR)", EXIT_ERROR)
+    if isinstance(e, PermissionError):
+        return (f"permission denied: {e.filename or e}", "choose a folder you can write to (-o, --report-dir)",
+                EXIT_ERROR)
+    return (f"internal error: {type(e).__name__}: {e}",
+            "please report this with the traceback (set EDGESLM_DEBUG=1 to print it)", EXIT_ERROR)
+
+
+@contextmanager
+def _signals_raise():
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, so temp folders are removed on the way out;
+    repeats are ignored while that cleanup runs. The previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum, frame):
+        for s in sigs:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class _Cli(click.Group):
+    """The one place errors become output: one ``error: PROBLEM — fix: HINT`` line on stderr and the exit code
+    (2 for bad input, 130/143 for SIGINT/SIGTERM); with ``--json`` also one JSON object on stdout. A command
+    exits 0/1 itself (``sys.exit``) on success or a failed gate."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            return fn(*args, **kwargs)
-        except EdgeslmError as e:
-            msg = f"error: {e.problem}"
-            if e.hint:
-                msg += f"\n  fix: {e.hint}"
-            click.echo(msg, err=True)
-            sys.exit(e.exit_code)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            with _signals_raise():
+                rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except SystemExit:
             raise
-        except Exception as e:  # an upstream compiler/runtime failed on input we accepted
-            click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
-            click.echo("  fix: please report this with the traceback below (set EDGESLM_DEBUG=1 for more)", err=True)
-            click.echo("".join(traceback.format_exception(e)[-3:]), err=True)
-            sys.exit(EXIT_ERROR)
+        except BaseException as e:  # noqa: BLE001 — every way out gets one line and a defined exit code
+            command = next((a for a in argv if a in self.commands), "")
+            problem, fix, code = _classify(e, command)
+            if os.environ.get("EDGESLM_DEBUG") and not isinstance(e, (EdgeslmError, click.ClickException)):
+                click.echo("".join(traceback.format_exception(e)), err=True)
+            click.echo(f"error: {problem}" + (f" — fix: {fix}" if fix else ""), err=True)
+            if "--json" in argv:
+                click.echo(json.dumps({"error": problem, "fix": fix or None, "exit_code": code}))
+            sys.exit(code)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
-    return wrapper
 
-
-@click.group()
+@click.group(cls=_Cli)
 @click.version_option(package_name="edgeslm")
 def main() -> None:
     """Export small language models to on-device runtimes, with staged parity reports."""
@@ -79,9 +143,9 @@ def main() -> None:
 @click.option("--no-bench", is_flag=True, help="Do not time the artifacts here (latency.json: prediction only).")
 @click.option("--no-memory-check", is_flag=True, help="Go on even when the predicted peak memory exceeds what this "
               "machine has available.")
-@click.option("--force", is_flag=True, help="Replace the output folder(s) if they exist.")
+@click.option("--force", is_flag=True, help="Replace the output folder(s) and --report-dir if they exist; only "
+              "folders edgeslm wrote (bundles, reports) or empty ones are ever replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@handle_errors
 def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
            no_memory_check, force, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
@@ -114,12 +178,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
         results = export_targets(model, list(zip(targets, outs)), recipe=recipes or None, backends=backends or None,
                                  revision=revision, force=force, context_length=context_length,
                                  group_size=group_size, status=status, bench=not no_bench,
-                                 memory_check=not no_memory_check)
-        if report_dir:
-            from edgeslm.reports.write import write_reports
-
-            status(f"writing reports to {report_dir}")
-            written = write_reports([r.out for r in results], report_dir)
+                                 memory_check=not no_memory_check, report_dir=report_dir)
     passed = all(r.passed for r in results)
     if as_json:
         items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,
@@ -129,7 +188,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
         for r in results:
             _print_summary(r)
         if report_dir:
-            _console(stderr=False).print(f"reports: {', '.join(str(w) for w in written)}")
+            _console(stderr=False).print(f"reports: {', '.join(str(w) for w in results[0].reports)}")
     sys.exit(EXIT_OK if passed else EXIT_GATE_FAILED)
 
 
@@ -189,11 +248,10 @@ def _print_summary(res) -> None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--prompt", "-p", required=True)
-@click.option("--max-new-tokens", "-n", default=64, show_default=True)
-@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--max-new-tokens", "-n", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 = greedy.")
 @click.option("--artifact", help="Which artifact to run, by file or package name (default: the first in the "
               "manifest that can run on this machine).")
-@handle_errors
 def run(bundle, prompt, max_new_tokens, temperature, artifact):
     """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
     from edgeslm.backends import get_backend, unavailable_here
@@ -226,7 +284,6 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-@handle_errors
 def inspect(bundle, as_json):
     """Show each artifact's inputs/outputs, opset, ops and weight bytes by dtype, read from the files."""
     from edgeslm.bundle.inspect import inspect_bundle
@@ -262,7 +319,6 @@ def inspect(bundle, as_json):
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@handle_errors
 def verify(bundle):
     """Re-check a bundle: manifest schema, every listed file present with its size and sha256."""
     from edgeslm.bundle.manifest import verify as verify_bundle
@@ -281,12 +337,11 @@ def _rng(band: dict, fmt: str = "{:.1f}") -> str:
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--prompt-len", default=128, show_default=True, help="Prompt tokens prefilled per run.")
-@click.option("--gen-len", default=64, show_default=True, help="Tokens decoded per run.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed runs first.")
-@click.option("--repeats", default=3, show_default=True, help="Timed runs (median, min and max reported).")
+@click.option("--prompt-len", default=128, show_default=True, type=click.IntRange(min=1), help="Prompt tokens prefilled per run.")
+@click.option("--gen-len", default=64, show_default=True, type=click.IntRange(min=1), help="Tokens decoded per run.")
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0), help="Untimed runs first.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs (median, min and max reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-@handle_errors
 def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
     """Time every artifact of BUNDLE in its real runtime here: TTFT, prefill and decode tok/s, peak RSS."""
     from rich.table import Table
@@ -325,10 +380,9 @@ def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--device", "-d", help="Device profile (name or .toml), or `host` for this machine "
               "[default: the bundle's target device].")
-@click.option("--prompt-len", default=512, show_default=True)
-@click.option("--gen-len", default=128, show_default=True)
+@click.option("--prompt-len", default=512, show_default=True, type=click.IntRange(min=1))
+@click.option("--gen-len", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-@handle_errors
 def predict(bundle, device, prompt_len, gen_len, as_json):
     """Predict TTFT, prefill/decode speed and memory of every artifact of BUNDLE on a device, from the artifacts'
     own bytes and FLOPs (performance model calibrated on published figures: docs/latency.md)."""
@@ -378,7 +432,6 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write the HTML report here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), help="Write the Markdown summary here.")
-@handle_errors
 def report(reports, html_path, junit_path, md_path):
     """Render REPORTS (a --report-dir folder, a bundle, or a folder of bundles) as HTML, JUnit XML and Markdown
     [default: index.html, junit.xml, summary.md inside REPORTS]."""
@@ -397,13 +450,12 @@ def report(reports, html_path, junit_path, md_path):
               "fail on regressions beyond tolerance.")
 @click.option("--gates", "gate_file", type=click.Path(path_type=Path), help="TOML file with [gates.*] tables "
               "(as in target files) to judge parity metrics by, on top of the targets' own gates.")
-@click.option("--top1-drop", default=0.02, show_default=True, help="Tolerated absolute drop in top-1 agreement.")
-@click.option("--kl-rise", default=0.25, show_default=True, help="Tolerated relative rise in mean KL.")
-@click.option("--greedy-drop", default=0.10, show_default=True, help="Tolerated absolute drop in greedy agreement.")
-@click.option("--decode-drop", default=0.05, show_default=True,
+@click.option("--top1-drop", default=0.02, show_default=True, type=click.FloatRange(0, 1), help="Tolerated absolute drop in top-1 agreement.")
+@click.option("--kl-rise", default=0.25, show_default=True, type=click.FloatRange(min=0), help="Tolerated relative rise in mean KL.")
+@click.option("--greedy-drop", default=0.10, show_default=True, type=click.FloatRange(0, 1), help="Tolerated absolute drop in greedy agreement.")
+@click.option("--decode-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="Tolerated relative drop in predicted decode tok/s (measured: 0.30, timings are noisy).")
 @click.option("--json", "as_json", is_flag=True, help="Print the failures and regressions as JSON on stdout.")
-@handle_errors
 def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_drop, as_json):
     """Exit 0 if REPORTS may ship, 1 if a check failed or (with --baseline) something regressed; a table says
     what and by how much. REPORTS is a --report-dir folder, a bundle, or a folder of bundles."""

@@ -1,6 +1,7 @@
 """Errors users see, each with an exit code and a hint that names the fix.
 
-Exit codes: 0 ok, 1 a gate failed (artifacts written, marked failed), 2 usage / input / internal error.
+Exit codes: 0 ok, 1 a gate failed (artifacts written, marked failed), 2 usage / input / internal error,
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (how CI cancels a job): 128 + the signal, as shells report it.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_ERROR = 2
+EXIT_SIGNAL_BASE = 128
 
 
 class EdgeslmError(Exception):
@@ -30,3 +32,15 @@ class InputError(EdgeslmError):
 
 class InternalError(EdgeslmError):
     """An upstream compiler or runtime failed on input we accepted."""
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when SIGINT or SIGTERM arrives, so every ``finally`` and temp-folder cleanup on
+    the way out runs; a BaseException so that no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = EXIT_SIGNAL_BASE + signum

@@ -24,7 +24,7 @@ from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
 from edgeslm.latency.report import latency_for_export, write_latency
 from edgeslm.latency.rss import PeakRss
-from edgeslm.model.build import build_decoder
+from edgeslm.model.build import build_decoder, meta_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES, Checkpoint, load_checkpoint
 from edgeslm.model.families import family_for
 from edgeslm.model.source import resolve
@@ -32,9 +32,10 @@ from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe
+from edgeslm.quant.recipes import plan as plan_recipe
 from edgeslm.records import Artifact
 from edgeslm.records import Status as Verdict
-from edgeslm.target import Target, check_gate_coverage, load_target
+from edgeslm.target import Target, check_gate_coverage, check_target_device, load_target
 
 Status = Callable[[str], None]
 
@@ -49,6 +50,7 @@ class ExportResult:
     latency: dict | None = None
     forecast: dict | None = None  # predicted peak memory and time (edgeslm/preflight.py), to set beside timings
     memory: dict | None = None  # this export's measured peak RSS (the process's own, from when export began)
+    reports: list[Path] = field(default_factory=list)  # the run's release reports (``report_dir``), if asked
 
 
 def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
@@ -275,34 +277,84 @@ def export_targets(
     status: Status = lambda msg: None,
     bench: bool = True,
     memory_check: bool = True,
+    report_dir: Path | None = None,
 ) -> list[ExportResult]:
     """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
     the fp32 decoder's observations are done once and shared; every target is then built, checked and written
-    on its own (each bundle atomically)."""
+    on its own (each bundle atomically). ``report_dir``: also write the release reports of all targets there
+    (summary.json, junit.xml, summary.md, index.html; atomically, replaced only with ``force``)."""
     tgts = [(t if isinstance(t, Target) else load_target(t), out) for t, out in targets]
-    plans = [_plan(t, backends, recipe, group_size, status) for t, _ in tgts]
-    for (t, _), plan in zip(tgts, plans):
-        check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
-    for _, out in tgts:
-        check_output(out, force)  # fail before the heavy work, not after it
+    extra = ((report_dir, "--report-dir folder"),) if report_dir is not None else ()
+    plans = check_request(tgts, backends, recipe, group_size, context_length, force, status, extra)
     probe = PeakRss()
     probe.start()
     loaded = load(model, revision, status)
-    fc = _preflight(loaded[1], plans, memory_check, status)
     ctx_info = context_lengths(loaded[1], [t for t, _ in tgts], context_length, status)
     ctxs = [c for c, _ in ctx_info]
+    check_model_fits(loaded[1], [t for t, _ in tgts], plans, ctxs, group_size, prompts)
+    fc = _preflight(loaded[1], plans, memory_check, status)
     ref = prepare(model, revision, prompts, max(ctxs), status, loaded, min(ctxs))
-    longest = max(map(len, ref.prompt_ids)) + GREEDY_TOKENS
-    if longest > min(ctxs):
-        raise InputError(f"parity needs {longest} positions but the context length is {min(ctxs)}",
-                         f"pass --context-length {longest} or more")
     results = [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
                for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
     peak = probe.stop()
+    written = []
+    if report_dir is not None:
+        from edgeslm.reports.write import write_reports
+
+        status(f"writing reports to {report_dir}")
+        written = write_reports([r.out for r in results], report_dir, force)
     for r in results:
         r.forecast = fc.to_json()
         r.memory = {"peak_rss_mib": round(peak["peak_mib"]), "method": peak["method"]}
+        r.reports = written
     return results
+
+
+def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, group_size: int | None,
+                  context_length: int | None, force: bool, status: Status = lambda msg: None,
+                  extra_outputs: tuple[tuple[Path, str], ...] = ()) -> list[list[tuple[str, str]]]:
+    """Everything about a request that can be checked before the checkpoint is read, each refusal one
+    InputError: sizes, each target's plan, gates and device, and the output folders (writable, replaceable,
+    not colliding). ``extra_outputs``: other folders the run will write, as (path, what). Returns the plans."""
+    if context_length is not None and (isinstance(context_length, bool) or context_length < 1):
+        raise InputError(f"--context-length must be a positive number of positions, not {context_length}",
+                         "pass e.g. --context-length 512, or leave it out for the target's")
+    if group_size is not None and (isinstance(group_size, bool) or group_size < 16
+                                   or group_size & (group_size - 1)):
+        raise InputError(f"--group-size must be a power of two of at least 16, not {group_size}",
+                         "pass 32, 64 or 128 (4-bit kernels take power-of-two blocks), or leave it out")
+    plans = [_plan(t, backends, recipe, group_size, status) for t, _ in tgts]
+    for (t, _), plan in zip(tgts, plans):
+        check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
+        check_target_device(t)
+    seen: dict[Path, str] = {}
+    outputs = [(out, f"bundle folder for target {t.name}") for t, out in tgts] + list(extra_outputs)
+    for out, what in outputs:
+        key = out.expanduser().resolve()
+        if key in seen:
+            raise InputError(f"the {what} and the {seen[key]} are the same folder, {out}",
+                             "give the targets different names (target files are named by their file's stem), "
+                             "or export them in separate runs")
+        seen[key] = what
+        check_output(out, force, what)  # fail before the heavy work, not after it
+    return plans
+
+
+def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int], group_size: int | None,
+                     prompts: list[str] | None = None) -> None:
+    """Checks that need the model's config and tokenizer but no weights: the weights' shapes match the config,
+    every context length holds the parity prompts plus their greedy tokens, and every recipe's groups divide
+    the layers it quantizes."""
+    ckpt.check_shapes()
+    prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts or default_prompts()]
+    longest = max(map(len, prompt_ids)) + GREEDY_TOKENS
+    if longest > min(ctxs):
+        raise InputError(f"parity needs {longest} positions (the longest prompt plus {GREEDY_TOKENS} greedy tokens) "
+                         f"but the context length is {min(ctxs)}", f"pass --context-length {longest} or more")
+    meta = meta_decoder(ckpt, min(ctxs))
+    for tgt, plan in zip(tgts, plans):
+        for _, recipe_name in plan:
+            plan_recipe(meta, get_recipe(recipe_name, tgt.group_size if group_size is None else group_size))
 
 
 def _preflight(ckpt: Checkpoint, plans, memory_check: bool, status: Status) -> preflight.Forecast:
@@ -335,13 +387,13 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                       tgt.thresholds("", "reauthoring"))]
 
     job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, ref.heldout_ids,
-                    group_size or tgt.group_size, status, checks, timings)
+                    tgt.group_size if group_size is None else group_size, status, checks, timings)
     artifacts: list[Artifact] = []
     new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
         tokenizer_files = _write_tokenizer(ckpt, tmp)
         for backend_name, recipe_name in plan:
-            key = _artifact_key(tgt, backend_name, recipe_name, ctx, group_size or tgt.group_size)
+            key = _artifact_key(tgt, backend_name, recipe_name, ctx, tgt.group_size if group_size is None else group_size)
             if key in ref.built:
                 status(f"{backend_name}: reusing {recipe_name} built for target {ref.built[key]['target']}")
                 artifacts.append(job.adopt(ref.built[key], tmp))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
@@ -155,3 +157,95 @@ def test_recipe_the_backend_lacks(tiny_dir, tmp_path):
                   "-o", str(tmp_path / "o"))
     assert_error(res, "recipe '8da4w' is not available for the coreml backend", "fp16, int8, int4, palettize4")
     assert not (tmp_path / "o").exists()
+
+
+# Accepted bad input: refused with one line before the heavy work (no "running the transformers reference").
+
+def refused_early(res, *needles):
+    assert_error(res, *needles)
+    assert "running the transformers reference" not in res.stderr, res.stderr
+
+
+def test_context_length_zero_or_negative_is_refused(tiny_dir, tmp_path):
+    for value in ("0", "-5"):
+        res = run_cli("export", str(tiny_dir("llama")), "--context-length", value, "-o", str(tmp_path / "o"))
+        refused_early(res, f"--context-length must be a positive number of positions, not {value}")
+
+
+def test_context_too_short_for_parity_is_refused_before_the_reference(tiny_dir, tmp_path):
+    res = run_cli("export", str(tiny_dir("llama")), "--context-length", "10", "-o", str(tmp_path / "o"))
+    refused_early(res, "parity needs", "but the context length is 10", "fix: pass --context-length")
+
+
+@pytest.mark.parametrize("value,needle", [("0", "not 0"), ("-32", "not -32"), ("24", "not 24"),
+                                          ("256", "not a multiple of group size 256")])
+def test_bad_group_size_is_refused(tiny_dir, tmp_path, value, needle):
+    res = run_cli("export", str(tiny_dir("llama")), "--group-size", value, "-o", str(tmp_path / "o"))
+    refused_early(res, needle)
+
+
+def test_unknown_device_in_target_file_is_refused_first(tiny_dir, tmp_path):
+    from edgeslm.target import builtin_targets
+
+    text = builtin_targets()["android"].read_text()
+    t = tmp_path / "mine.toml"
+    t.write_text(re.sub(r'(?m)^device = .*$', 'device = "pixel-99"', text))
+    res = run_cli("export", str(tiny_dir("llama")), "--target", str(t), "-o", str(tmp_path / "o"))
+    assert_error(res, "pixel-99")
+    assert "resolving model" not in res.stderr
+
+
+def test_weights_of_the_wrong_shape(copy_model, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    d = copy_model()
+    w = load_file(d / "model.safetensors")
+    name = next(k for k in w if k.endswith("mlp.up_proj.weight"))
+    w[name] = w[name].reshape(w[name].shape[1], w[name].shape[0]).contiguous()  # same bytes, wrong shape
+    save_file(w, d / "model.safetensors", metadata={"format": "pt"})
+    res = run_cli("export", str(d), "-o", str(tmp_path / "o"))
+    refused_early(res, name, "config.json implies", "different models")
+
+
+@pytest.mark.parametrize("header", [b"[]", b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}',
+                                    b'{"a": {"dtype": "F32", "shape": "big", "data_offsets": [0, 8]}}'])
+def test_malformed_safetensors_header(copy_model, tmp_path, header):
+    import struct
+
+    d = copy_model()
+    body = b"\0" * 8
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + body[:8 if b"[0, 8]" in header
+                                                                                        else 4])
+    res = run_cli("export", str(d), "-o", str(tmp_path / "o"))
+    assert_error(res, "model.safetensors is corrupt or truncated")
+
+
+def test_generation_config_that_is_not_json(copy_model, tmp_path):
+    d = copy_model()
+    (d / "generation_config.json").write_text("{temperature: 0.7,")
+    res = run_cli("export", str(d), "-o", str(tmp_path / "o"))
+    assert_error(res, "generation_config.json is not valid JSON", "delete it")
+    (d / "generation_config.json").write_text("[1, 2]")
+    res = run_cli("export", str(d), "-o", str(tmp_path / "o"))
+    assert_error(res, "generation_config.json holds a JSON list")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["predict", "B", "--prompt-len", "-5", "--gen-len", "0"], "'--prompt-len': -5"),
+    (["predict", "B", "--prompt-len", "-500"], "'--prompt-len': -500"),
+    (["bench", "B", "--repeats", "0"], "'--repeats': 0"),
+    (["run", "B", "-p", "hi", "-n", "0"], "'--max-new-tokens' / '-n': 0"),
+    (["gate", "B", "--top1-drop", "-1"], "'--top1-drop'"),
+])
+def test_bad_numbers_in_options_are_usage_errors(args, needle):
+    assert_error(run_cli(*args), needle, "fix: see `edgeslm")
+
+
+def test_json_error_object_on_stdout(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    res = run_cli("export", "nobody/no-such-model", "-o", str(tmp_path / "o"), "--json")
+    assert_error(res, "nobody/no-such-model")
+    doc = json.loads(res.stdout)  # exactly one JSON object: nothing else on stdout
+    assert doc["exit_code"] == 2 and "nobody/no-such-model" in doc["error"] and doc["fix"]
+    res = run_cli("predict", "B", "--prompt-len", "-5", "--json")
+    assert json.loads(res.stdout)["error"].startswith("Invalid value for '--prompt-len'")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,28 +26,82 @@ def file_entry(folder: Path, name: str) -> dict:
     return {"file": name, "bytes": p.stat().st_size, "sha256": sha256(p)}
 
 
-def check_output(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise InputError(f"output {out} already exists", "pass --force to replace it, or choose another -o folder")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder", "choose another -o path")
+def _kind(folder: Path) -> str | None:
+    """What edgeslm wrote ``folder`` as: "edgeslm-bundle" (manifest.json) or "edgeslm-report" (summary.json)."""
+    for name in ("manifest.json", "summary.json"):
+        try:
+            kind = json.loads((folder / name).read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if kind in ("edgeslm-bundle", "edgeslm-report"):
+            return kind
+    return None
+
+
+def replaceable(folder: Path) -> bool:
+    """``--force`` may replace only what edgeslm wrote (a bundle or a reports folder) or an empty folder:
+    never a user's own files."""
+    return _kind(folder) is not None or not any(folder.iterdir())
+
+
+def check_output(out: Path, force: bool, what: str = "output") -> None:
+    """Refuse, before any work, an output path that cannot or must not be written: the current folder or one
+    of its parents, an existing path without ``force``, with ``force`` anything edgeslm did not write, a path
+    under a file, or a folder this user cannot write to."""
+    resolved = out.expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
+        raise InputError(f"{what} {out} is the current folder, your home folder or one of their parents",
+                         "name a new folder for it, e.g. -o out/NAME")
+    if out.exists() or out.is_symlink():
+        if out.is_symlink() or not out.is_dir():
+            raise InputError(f"{what} {out} exists and is not a folder", "choose another path")
+        if not force:
+            raise InputError(f"{what} {out} already exists", "pass --force to replace it, or choose another path")
+        if not replaceable(out):
+            raise InputError(f"{what} {out} exists and was not written by edgeslm (no bundle manifest.json or "
+                             "report summary.json in it); --force replaces only edgeslm's own folders",
+                             "choose another path, or move that folder away yourself")
+    parent = resolved.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {out} lies under {parent}, which is a file", "choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {what} {out}: {parent} is not writable by you", "choose another path")
+
+
+def _publishable(folder: Path) -> None:
+    """Make everything readable by other users (apps run as another user after ``adb push``; mkdtemp makes
+    0700 and some writers 0600), as the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [folder, *folder.rglob("*")]:
+        if p.is_symlink():
+            continue
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
 @contextmanager
 def atomic_folder(out: Path, force: bool):
-    """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename, on error it vanishes."""
+    """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename, on any error or
+    interrupt it vanishes and ``out`` is as it was."""
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = None
     try:
         yield tmp
+        _publishable(tmp)
+        if out.exists():
+            check_output(out, force)  # it may have appeared while we worked
+            old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('.', 1)[-1]}")
+            out.rename(old)
+        tmp.rename(out)
     except BaseException:
+        if old is not None and not out.exists():
+            old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('.', 1)[-1]}")
-        out.rename(old)
-    tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -11,6 +11,15 @@ from edgeslm.model.families import family_for, rope_tables
 from edgeslm.quant.recipes import Recipe, plan, quantize_module
 
 
+def meta_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False) -> Decoder:
+    """The decoder's modules on the meta device: shapes and types without memory (what a recipe's plan needs to
+    be checked before any weight is read)."""
+    spec = family_for(ckpt.config).spec(ckpt.config, max_seq_len, ckpt.weights)
+    rope = rope_tables(ckpt.config, max_seq_len)
+    with torch.device("meta"):  # no memory, no random init: every parameter is assigned from the checkpoint
+        return Decoder(spec, rope, use_custom_ops=use_custom_ops)
+
+
 def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True,
                   recipe: Recipe | None = None) -> Decoder:
     """The decoder with the checkpoint's weights in fp32, read one tensor at a time. ``untie`` gives lm_head its
@@ -27,12 +36,10 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
             f"pass --context-length {limit} or less",
         )
     weights = ckpt.weights
-    spec = family.spec(config, max_seq_len, weights)
+    model = meta_decoder(ckpt, max_seq_len, use_custom_ops)
+    spec = model.spec
     tied = bool(getattr(config, "tie_word_embeddings", False))
     loaders = family.map_weights(weights, spec, tied)
-    rope = rope_tables(config, max_seq_len)
-    with torch.device("meta"):  # no memory, no random init: every parameter is assigned from the checkpoint
-        model = Decoder(spec, rope, use_custom_ops=use_custom_ops)
     expected = dict(model.named_parameters())
     missing, unexpected = sorted(set(expected) - set(loaders)), sorted(set(loaders) - set(expected))
     if missing or unexpected:

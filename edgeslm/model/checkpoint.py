@@ -59,6 +59,22 @@ class Checkpoint:
     def checkpoint_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.weight_files)
 
+    def check_shapes(self) -> None:
+        """Every checkpoint tensor the transformers model has must have that parameter's shape (from the
+        safetensors headers and a meta-device model: no weight is read), else config.json and the weights
+        disagree, which would otherwise surface as a crash deep inside a run."""
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(self.config, dtype=torch.float32)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        for key in self.weights:
+            if key in params and tuple(self.weights.shape(key)) != tuple(params[key].shape):
+                raise InputError(
+                    f"weights file {self.weights.file(key).name}: tensor {key} has shape "
+                    f"{tuple(self.weights.shape(key))} but config.json implies {tuple(params[key].shape)}",
+                    "the weights and config.json come from different models: re-save the model")
+
     def reference_model(self):
         """The original transformers model in fp32 (the parity reference), filled one tensor at a time.
 
@@ -142,6 +158,12 @@ class LazyWeights(Mapping):
                 raise _corrupt(f, f"tensor {name} is cut short")
         return buf.view(dtype).reshape(info["shape"]) if end > begin else torch.empty(info["shape"], dtype=dtype)
 
+    def shape(self, name: str) -> list[int]:
+        return list(self._where[name][2]["shape"])
+
+    def file(self, name: str) -> Path:
+        return self._where[name][0]
+
     def numel(self, name: str) -> int:
         n = 1
         for d in self._where[name][2]["shape"]:
@@ -163,7 +185,29 @@ def _read_header(f: Path) -> tuple[dict, int]:
         (n,) = struct.unpack("<Q", fh.read(8))
         if n > f.stat().st_size - 8:
             raise ValueError("header longer than file")
-        return json.loads(fh.read(n)), 8 + n
+        header = json.loads(fh.read(n))
+    if not isinstance(header, dict):
+        raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if isinstance(info, dict) and isinstance(info.get("dtype"), str) and info["dtype"] not in _DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {info['dtype']}, which edgeslm cannot read "
+                             f"(it reads {', '.join(_DTYPES)})")
+        try:
+            shape, (begin, end), dtype = info["shape"], info["data_offsets"], _DTYPES[info["dtype"]]
+            if not (all(isinstance(d, int) and d >= 0 for d in shape) and isinstance(begin, int)
+                    and isinstance(end, int) and 0 <= begin <= end):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} has a malformed entry {str(info)[:80]}") from None
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - begin != numel * dtype.itemsize:
+            raise ValueError(f"tensor {name!r}: shape {shape} of {info['dtype']} needs {numel * dtype.itemsize} "
+                             f"bytes, its offsets span {end - begin}")
+    return header, 8 + n
 
 
 def _check_safetensors_headers(files: list[Path]) -> None:
@@ -213,6 +257,20 @@ def _special_tokens(config, tokenizer, generation: dict) -> SpecialTokens:
     return SpecialTokens(bos_id, eos_ids, pad, tokenizer.bos_token, tokenizer.eos_token)
 
 
+def _generation_config(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path} is not valid JSON ({e})", "fix it or delete it (it only holds generation "
+                         "defaults)") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds a JSON {type(data).__name__}, not an object of generation defaults",
+                         "fix it or delete it")
+    return data
+
+
 def load_checkpoint(source: ModelSource) -> Checkpoint:
     """Check a model folder and read everything but the weights (read lazily)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -241,8 +299,7 @@ def load_checkpoint(source: ModelSource) -> Checkpoint:
     if not getattr(tokenizer, "is_fast", False):
         raise InputError("the tokenizer has no fast (tokenizer.json) form", "save it with a fast tokenizer")
 
-    gen_path = folder / "generation_config.json"
-    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    generation = _generation_config(folder / "generation_config.json")
     special = _special_tokens(config, tokenizer, generation)
     return Checkpoint(
         source=source,

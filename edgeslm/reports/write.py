@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edgeslm.bundle.files import atomic_folder
 from edgeslm.reports.collect import REPORT_FILES, load_target, summarize
 from edgeslm.reports.html import to_html
 from edgeslm.reports.junit import to_junit
@@ -23,17 +24,18 @@ def render(report: dict, folder: Path, html: Path | None = None, junit: Path | N
     return [p for p, _ in outputs]
 
 
-def write_reports(bundles: list[Path], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    targets = []
-    for b in bundles:
-        t = load_target(b)
-        dst = folder / t["target"]
-        dst.mkdir(exist_ok=True)
-        for name in REPORT_FILES:
-            if (b / name).is_file():
-                shutil.copyfile(b / name, dst / name)
-        targets.append(t)
+def write_reports(bundles: list[Path], folder: Path, force: bool = False) -> list[Path]:
+    """The reports folder, written beside ``folder`` and renamed into place (``force`` replaces an earlier
+    reports folder, never anything else)."""
+    targets = [load_target(b) for b in bundles]
     report = summarize(targets)
-    (folder / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
-    return [folder / "summary.json", *render(report, folder)]
+    with atomic_folder(folder, force) as tmp:
+        for b, t in zip(bundles, targets):
+            dst = tmp / t["target"]
+            dst.mkdir(exist_ok=True)
+            for name in REPORT_FILES:
+                if (b / name).is_file():
+                    shutil.copyfile(b / name, dst / name)
+        (tmp / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+        render(report, tmp)
+    return [folder / n for n in ("summary.json", "index.html", "junit.xml", "summary.md")]
