@@ -51,9 +51,10 @@ def _classify(e: BaseException, command: str) -> tuple[str, str, int]:
         where = f" writing {full.filename}" if full.filename else ""
         return (f"disk full: no space left on device{where}",
                 "free space on that disk, or write elsewhere (-o, --report-dir, TMPDIR)", EXIT_ERROR)
-    if isinstance(e, PermissionError):
-        return (f"permission denied: {e.filename or e}", "choose a folder you can write to (-o, --report-dir)",
-                EXIT_ERROR)
+    if isinstance(e, OSError) and e.filename:  # the machine refused a path: almost always the path given
+        return (f"cannot use {e.filename}: {e.strerror or e}",
+                "check the path and its permissions; if it is not a path you gave, please report this "
+                "(EDGESLM_DEBUG=1 prints the traceback)", EXIT_ERROR)
     return (f"internal error: {type(e).__name__}: {e}",
             "please report this with the traceback (set EDGESLM_DEBUG=1 to print it)", EXIT_ERROR)
 

@@ -105,6 +105,9 @@ def _split_recipes(recipe: Recipes) -> tuple[list[str], dict[str, str]]:
     per: dict[str, str] = {}
     for item in [recipe] if isinstance(recipe, str) else recipe:
         backend, eq, name = item.rpartition("=")
+        if not name.strip() or (eq and not backend.strip()):
+            raise InputError(f"--recipe {item!r} names no {'recipe' if not name.strip() else 'backend'}",
+                             f"write --recipe RECIPE or --recipe BACKEND=RECIPE (backends: {', '.join(BACKEND_NAMES)})")
         if not eq:
             bare.append(canonical(name))
         elif per.get(backend, canonical(name)) != canonical(name):
@@ -328,13 +331,16 @@ def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, gr
         check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
         check_target_device(t)
     seen: dict[Path, str] = {}
-    outputs = [(out, f"bundle folder for target {t.name}") for t, out in tgts] + list(extra_outputs)
-    for out, what in outputs:
+    outputs = [(out, "output" if len(tgts) == 1 else f"target {t.name}'s output") for t, out in tgts]
+    for out, what in outputs + list(extra_outputs):
         key = out.expanduser().resolve()
-        if key in seen:
-            raise InputError(f"the {what} and the {seen[key]} are the same folder, {out}",
-                             "give the targets different names (target files are named by their file's stem), "
-                             "or export them in separate runs")
+        for other, other_what in seen.items():
+            if key == other or other in key.parents or key in other.parents:
+                raise InputError(
+                    f"{other_what} and {what} {'are the same folder' if key == other else 'overlap'} ({out})",
+                    "choose another --report-dir" if (out, what) in extra_outputs else
+                    "give the targets different names (target files are named by their file's stem), or export "
+                    "them in separate runs")
         seen[key] = what
         check_output(out, force, what)  # fail before the heavy work, not after it
     return plans

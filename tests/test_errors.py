@@ -249,3 +249,19 @@ def test_json_error_object_on_stdout(tmp_path, monkeypatch):
     assert doc["exit_code"] == 2 and "nobody/no-such-model" in doc["error"] and doc["fix"]
     res = run_cli("predict", "B", "--prompt-len", "-5", "--json")
     assert json.loads(res.stdout)["error"].startswith("Invalid value for '--prompt-len'")
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["-o", "/proc/edgeslm-out"], "cannot write output /proc/edgeslm-out: /proc is not writable"),
+    (["--recipe", "=int4"], "--recipe '=int4' names no backend"),
+    (["--recipe", "onnx="], "--recipe 'onnx=' names no recipe"),
+    (["--revision", "main"], "--revision main applies to Hub ids, but"),
+    (["--report-dir", "{out}/reports"], "output and --report-dir folder overlap"),
+])
+def test_requests_that_cannot_work_are_refused_first(tiny_dir, tmp_path, extra, needle):
+    out = str(tmp_path / "o")
+    args = ["export", str(tiny_dir("llama")), *[a.format(out=out) for a in extra]]
+    res = run_cli(*args, *([] if "-o" in extra else ["-o", out]))
+    refused_early(res, needle)
+    assert not (tmp_path / "o").exists()
+

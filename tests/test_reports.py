@@ -203,3 +203,12 @@ def test_html_report_renders_in_headless_chromium(exported, tmp_path):
     subprocess.run(cmd + ["--window-size=1280,1600", f"--screenshot={shot}", html.as_uri()], capture_output=True,
                    timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_unwritable_report_path_is_one_error_line(exported):
+    root, _ = exported
+    res = CliRunner().invoke(main, ["report", str(root / "reports"), "--html", "/proc/edgeslm/index.html"])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot use /proc/edgeslm" in errors[0], res.stderr
+    assert "internal error" not in res.output and "Traceback" not in res.output

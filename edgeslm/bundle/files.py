@@ -67,8 +67,11 @@ def check_output(out: Path, force: bool, what: str = "output") -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(f"{what} {out} lies under {parent}, which is a file", "choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {what} {out}: {parent} is not writable by you", "choose another path")
+    try:  # permissions, read-only and special file systems: only trying tells
+        Path(tempfile.mkdtemp(prefix=".edgeslm-probe.", dir=parent)).rmdir()
+    except OSError as e:
+        raise InputError(f"cannot write {what} {out}: {parent} is not writable ({e.strerror})",
+                         "choose another path") from None
 
 
 def _publishable(folder: Path) -> None:

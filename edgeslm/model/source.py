@@ -33,9 +33,13 @@ def _hub_offline() -> bool:
 
 def resolve(model: str, revision: str | None = None) -> ModelSource:
     """Map a model argument to local files, or raise one InputError naming the fix."""
+    local = Path(model).expanduser()
+    if revision is not None and (model == DEMO_NAME or local.exists()):
+        raise InputError(f"--revision {revision} applies to Hub ids, but {model} is "
+                         f"{'the built-in demo' if model == DEMO_NAME else 'a local folder'}",
+                         "leave --revision out, or pass the Hub id (org/name) to resolve it from the HF cache")
     if model == DEMO_NAME:
         return ModelSource(DEMO_DIR, "edgeslm/demo", "demo")
-    local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir() or not (local / "config.json").is_file():
             raise InputError(
