@@ -265,3 +265,23 @@ def test_requests_that_cannot_work_are_refused_first(tiny_dir, tmp_path, extra, 
     refused_early(res, needle)
     assert not (tmp_path / "o").exists()
 
+
+
+def test_config_transformers_rejects_is_one_line(copy_model, tmp_path):
+    d = copy_model()
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["num_attention_heads"] = 5  # 64 is not a multiple of 5
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert_error(run_cli("export", str(d), "-o", str(tmp_path / "o")), "cannot read", "config.json",
+                 "not a multiple of the number of attention heads")
+
+
+def test_tokenizer_larger_than_the_embedding(copy_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    d = copy_model()
+    tok = AutoTokenizer.from_pretrained(d)
+    tok.add_tokens([f"added{i}" for i in range(40)])
+    tok.save_pretrained(d)
+    assert_error(run_cli("export", str(d), "-o", str(tmp_path / "o")), f"has {len(tok)} tokens",
+                 "vocab_size is 512", "resize_token_embeddings")
