@@ -249,3 +249,15 @@ def test_bench_peak_rss_matches_the_bare_runtime(demo_bundle):
         bare = ref["rss_above_baseline_mib"]
         for got in (b["peak_rss_mib"], exported["peak_rss_mib"]):
             assert abs(got - bare) <= max(0.1 * bare, 3.0), (b["artifact"], got, ref)
+
+
+def test_every_file_is_readable_by_other_users(demo_bundle):
+    """Apps read the bundle as another user after `adb push`: no 0600 .onnx.data, no 0700 folders."""
+    import stat
+
+    out, _ = demo_bundle
+    paths = [out, *out.rglob("*")]
+    assert any(p.name.endswith(".onnx.data") for p in paths)
+    closed = [str(p) for p in paths if not p.stat().st_mode & stat.S_IROTH
+              or (p.is_dir() and not p.stat().st_mode & stat.S_IXOTH)]
+    assert not closed

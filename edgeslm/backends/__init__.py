@@ -3,12 +3,19 @@
 A backend module has ``RECIPES`` (names it supports), ``RUNTIME`` (what runs the artifact here),
 ``export(job, recipe, tmp) -> manifest entry`` and ``generate(bundle, entry, prompt, ...)``. Adding a backend
 means one module and one line here; the pipeline never branches on backend names.
+
+:func:`get_backend` hands out the module behind a thin :class:`Backend` wrapper whose ``generate`` first checks
+the artifact's files against the manifest (:func:`edgeslm.bundle.integrity.check_artifact`): one check for
+every backend, so no runtime ever loads bytes the manifest does not vouch for.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
+
+from edgeslm.errors import InputError
 
 _MODULES = {
     "executorch": "edgeslm.backends.executorch.backend",
@@ -18,8 +25,37 @@ _MODULES = {
 BACKEND_NAMES = tuple(_MODULES)
 
 
-def get_backend(name: str) -> ModuleType:
-    return importlib.import_module(_MODULES[name])
+class Backend:
+    """A backend module (every attribute is the module's), with ``generate`` going through the integrity check."""
+
+    def __init__(self, module: ModuleType):
+        self.module = module
+
+    def __getattr__(self, name: str):
+        if name == "module":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
+
+    @property
+    def __name__(self) -> str:  # the module's (the timing worker imports its sibling runtime module by it)
+        return self.module.__name__
+
+    def generate(self, bundle: Path, artifact: dict, *args, **kwargs):
+        """The module's ``generate``, after checking every file of ``artifact`` (and the tokenizer) against the
+        manifest. A runtime that cannot run here says so itself, without hashing first."""
+        check = getattr(self.module, "unavailable_here", None)
+        if not (check and check()):
+            from edgeslm.bundle.integrity import check_artifact
+
+            check_artifact(Path(bundle), artifact)
+        return self.module.generate(bundle, artifact, *args, **kwargs)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _MODULES:
+        raise InputError(f"unknown backend {name!r}", f"this edgeslm knows {', '.join(BACKEND_NAMES)}; a bundle "
+                         "written by a newer edgeslm may need an upgrade (pip install -U edgeslm)")
+    return Backend(importlib.import_module(_MODULES[name]))
 
 
 def unavailable_here(name: str) -> str | None:

@@ -75,14 +75,11 @@ def check_output(out: Path, force: bool, what: str = "output") -> None:
 
 
 def _publishable(folder: Path) -> None:
-    """Make everything readable by other users (apps run as another user after ``adb push``; mkdtemp makes
-    0700 and some writers 0600), as the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """Files 0644, folders 0755 whatever the umask: a bundle is made to be copied and read by another user (an
+    app after ``adb push``); mkdtemp makes 0700 and some writers 0600, and ``verify`` checks it."""
     for p in [folder, *folder.rglob("*")]:
-        if p.is_symlink():
-            continue
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 @contextmanager

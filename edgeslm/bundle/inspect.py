@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeslm.bundle.manifest import read_manifest
+from edgeslm.errors import InputError
 from edgeslm.records import artifact_name, artifact_size
 
 
@@ -77,6 +78,23 @@ def _mlpackage(path: Path) -> dict:
 
 
 READERS = {"onnx": _onnx, "executorch": _pte, "coreml": _mlpackage}
+WHAT = {"onnx": "an ONNX model", "executorch": "an ExecuTorch program", "coreml": "a Core ML package"}
+
+
+def _read(bundle: Path, backend: str, path: str) -> dict:
+    """One artifact read by its backend's reader; any failure of the reader (garbage bytes, a truncated file,
+    a reader library's own error) is the file's problem, said in one line."""
+    if backend not in READERS:
+        raise InputError(f"{bundle / path}: unknown backend {backend!r} in the manifest",
+                         f"this edgeslm reads {', '.join(READERS)}; upgrade edgeslm if a newer one wrote the bundle")
+    try:
+        return READERS[backend](bundle / path)
+    except Exception as e:  # noqa: BLE001 — readers raise anything (DecodeError, RuntimeError, ValueError...)
+        detail = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if len(detail) > 200:
+            detail = detail[:200] + "…"
+        raise InputError(f"{bundle / path} cannot be read as {WHAT[backend]} ({detail})",
+                         f"run `edgeslm verify {bundle}`; re-export the bundle") from None
 
 
 def inspect_bundle(bundle: Path) -> list[dict]:
@@ -86,5 +104,5 @@ def inspect_bundle(bundle: Path) -> list[dict]:
         total = artifact_size(a)
         path = artifact_name(a)  # a Core ML package is a folder
         out.append({"file": path, "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
-                    "parity": a["parity"], **READERS[a["backend"]](bundle / path)})
+                    "parity": a["parity"], **_read(bundle, a["backend"], path)})
     return out
