@@ -193,3 +193,59 @@ def test_disk_full_wrapped_by_a_library_is_still_named(tiny_dir, tmp_path, monke
     one_error(res, "disk full")
     assert json.loads(res.stdout.strip().splitlines()[-1])["error"].startswith("disk full")
     assert leftovers(tmp_path) == [] and not (tmp_path / "b").exists()
+
+
+# Any manifest, however mangled: every command that reads a bundle answers 0, 1 or 2 with at most one error line.
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    leaf = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=12)
+    return st.recursive(leaf, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids,
+                                                                                          max_size=3), max_leaves=6)
+
+
+def _mutate(doc, data):
+    """Replace or delete one node of ``doc`` (chosen by hypothesis), in place; returns the new document."""
+    from hypothesis import strategies as st
+
+    if not isinstance(doc, (dict, list)) or not doc or data.draw(st.integers(0, 4)) == 0:
+        return data.draw(_json_values())
+    key = data.draw(st.sampled_from(sorted(doc) if isinstance(doc, dict) else list(range(len(doc)))))
+    action = data.draw(st.sampled_from(["descend", "replace", "delete"]))
+    if action == "delete":
+        del doc[key]
+    elif action == "replace":
+        doc[key] = data.draw(_json_values())
+    else:
+        doc[key] = _mutate(doc[key], data)
+    return doc
+
+
+def test_mangled_manifests_never_crash(bundle, tmp_path_factory):
+    import shutil
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    work = tmp_path_factory.mktemp("fuzz") / "b"
+    shutil.copytree(bundle, work)
+    original = json.loads((bundle / "manifest.json").read_text())
+    seen_codes = set()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.data())
+    def check(data):
+        doc = _mutate(json.loads(json.dumps(original)), data)
+        (work / "manifest.json").write_text(json.dumps(doc))
+        cmd = data.draw(st.sampled_from([["verify"], ["inspect"], ["predict"], ["run", "-p", "def", "-n", "2"],
+                                         ["bench", "--prompt-len", "4", "--gen-len", "2", "--repeats", "1",
+                                          "--warmup", "0"]]))
+        res = CliRunner().invoke(main, [cmd[0], str(work), *cmd[1:]])
+        assert res.exit_code in (0, 1, 2), (cmd, res.output)
+        assert "Traceback" not in res.output and "internal error" not in res.output, (cmd, doc, res.output)
+        assert len([line for line in res.stderr.splitlines() if line.startswith("error: ")]) <= 1, res.stderr
+        seen_codes.add(res.exit_code)
+
+    check()
+    assert 2 in seen_codes  # the mutations did reach the validation
