@@ -122,6 +122,48 @@ def _suggest(word: str, choices) -> str:
 
 
 _THRESHOLD_KEYS = tuple(f.name for f in fields(Thresholds))
+# bound → (lowest, highest) it may be (None: unbounded on that side), what that range means, an example value.
+# Fractions are fractions; KL, |Δlogit|, perplexity rise and a tie margin are never negative; SQNR is any finite dB.
+_RANGES = {
+    "min_top1": (0.0, 1.0, "a fraction between 0 and 1"),
+    "min_greedy_prefix": (0.0, 1.0, "a fraction between 0 and 1"),
+    "max_kl_mean": (0.0, None, "a number >= 0"),
+    "max_abs_logit_diff": (0.0, None, "a number >= 0"),
+    "max_ppl_rise": (0.0, None, "a number >= 0 (0.05 = perplexity may rise by 5%)"),
+    "tie_margin": (0.0, None, "a number >= 0 (nats)"),
+    "min_sqnr_db": (None, None, "a finite number of dB"),
+}
+_EXAMPLE = {"min_top1": 0.9, "min_greedy_prefix": 0.5, "max_kl_mean": 0.1, "max_abs_logit_diff": 0.001,
+            "max_ppl_rise": 0.05, "tie_margin": 0.5, "min_sqnr_db": 5.0}
+
+
+def toml_key(k: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted with escapes, so a message naming it stays on
+    one line whatever the key holds."""
+    import json
+    import re
+
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
+
+
+def _show(v) -> str:
+    """A value as a message shows it: its repr, cut short (a whole table in a message helps nobody)."""
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _in_range(key: str, v, where: str, path) -> float:
+    import math
+
+    lo, hi, meaning = _RANGES[key]
+    try:
+        x = float(v)
+    except OverflowError:  # an integer too large for a float
+        x = math.inf
+    if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise InputError(f"{where}.{key} in {path} is {_show(v)}; it must be {meaning}",
+                         f"write e.g. {key} = {_EXAMPLE[key]}")
+    return x
 
 
 def parse_thresholds(table, where: str, path) -> Thresholds:
@@ -139,9 +181,10 @@ def parse_thresholds(table, where: str, path) -> Thresholds:
                 raise InputError(f"{where}.informational in {path} must be true or false", "write informational = true")
             values[key] = v
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"{where}.{key} in {path} must be a number, not {v!r}", f"write e.g. {key} = 0.9")
+            raise InputError(f"{where}.{key} in {path} must be a number, not {_show(v)}",
+                             f"write e.g. {key} = {_EXAMPLE[key]}")
         else:
-            values[key] = float(v)
+            values[key] = _in_range(key, v, where, path)
     th = Thresholds(**values)
     if not th.bounds and not th.informational:
         raise InputError(f"[{where}] in {path} sets no bound, so it would pass anything",
@@ -166,7 +209,7 @@ def parse_gate_tables(gates, path) -> dict:
             raise InputError(f"[gates.{key}] in {path} names an alias of recipe {ALIASES[key]!r}",
                              f"write [gates.{ALIASES[key]}.…]: gates are keyed by the recipe's own name")
         if key not in RECIPES:
-            raise InputError(f"[gates.{key}] in {path}: unknown recipe {key!r}",
+            raise InputError(f"[gates.{toml_key(key)}] in {path}: unknown recipe {key!r}",
                              f"{_suggest(key, [*RECIPES, 'reauthoring'])}gates are keyed by reauthoring or a recipe: "
                              f"{', '.join(RECIPES)}")
         if not isinstance(table, dict):
@@ -174,7 +217,7 @@ def parse_gate_tables(gates, path) -> dict:
         stages = {}
         for stage, t in table.items():
             if stage not in RECIPE_STAGES:
-                raise InputError(f"[gates.{key}.{stage}] in {path}: unknown stage {stage!r}",
+                raise InputError(f"[gates.{key}.{toml_key(stage)}] in {path}: unknown stage {stage!r}",
                                  f"{_suggest(stage, STAGES)}stages are {', '.join(RECIPE_STAGES)} "
                                  "(re-authoring is gated once, in [gates.reauthoring])")
             stages[stage] = parse_thresholds(t, f"gates.{key}.{stage}", path)

@@ -6,13 +6,12 @@ never silently turns a gate off.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from edgeslm.datafiles import builtin, find
+from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
-from edgeslm.gates import Thresholds, parse_gate_tables
+from edgeslm.gates import Thresholds, _show, _suggest, parse_gate_tables, toml_key
 
 from edgeslm.backends import BACKEND_NAMES as BACKENDS  # noqa: E402
 
@@ -57,45 +56,188 @@ def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> N
         )
 
 
-def _onnx_options(table: dict, path: Path) -> dict:
+def _bad(path: Path, key: str, want: str, got, example: str) -> InputError:
+    return InputError(f"{key} in target file {path} must be {want}, not {_show(got)}", f"write e.g. {example}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _text(data: dict, key: str, path: Path, example: str, empty_ok: bool = True) -> str | None:
+    v = data.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str) or (not empty_ok and not v.strip()):
+        raise _bad(path, key, "a non-empty string" if not empty_ok else "a string", v, example)
+    return v
+
+
+def _backends(v, path: Path) -> tuple[str, ...]:
+    example = 'backends = ["executorch", "onnx"]'
+    if not isinstance(v, list) or not v:
+        raise _bad(path, "backends", "a non-empty list of backend names", v, example)
+    for b in v:
+        if not isinstance(b, str):
+            raise _bad(path, "backends", "a list of backend names (strings)", b, example)
+        if b not in BACKENDS:
+            raise InputError(f"unknown backend {b!r} in backends of target file {path}",
+                             f"{_suggest(b, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
+    dup = next((b for i, b in enumerate(v) if b in v[:i]), None)
+    if dup is not None:
+        raise InputError(f"backend {dup!r} is listed twice in backends of target file {path}", "list it once")
+    return tuple(v)
+
+
+def _recipe(v, path: Path) -> str | dict:
+    example = 'recipe = "int4", or recipe = { executorch = "8da4w", onnx = "int4" }'
+    if isinstance(v, str):
+        if not v.strip():
+            raise _bad(path, "recipe", "a recipe name", v, example)
+        return v
+    if not isinstance(v, dict) or not v:
+        raise _bad(path, "recipe", "a recipe name or a table {backend = recipe}", v, example)
+    for backend, r in v.items():
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r} in the recipe table of target file {path}",
+                             f"{_suggest(backend, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
+        if not isinstance(r, str) or not r.strip():
+            raise _bad(path, f"recipe.{backend}", "a recipe name (a string)", r, f'{backend} = "int4"')
+    return dict(v)
+
+
+def _context_length(v, path: Path) -> int:
+    # Only a floor here; whether the model supports this many positions is checked against the model itself.
+    if not _is_int(v) or v < 1:
+        raise _bad(path, "context_length", "a whole number of tokens >= 1", v, "context_length = 512")
+    return v
+
+
+def _group_size(v, path: Path) -> int | None:
+    # The 4-bit quantizers' block size: MatMulNBits (ONNX) and the torchao / Core ML block-wise kernels take a
+    # power of two of at least 16.
+    if v is None:
+        return None
+    if not _is_int(v) or v < 16 or v & (v - 1):
+        raise _bad(path, "group_size", "a power of two >= 16 (the 4-bit block size)", v, "group_size = 32")
+    return v
+
+
+def _provider_options(v, path: Path) -> list[dict]:
+    """onnxruntime-genai's ``session_options.provider_options``: a list of {provider: {option: "value"}}."""
+    key, example = "onnx.provider_options", 'provider_options = [{ cuda = { enable_cuda_graph = "0" } }]'
+    if not isinstance(v, list):
+        raise _bad(path, key, "a list of {provider = {option = \"value\"}} tables", v, example)
+    out = []
+    for i, entry in enumerate(v):
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise _bad(path, f"{key}[{i}]", "a table with exactly one key, the provider's name", entry, example)
+        (provider, options), = entry.items()
+        where = f"{key}[{i}].{toml_key(provider)}"
+        if not provider.strip():
+            raise _bad(path, f"{key}[{i}]", "a table keyed by a provider name", entry, example)
+        if not isinstance(options, dict):
+            raise _bad(path, where, "a table of the provider's options", options,
+                       f"{toml_key(provider)} = {{}} or {toml_key(provider)} = {{ option = \"value\" }}")
+        for name, value in options.items():
+            if not isinstance(value, str):
+                shown = str(value).lower() if isinstance(value, bool) else value if _is_number(value) else "1"
+                raise _bad(path, f"{where}.{toml_key(name)}",
+                           "a string (onnxruntime-genai takes option values as strings)", value,
+                           f'{toml_key(name)} = "{shown}"')
+        out.append({provider: dict(options)})
+    return out
+
+
+def _onnx_options(table, path: Path) -> dict:
+    if not isinstance(table, dict):
+        raise _bad(path, "onnx", "a table ([onnx])", table, '[onnx] with provider_options = [{ xnnpack = {} }]')
     _reject_unknown(table, {"provider_options"}, "onnx", path)
-    return dict(table)
+    if "provider_options" in table:
+        return {"provider_options": _provider_options(table["provider_options"], path)}
+    return {}
 
 
-_LATENCY_KEYS = {"prompt_len", "gen_len", "max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb"}
+_LATENCY_LENS = ("prompt_len", "gen_len")
+_LATENCY_BUDGETS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb")
+_LATENCY_KEYS = {*_LATENCY_LENS, *_LATENCY_BUDGETS}
 
 
-def _latency(table: dict, path: Path) -> dict:
+def _latency(table, path: Path) -> dict:
+    import math
+
+    if not isinstance(table, dict):
+        raise _bad(path, "latency", "a table ([latency])", table, "[latency] with min_decode_tok_s = 20")
     _reject_unknown(table, _LATENCY_KEYS, "latency", path)
-    return {k: (int(v) if k.endswith("_len") else float(v)) for k, v in table.items()}
+    out: dict = {}
+    for k, v in table.items():
+        if k in _LATENCY_LENS:
+            if not _is_int(v) or v < 1:
+                raise _bad(path, f"latency.{k}", "a whole number of tokens >= 1", v, f"{k} = 64")
+            out[k] = v
+        else:
+            ok = _is_number(v)
+            try:
+                x = float(v) if ok else math.nan
+            except OverflowError:
+                x = math.inf
+            if not ok or not math.isfinite(x) or x <= 0:
+                raise _bad(path, f"latency.{k}", "a finite number > 0", v, f"{k} = 20")
+            out[k] = x
+    return out
 
 
 def parse_target(path: Path) -> Target:
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"target file {path} is not valid TOML ({e})", "fix the syntax") from None
+    data = read_toml(path, "target file", "see edgeslm/targets/android.toml")
     _reject_unknown(data, _TOP_KEYS, "the top level", path)
     missing = sorted({"name", "backends", "recipe", "context_length"} - set(data))
     if missing:
         raise InputError(f"target file {path} lacks {', '.join(missing)}", "add them (see edgeslm/targets/android.toml)")
-    for b in data["backends"]:
-        if b not in BACKENDS:
-            raise InputError(f"unknown backend {b!r} in {path}", f"supported backends are {', '.join(BACKENDS)}")
+    name = _text(data, "name", path, 'name = "my-phone"', empty_ok=False)
+    description = _text(data, "description", path, 'description = "what it runs on"') or ""
+    device = _text(data, "device", path, 'device = "snapdragon-8-gen-3"', empty_ok=False)
+    backends = _backends(data["backends"], path)
+    recipe = _recipe(data["recipe"], path)
+    context_length = _context_length(data["context_length"], path)
+    group_size = _group_size(data.get("group_size"), path)
     gates = parse_gate_tables(data.get("gates", {}), path)
     return Target(
-        name=data["name"],
-        description=data.get("description", ""),
-        backends=tuple(data["backends"]),
-        recipe=data["recipe"],
-        context_length=int(data["context_length"]),
-        group_size=data.get("group_size"),
-        device=data.get("device"),
+        name=name,
+        description=description,
+        backends=backends,
+        recipe=recipe,
+        context_length=context_length,
+        group_size=group_size,
+        device=device,
         gates=gates,
         onnx=_onnx_options(data.get("onnx", {}), path),
         latency=_latency(data.get("latency", {}), path),
         path=path,
     )
+
+
+def check_target_device(tgt: Target) -> None:
+    """Refuse a target whose ``device`` profile cannot be loaded (unknown name, missing or invalid file) before
+    any export work, naming the target file and the built-in devices."""
+    if tgt.device is None:
+        return
+    from edgeslm.latency.devices import builtin_devices, load_device
+
+    where = tgt.path or tgt.name
+    try:
+        load_device(tgt.device)
+    except InputError as e:
+        known = sorted(builtin_devices())
+        if e.problem.startswith("unknown device"):
+            raise InputError(f"target {where} names device {tgt.device!r}, which is not a known device profile",
+                             f"{_suggest(tgt.device, known)}built-in devices are {', '.join(known)}; or set device "
+                             "to the path of a device .toml") from None
+        raise InputError(f"target {where} names device {tgt.device!r}, which cannot be used: {e.problem}",
+                         e.hint or f"built-in devices are {', '.join(known)}") from None
 
 
 def check_gate_coverage(tgt: Target, pairs: list[tuple[str, str]]) -> None:

@@ -84,13 +84,21 @@ def test_gate_and_report_read_json_without_torch(tmp_path):
     bundle = tmp_path / "b"
     bundle.mkdir()
     (bundle / "parity.json").write_text(json.dumps(parity_document("demo", "android", checks, vals)))
-    (bundle / "manifest.json").write_text(json.dumps({
-        "target": {"name": "android", "device": None}, "model": {"id": "demo"}, "status": "passed",
-        "artifacts": [{"file": "m.pte", "bytes": 3, "backend": "executorch", "recipe": "8da4w", "parity": "passed"},
-                      {"file": "onnx/model.onnx", "bytes": 3, "backend": "onnx", "recipe": "int4",
+    sha = "0" * 64  # gate and report read the JSON only: the artifacts are not on disk
+    (bundle / "manifest.json").write_text(json.dumps({  # the published manifest schema's required fields
+        "schema_version": "1.1", "kind": "edgeslm-bundle", "context_length": 64, "generation": {},
+        "target": {"name": "android", "device": None}, "status": "passed",
+        "model": {"id": "demo", "source": "local", "architecture": "LlamaForCausalLM", "family": "llama"},
+        "artifacts": [{"file": "m.pte", "bytes": 3, "sha256": sha, "backend": "executorch", "recipe": "8da4w",
                        "parity": "passed"},
-                      {"file": "m.mlpackage/x", "package": "m.mlpackage", "bytes": 3, "backend": "coreml",
-                       "recipe": "int4", "parity": "runtime_not_run", "weight_bytes_by_dtype": {"int4": 3}}]}))
+                      {"file": "onnx/model.onnx", "bytes": 3, "sha256": sha, "backend": "onnx", "recipe": "int4",
+                       "parity": "passed"},
+                      {"file": "m.mlpackage/x", "package": "m.mlpackage", "bytes": 3, "sha256": sha,
+                       "backend": "coreml", "recipe": "int4", "parity": "runtime_not_run",
+                       "weight_bytes_by_dtype": {"int4": 3}}],
+        "tokenizer": {"kind": "hf", "files": [{"file": "tokenizer.json", "bytes": 1, "sha256": sha}]},
+        "special_tokens": {"bos_id": 1, "eos_ids": [2]}, "chat_template": {"found": False, "template": None},
+        "provenance": {"edgeslm": None, "torch": None, "executorch": None, "transformers": None}, "reports": []}))
     code = ("import sys, json; from edgeslm.cli import main\n"
             "for args in (['gate', sys.argv[1], '--json'], ['report', sys.argv[1]]):\n"
             "    try: main(args)\n"

@@ -7,14 +7,13 @@ that bandwidth its decode kernels reach and the effective throughput of its pref
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from edgeslm.datafiles import builtin, find
+from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
+from edgeslm.gates import _show, toml_key
 from edgeslm.latency.workload import KINDS
-
 
 # Share of datasheet peak DRAM bandwidth a plain streaming read reaches on a CPU (typical STREAM results; an
 # assumption used only to turn the host's measured bandwidth into a "peak" comparable to the device files).
@@ -56,22 +55,89 @@ def _reject(table: dict, allowed: set[str], where: str) -> None:
         raise InputError(f"unknown key {unknown[0]!r} in {where}", f"supported keys are {', '.join(sorted(allowed))}")
 
 
-def parse_device(path: Path) -> Device:
+def _number(v, key: str, path: Path, low: float, high: float | None, want: str, example: str,
+            low_inclusive: bool = False) -> float:
+    """``v`` as a finite float in (low, high] (or [low, high] with ``low_inclusive``), else an InputError naming
+    ``key`` in ``path``."""
+    import math
+
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"device file {path} is not valid TOML ({e})", "fix the syntax error it names") from e
+        x = float(v) if ok else math.nan
+    except OverflowError:  # an integer too large for a float
+        x = math.inf
+    if not ok or not math.isfinite(x) or (x < low if low_inclusive else x <= low) or (high is not None and x > high):
+        raise InputError(f"{key} in device file {path} must be {want}, not {_show(v)}", f"write e.g. {example}")
+    return x
+
+
+def _text(v, key: str, path: Path, example: str, empty_ok: bool = True) -> str:
+    if not isinstance(v, str) or (not empty_ok and not v.strip()):
+        raise InputError(f"{key} in device file {path} must be a {'string' if empty_ok else 'non-empty string'}, "
+                         f"not {_show(v)}", f"write e.g. {example}")
+    return v
+
+
+def _per_kind(v, key: str, path: Path, high: float | None, want: str, example: float) -> dict[str, float]:
+    kinds = ", ".join(f"{k} = {example}" for k in KINDS)
+    if not isinstance(v, dict):
+        raise InputError(f"{key} in device file {path} must be a table {{kind = number}}, not {_show(v)}",
+                         f"write e.g. {key.rsplit('.', 1)[-1]} = {{ {kinds} }}")
+    _reject(v, set(KINDS), f"{key} of {path}")
+    missing = [k for k in KINDS if k not in v]
+    if missing:
+        raise InputError(f"{key} in device file {path} lacks {', '.join(missing)}",
+                         f"give a figure for every kernel kind: {{ {kinds} }}")
+    return {k: _number(v[k], f"{key}.{k}", path, 0.0, high, want, f"{k} = {example}") for k in KINDS}
+
+
+def _backend(name: str, table, path: Path) -> BackendPerf:
+    from edgeslm.backends import BACKEND_NAMES
+
+    where = f"[backends.{toml_key(name)}]"
+    if name not in BACKEND_NAMES:
+        raise InputError(f"unknown backend {name!r} ({where}) in device file {path}",
+                         f"supported backends are {', '.join(BACKEND_NAMES)}")
+    if not isinstance(table, dict):
+        raise InputError(f"{where} in device file {path} must be a table, not {_show(table)}",
+                         "write it as a [backends.NAME] table with bandwidth_efficiency and prefill_gflops")
+    _reject(table, _PERF, f"{where} of {path}")
+    missing = [k for k in ("bandwidth_efficiency", "prefill_gflops") if k not in table]
+    if missing:
+        raise InputError(f"{where} in device file {path} lacks {', '.join(missing)}",
+                         "add them (see the built-in profiles in edgeslm/targets/devices/)")
+    return BackendPerf(
+        bandwidth_efficiency=_per_kind(table["bandwidth_efficiency"], f"backends.{name}.bandwidth_efficiency", path,
+                                       1.0, "a fraction of peak bandwidth in (0, 1]", 0.6),
+        prefill_gflops=_per_kind(table["prefill_gflops"], f"backends.{name}.prefill_gflops", path, None,
+                                 "a finite number of GFLOP/s > 0", 100.0),
+        runtime=_text(table.get("runtime", ""), f"backends.{name}.runtime", path, 'runtime = "ExecuTorch, XNNPACK"'),
+        step_overhead_us=_number(table.get("step_overhead_us", 0.0), f"backends.{name}.step_overhead_us", path, 0.0,
+                                 None, "a finite number of microseconds >= 0", "step_overhead_us = 125.0",
+                                 low_inclusive=True),
+    )
+
+
+def parse_device(path: Path) -> Device:
+    data = read_toml(path, "device file", "see the built-in profiles in edgeslm/targets/devices/")
     _reject(data, _TOP, f"device file {path}")
-    backends = {}
-    for name, table in data.pop("backends", {}).items():
-        _reject(table, _PERF, f"[backends.{name}] of {path}")
-        for key in ("bandwidth_efficiency", "prefill_gflops"):
-            _reject(table.get(key, {}), set(KINDS), f"[backends.{name}].{key} of {path}")
-        backends[name] = BackendPerf(**table)
     missing = sorted({"name", "description", "memory_bandwidth_gb_s", "usable_memory_gb"} - set(data))
     if missing:
         raise InputError(f"device file {path} lacks {', '.join(missing)}", "add them (see the built-in profiles)")
-    return Device(**data, backends=backends, path=path)
+    tables = data.get("backends", {})
+    if not isinstance(tables, dict):
+        raise InputError(f"backends in device file {path} must be tables like [backends.executorch], not "
+                         f"{_show(tables)}", "see the built-in profiles in edgeslm/targets/devices/")
+    return Device(
+        name=_text(data["name"], "name", path, 'name = "my-phone"', empty_ok=False),
+        description=_text(data["description"], "description", path, 'description = "what it is"'),
+        memory_bandwidth_gb_s=_number(data["memory_bandwidth_gb_s"], "memory_bandwidth_gb_s", path, 0.0, None,
+                                      "a finite number of GB/s > 0", "memory_bandwidth_gb_s = 76.8"),
+        usable_memory_gb=_number(data["usable_memory_gb"], "usable_memory_gb", path, 0.0, None,
+                                 "a finite number of GB > 0", "usable_memory_gb = 8.0"),
+        backends={name: _backend(name, table, path) for name, table in tables.items()},
+        path=path,
+    )
 
 
 def builtin_devices() -> dict[str, Path]:

@@ -19,11 +19,61 @@ REPORT_SCHEMA_VERSION = "1.0"
 REPORT_FILES = ("manifest.json", "parity.json", "latency.json")
 
 
+FIX = "re-run edgeslm export, or pass a folder written by edgeslm export or --report-dir"
+_KINDS = {"manifest.json": "bundle manifest", "parity.json": "parity report", "latency.json": "latency report",
+          "summary.json": "edgeslm report (summary.json)"}
+
+
+class _HugeInt(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= 2 ** 63:  # beyond what any writer writes, and beyond a float
+        raise _HugeInt(f"integer {text[:20]}{'...' if len(text) > 20 else ''} is out of range")
+    return value
+
+
 def _read(path: Path) -> dict:
+    """``path`` parsed as JSON and checked against its published schema and what the readers use of it; anything
+    else is an InputError naming the file, the first problem and the fix."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read {path}: {e}", "pass a folder written by edgeslm export or --report-dir")
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_int=_int)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, not UTF-8, integer out of range
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "nested too deeply" \
+            if isinstance(e, RecursionError) else str(e)
+        raise InputError(f"cannot read {path}: {why}", FIX) from None
+    kind = _KINDS.get(path.name, "edgeslm report")
+    if not isinstance(doc, dict):
+        raise InputError(f"{path} is not a valid {kind}: it holds a JSON {type(doc).__name__}, not an object", FIX)
+    if path.name == "summary.json" and doc.get("kind") != "edgeslm-report":
+        raise InputError(f"{path} is not an edgeslm report (its kind is {str(doc.get('kind'))[:40]!r})", FIX)
+    from edgeslm.reports.schemas import SCHEMAS, problems
+
+    _check(path, doc, problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
+    return doc
+
+
+def _check(path: Path, doc: dict, found: list[str] | None = None) -> None:
+    """Raise on the first of ``found`` (published-schema problems), else of what the readers need of ``doc``
+    (``READER_SHAPES``: the published schemas leave some types open that gate and report format or compare)."""
+    from edgeslm.reports.schemas import SCHEMAS, reader_problems
+
+    found = found or (reader_problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
+    if found:
+        more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+        raise InputError(f"{path} is not a valid {_KINDS.get(path.name, 'edgeslm report')}: {found[0]}{more}", FIX)
+
+
+def _manifest(folder: Path) -> dict:
+    """The bundle's manifest through the one manifest loader (edgeslm.bundle.manifest: published schema, schema
+    version, paths kept inside the bundle), then held to what the readers use of it."""
+    from edgeslm.bundle.manifest import MANIFEST, read_manifest
+
+    m = read_manifest(folder)
+    _check(folder / MANIFEST, m)
+    return m
 
 
 def target_folders(folder: Path) -> list[Path]:
@@ -74,15 +124,23 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
     if art.get("weight_bytes_by_dtype"):
         return art["weight_bytes_by_dtype"]
     path = folder / artifact_name(art)
-    if art["backend"] == "onnx" and path.is_file():
+    try:
+        present = path.is_file()
+    except (OSError, ValueError):  # a name the file system refuses (too long, ...): not a file here
+        present = False
+    if art["backend"] == "onnx" and present:
         from edgeslm.bundle.inspect import READERS
 
-        return READERS["onnx"](path)["weight_bytes_by_dtype"]
+        try:
+            return READERS["onnx"](path)["weight_bytes_by_dtype"]
+        except Exception as e:  # noqa: BLE001 — the reader raises anything on a corrupt file (DecodeError, ...)
+            raise InputError(f"{path} cannot be read as an ONNX model ({type(e).__name__})",
+                             f"run `edgeslm verify {folder}`; {FIX}") from None
     return {"mixed (delegate blobs)": art["bytes"]}
 
 
 def load_target(folder: Path) -> dict:
-    manifest = _read(folder / "manifest.json")
+    manifest = _manifest(folder)
     parity = _read(folder / "parity.json")
     latency = _read(folder / "latency.json") if (folder / "latency.json").is_file() else None
     name = manifest["target"]["name"]
@@ -107,10 +165,7 @@ def load_report(folder: Path) -> dict:
     """The whole report from a reports folder, a bundle, or a folder of bundles."""
     summary = folder / "summary.json"
     if summary.is_file():
-        doc = _read(summary)
-        if doc.get("kind") != "edgeslm-report":
-            raise InputError(f"{summary} is not an edgeslm report", "pass a folder written by --report-dir")
-        return doc
+        return _read(summary)
     return summarize([load_target(f) for f in target_folders(folder)])
 
 

@@ -105,16 +105,13 @@ def regressions(current: dict, baseline: dict, tol: Tolerance = Tolerance()) -> 
 
 
 def load_gate_file(path: Path) -> dict:
-    """A gate file holds ``[gates.*]`` tables exactly as target files do."""
-    import tomllib
-
+    """A gate file holds ``[gates.*]`` tables exactly as target files do, checked the same way (types, ranges,
+    recipe and stage names): bad input is an InputError naming the file and key, never a crash later."""
+    from edgeslm.datafiles import read_toml
     from edgeslm.errors import InputError
     from edgeslm.gates import parse_gate_tables
 
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise InputError(f"cannot read gate file {path}: {e}", "pass a TOML file with [gates.*] tables") from None
+    data = read_toml(path, "gate file", "a gate file holds [gates.*] tables, as target files do")
     unknown = sorted(set(data) - {"gates"})
     if unknown:
         raise InputError(f"unknown key {unknown[0]!r} at the top level of gate file {path}",
