@@ -332,6 +332,21 @@ def verify(bundle):
     click.echo(f"OK {bundle}: manifest valid, all hashes match")
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--serial", "-s", help="Which device, when adb sees several (`adb devices`).")
+@click.option("--device-dir", default="/data/local/tmp/edgeslm", show_default=True,
+              help="Folder on the device; the demo app lists the bundles in it.")
+def push(bundle, serial, device_dir):
+    """Verify BUNDLE and copy it onto an Android device with adb (replacing an earlier copy of the same name),
+    readable by apps: then open it in android_demo (docs/apps.md)."""
+    from edgeslm.bundle.push import push as push_bundle
+
+    with _console().status(f"pushing {bundle}"):
+        remote = push_bundle(bundle, serial, device_dir)
+    click.echo(f"pushed {bundle} to {remote}")
+
+
 def _rng(band: dict, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(band['point'])} ({fmt.format(band['low'])}–{fmt.format(band['high'])})"
 

@@ -19,6 +19,7 @@ from typing import Callable
 from edgeslm import preflight
 from edgeslm.backends import BACKEND_NAMES, get_backend
 from edgeslm.backends.base import ExportJob
+from edgeslm.bundle.app import app_section, load_entries
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
 from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
@@ -78,11 +79,6 @@ def _chat_template(ckpt: Checkpoint) -> dict:
     origin = next((n for n in ("chat_template.jinja", "tokenizer_config.json") if (src / n).is_file()), None)
     return {"found": ckpt.chat_template is not None, "template": ckpt.chat_template,
             "source": origin if ckpt.chat_template is not None else None}
-
-
-def _generation_defaults(ckpt: Checkpoint) -> dict:
-    keys = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
-    return {k: ckpt.generation[k] for k in keys if k in ckpt.generation}
 
 
 def _shape(spec) -> dict:
@@ -353,6 +349,12 @@ def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int
     the layers it quantizes."""
     ckpt.check_shapes()
     prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts or default_prompts()]
+    vocab = ckpt.config.vocab_size
+    past = sorted({i for ids in prompt_ids for i in ids if i >= vocab})
+    if past:  # tokens added to the tokenizer but not to the embedding (tokenizers may carry unused extras)
+        raise InputError(f"the tokenizer gives ids {past[:4]} for the parity prompts but the model's vocab_size is "
+                         f"{vocab}: they index past the embedding", "use the tokenizer saved with this model (tokens "
+                         "added later need resize_token_embeddings and a re-save)")
     longest = max(map(len, prompt_ids)) + GREEDY_TOKENS
     if longest > min(ctxs):
         raise InputError(f"parity needs {longest} positions (the longest prompt plus {GREEDY_TOKENS} greedy tokens) "
@@ -411,6 +413,9 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
                 new.append((key, job.record(art, recipe_name, defaults)))
 
+        load_entries(artifacts)
+        status("golden vectors for apps")
+        app = app_section(ckpt, tmp, [a.to_json() for a in artifacts], status)
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks, job.validations)
         reports = write_parity(tmp, doc)
@@ -435,11 +440,12 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 "eos_ids": list(ckpt.special.eos_ids), "eos": ckpt.special.eos, "pad_id": ckpt.special.pad_id,
             },
             "chat_template": _chat_template(ckpt),
-            "generation": _generation_defaults(ckpt),
+            "generation": app["generation"],
             "context_length": ctx,
             "context_length_from": ctx_from or {"source": "target"},
             "provenance": versions(),
             "reports": [file_entry(tmp, r) for r in reports],
+            "app": app,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         status("latency: measuring here, predicting on the target device")

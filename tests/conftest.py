@@ -47,6 +47,44 @@ def copy_model(tiny_dir, tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory):
+    """(folder, CliRunner result) of the main job: the demo model exported for android, timed here. Shared by
+    every module that reads a demo bundle; tests that change it work on a copy."""
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo-android"
+    res = CliRunner().invoke(main, ["export", "demo", "--target", "android", "-o", str(out)])
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def chat_bundle(tiny_dir, tmp_path_factory):
+    """A tiny llama with Llama 3's chat template, exported for android (ExecuTorch + ONNX): golden.json then
+    holds chat prompts transformers rendered. Random weights may fail a quantization gate (exit 1): the bundle
+    is still written and is what the app-contract tests read."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgeslm.cli import main
+    from edgeslm.testing.templates import TEMPLATES
+
+    root = tmp_path_factory.mktemp("chat")
+    model = root / "llama-chat"
+    shutil.copytree(tiny_dir("llama"), model)
+    cfg = json.loads((model / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = TEMPLATES["llama3"][0]
+    (model / "tokenizer_config.json").write_text(json.dumps(cfg))
+    out = root / "bundle"
+    res = CliRunner().invoke(main, ["export", str(model), "-o", str(out), "--no-bench"])
+    assert res.exit_code in (0, 1), res.output
+    return out
+
+
 # The longest single tests start first, so two workers finish together instead of one waiting on a late giant.
 _LONGEST_FIRST = ("test_real_shape_model_exports_for_android", "test_readme_commands_run",
                   "test_default_init_family_passes_android_and_ios",
@@ -59,3 +97,12 @@ def pytest_collection_modifyitems(items):
         return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: the rest keep their order
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Lines tests record for CI logs (``record_property("summary", ...)``), e.g. the Kotlin/JUnit counts, shown
+    even under xdist, where workers' own output is not."""
+    for report in [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])]:
+        for name, value in getattr(report, "user_properties", []):
+            if name == "android_core":
+                terminalreporter.write_line(str(value))

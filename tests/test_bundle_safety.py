@@ -24,10 +24,10 @@ ONNX = "onnx-int4/model.onnx"
 ONNX_DATA = "onnx-int4/model.onnx.data"
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("safety") / "demo-android"
-    res = CliRunner().invoke(main, ["export", "demo", "--target", "android", "-o", str(out), "--no-bench"])
+@pytest.fixture
+def bundle(demo_bundle) -> Path:
+    """The shared demo bundle (tests/conftest.py); read only: tests that tamper use ``copy``."""
+    out, res = demo_bundle
     assert res.exit_code == 0, res.output
     return out
 

@@ -13,11 +13,7 @@ from edgeslm.cli import main
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def demo_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo-android"
-    res = CliRunner().invoke(main, ["export", "demo", "--target", "android", "-o", str(out)])
-    return out, res
+# demo_bundle: tests/conftest.py (shared with the other modules that read the demo bundle)
 
 
 def test_demo_export_passes_gate(demo_bundle):
@@ -38,7 +34,7 @@ def test_demo_export_passes_gate(demo_bundle):
 def test_demo_manifest_contents(demo_bundle):
     out, _ = demo_bundle
     m = json.loads((out / "manifest.json").read_text())
-    assert m["schema_version"] == "1.1" and m["context_length"] == 512
+    assert m["schema_version"] == "1.2" and m["context_length"] == 512
     assert m["model"]["id"] == "edgeslm/demo" and m["model"]["family"] == "llama"
     assert m["special_tokens"]["eos_ids"] == [2] and m["special_tokens"]["bos_id"] == 1
     assert {f["file"] for f in m["tokenizer"]["files"]} >= {"tokenizer.json", "tokenizer_config.json"}

@@ -21,7 +21,7 @@ from edgeslm.bundle import files as _files
 from edgeslm.errors import InputError
 from edgeslm.records import artifact_name  # noqa: F401  (re-exported: the one definition lives there)
 
-SCHEMA_VERSION = "1.1"  # 1.1: artifacts carry size_bytes and validation (every backend)
+SCHEMA_VERSION = "1.2"  # 1.1: artifacts carry size_bytes and validation; 1.2: per-artifact load, app (docs/apps.md)
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 MANIFEST = "manifest.json"
 _REEXPORT = "re-export the bundle with `edgeslm export`"
@@ -78,15 +78,19 @@ def _entries(m: dict) -> list[dict]:
 
     arts = items(m.get("artifacts"))
     tok = m.get("tokenizer")
+    app = m.get("app") if isinstance(m.get("app"), dict) else {}
     return ([e for a in arts for e in [a, *items(a.get("files"))]]
-            + items(tok.get("files") if isinstance(tok, dict) else None) + items(m.get("reports")))
+            + items(tok.get("files") if isinstance(tok, dict) else None) + items(m.get("reports"))
+            + items([app.get("golden")]))
 
 
 def listed_paths(m: dict) -> list[str]:
     """Every path the manifest names: each entry's ``file`` and each Core ML artifact's ``package`` folder."""
     out = [e["file"] for e in _entries(m) if isinstance(e.get("file"), str)]
     arts = m.get("artifacts") if isinstance(m.get("artifacts"), list) else []
-    return out + [a["package"] for a in arts if isinstance(a, dict) and isinstance(a.get("package"), str)]
+    out += [a["package"] for a in arts if isinstance(a, dict) and isinstance(a.get("package"), str)]
+    loads = [a["load"] for a in arts if isinstance(a, dict) and isinstance(a.get("load"), dict)]
+    return out + [v for ld in loads for k, v in ld.items() if k in ("path", "tokenizer") and isinstance(v, str)]
 
 
 def path_problem(bundle: Path, name: str) -> str | None:

@@ -299,12 +299,6 @@ def load_checkpoint(source: ModelSource) -> Checkpoint:
         raise InputError(f"the tokenizer in {folder} does not load ({e})", "re-save it with save_pretrained") from None
     if not getattr(tokenizer, "is_fast", False):
         raise InputError("the tokenizer has no fast (tokenizer.json) form", "save it with a fast tokenizer")
-    vocab = getattr(config, "vocab_size", None)
-    if isinstance(vocab, int) and len(tokenizer) > vocab:
-        raise InputError(f"the tokenizer in {folder} has {len(tokenizer)} tokens but the model's vocab_size is {vocab}"
-                         ": its ids would index past the embedding",
-                         "use the tokenizer saved with this model (tokens added later need resize_token_embeddings "
-                         "and a re-save)")
 
     generation = _generation_config(folder / "generation_config.json")
     special = _special_tokens(config, tokenizer, generation)

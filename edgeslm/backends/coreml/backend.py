@@ -29,6 +29,13 @@ from edgeslm.records import Artifact
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
 RECIPES = ("fp16", "int8", "int4", "palettize4")
+# Core ML runs one forward per call; the app's own loop samples (ios_demo: temperature and a token budget).
+APP = {"runtime": "coreml", "package": "coremltools", "honoured": ("temperature", "max_new_tokens")}
+
+
+def load_entry(artifact: dict) -> dict:
+    """What MLModel opens: the .mlpackage folder; the tokenizer is the bundle's tokenizer.json."""
+    return {"path": artifact["package"], "tokenizer": "tokenizer.json"}
 
 
 def gated_stages(recipe: str) -> dict:

@@ -15,6 +15,14 @@ from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
 RECIPES = ("fp32", "8da4w", "int8w")
+# For apps (manifest ``load`` / ``app.honoured``): the runtime's id, the package whose version ran parity here,
+# and which generation defaults LlmModule applies (it samples with a temperature only).
+APP = {"runtime": "executorch", "package": "executorch", "honoured": ("temperature", "max_new_tokens")}
+
+
+def load_entry(artifact: dict) -> dict:
+    """What LlmModule opens: the .pte and the bundle's tokenizer.json."""
+    return {"path": artifact["file"], "tokenizer": "tokenizer.json"}
 
 
 def gated_stages(recipe: str) -> dict:

@@ -24,6 +24,14 @@ from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
 RECIPES = ("fp32", "fp16", "int4", "int8")
+APP = {"runtime": "onnxruntime-genai", "package": "onnxruntime-genai",
+       "honoured": ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
+
+
+def load_entry(artifact: dict) -> dict:
+    """What onnxruntime-genai's Model opens: the folder (genai_config.json, model, its own tokenizer copy)."""
+    folder = Path(artifact["file"]).parent.as_posix()
+    return {"path": folder, "tokenizer": f"{folder}/tokenizer.json"}
 BITS = {"4w": 4, "8w": 8}
 # onnxruntime-genai runs the same graph as onnxruntime: its greedy tokens must equal onnxruntime's, except where
 # onnxruntime's own top-2 margin is within numerical noise (accumulation order; fp16 graphs included).

@@ -83,7 +83,11 @@ def quantize_matmul_nbits(path: Path, bits: int, block_size: int, embeddings: bo
 
 def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, generation: dict,
                        provider_options: list) -> dict:
-    """genai_config.json: what onnxruntime_genai.Model(folder) needs to load and generate."""
+    """genai_config.json: what onnxruntime_genai.Model(folder) needs to load and generate; ``search`` holds the
+    same defaults as the manifest's ``app.generation`` (one function makes both)."""
+    from edgeslm.bundle.app import generation_defaults
+
+    gen = generation_defaults(generation)
     s = decoder.spec
     eos = list(eos_ids)
     config = {
@@ -117,16 +121,16 @@ def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, 
             },
         },
         "search": {
-            "do_sample": bool(generation.get("do_sample", False)),
+            "do_sample": gen["do_sample"],
             "max_length": s.max_seq_len,
             "min_length": 0,
             "num_beams": 1,
             "num_return_sequences": 1,
             "past_present_share_buffer": False,
-            "repetition_penalty": float(generation.get("repetition_penalty", 1.0)),
-            "temperature": float(generation.get("temperature", 1.0)),
-            "top_k": int(generation.get("top_k", 50)),
-            "top_p": float(generation.get("top_p", 1.0)),
+            "repetition_penalty": gen["repetition_penalty"],
+            "temperature": gen["temperature"],
+            "top_k": gen["top_k"],
+            "top_p": gen["top_p"],
         },
     }
     (folder / "genai_config.json").write_text(json.dumps(config, indent=2) + "\n")
