@@ -194,8 +194,11 @@ def load_entries(artifacts: list) -> None:
 
     for a in artifacts:
         backend = get_backend(a.backend)
+        version = runtime_version(backend.APP["package"])
+        # The oldest runtime known to load it is the one parity ran it with: formats only promise to be read by
+        # the same or newer runtimes (ExecuTorch's .pte, onnxruntime-genai's genai_config).
         a.facts["load"] = {**backend.load_entry(a.to_json()), "runtime": backend.APP["runtime"],
-                           "runtime_version": runtime_version(backend.APP["package"])}
+                           "runtime_version": version, "min_runtime_version": version}
 
 
 def app_section(ckpt, bundle, artifacts: list[dict], status=lambda msg: None) -> dict:

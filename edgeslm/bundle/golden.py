@@ -26,7 +26,8 @@ TEXTS = ("Hello world", "  two leading spaces", "café au lait, naïve", "中文
          "tabs\tand\nnewlines")
 # Tried in order per artifact; the first whose greedy run has no near-tie (else the most decisive) is kept.
 GREEDY_PROMPTS = ("Once upon a time", "The import statement is used to", "A function definition defines a",
-                  "The for statement is used to iterate")
+                  "The for statement is used to iterate", "Return a new list containing", "The return statement",
+                  "If the value is not", "Raise an exception when")
 GREEDY_TOKENS = 16
 
 
