@@ -29,11 +29,18 @@ def test_no_device_with_the_real_adb(chat_bundle, monkeypatch):
     adb = shutil.which("adb")
     assert adb, "adb is installed by android_demo/scripts/install-tools.sh (scripts/setup)"
     monkeypatch.setenv("ADB", adb)
-    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "5199")  # a private adb server: no device attaches to it
+    import socket
+
+    with socket.socket() as sock:  # a private adb server on a free port: no device attaches to it
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(sock.getsockname()[1]))
     try:
         one_error(CliRunner().invoke(main, ["push", str(chat_bundle)]), "no Android device is connected")
     finally:
-        subprocess.run([adb, "kill-server"], capture_output=True, timeout=60)
+        try:  # stop the private server; one that will not stop in time is left to exit with the machine
+            subprocess.run([adb, "kill-server"], capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def test_no_adb(chat_bundle, monkeypatch, tmp_path):

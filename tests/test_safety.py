@@ -46,14 +46,10 @@ def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_dir, tmp_path_factory):
-    """A real bundle of the tiny llama (ExecuTorch int8w), written once; tests copy it."""
-    out = tmp_path_factory.mktemp("safety") / "bundle"
-    res = subprocess.run([*EDGESLM, "export", str(tiny_dir("llama")), "-o", str(out), *FAST],
-                         capture_output=True, text=True, env={**os.environ, "EDGESLM_DEBUG": ""}, timeout=600)
-    assert res.returncode == 0, res.stderr
-    return out
+@pytest.fixture
+def bundle(chat_bundle):
+    """A real bundle of the tiny llama (ExecuTorch + ONNX, tests/conftest.py); read only: tests copy it."""
+    return chat_bundle
 
 
 def test_bundle_files_are_readable_by_other_users(bundle):

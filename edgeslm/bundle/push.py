@@ -24,9 +24,9 @@ def _adb() -> str:
     return adb
 
 
-def _run(cmd: list[str], what: str) -> str:
+def _run(cmd: list[str], what: str, timeout: float = 600) -> str:
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise InputError(f"{what} failed: {e}", "check that adb works: `adb devices`") from None
     if res.returncode != 0:
@@ -38,7 +38,7 @@ def _run(cmd: list[str], what: str) -> str:
 
 def devices(adb: str) -> list[str]:
     """Serials of the devices adb sees ready (state ``device``: not offline or unauthorized)."""
-    out = _run([adb, "devices"], "adb devices")
+    out = _run([adb, "devices"], "adb devices", timeout=60)  # a hung adb server must not hang the command
     rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
     return [r[0] for r in rows if len(r) >= 2 and r[1] == "device"]
 
