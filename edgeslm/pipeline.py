@@ -32,7 +32,7 @@ from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
-from edgeslm.quant.recipes import canonical, get_recipe
+from edgeslm.quant.recipes import canonical, get_recipe, is_group_size
 from edgeslm.quant.recipes import plan as plan_recipe
 from edgeslm.records import Artifact
 from edgeslm.records import Status as Verdict
@@ -318,8 +318,7 @@ def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, gr
     if context_length is not None and (isinstance(context_length, bool) or context_length < 1):
         raise InputError(f"--context-length must be a positive number of positions, not {context_length}",
                          "pass e.g. --context-length 512, or leave it out for the target's")
-    if group_size is not None and (isinstance(group_size, bool) or group_size < 16
-                                   or group_size & (group_size - 1)):
+    if group_size is not None and not is_group_size(group_size):
         raise InputError(f"--group-size must be a power of two of at least 16, not {group_size}",
                          "pass 32, 64 or 128 (4-bit kernels take power-of-two blocks), or leave it out")
     plans = [_plan(t, backends, recipe, group_size, status) for t, _ in tgts]

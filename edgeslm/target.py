@@ -118,11 +118,11 @@ def _context_length(v, path: Path) -> int:
 
 
 def _group_size(v, path: Path) -> int | None:
-    # The 4-bit quantizers' block size: MatMulNBits (ONNX) and the torchao / Core ML block-wise kernels take a
-    # power of two of at least 16.
+    from edgeslm.quant.recipes import is_group_size
+
     if v is None:
         return None
-    if not _is_int(v) or v < 16 or v & (v - 1):
+    if not is_group_size(v):
         raise _bad(path, "group_size", "a power of two >= 16 (the 4-bit block size)", v, "group_size = 32")
     return v
 

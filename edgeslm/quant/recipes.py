@@ -92,6 +92,12 @@ RECIPES: dict[str, Recipe] = {
 ALIASES = {"int4-block32": "int4", "int8-block32": "int8", "pal4": "palettize4"}
 
 
+def is_group_size(v) -> bool:
+    """The 4-bit block size every backend takes: MatMulNBits (ONNX) and the torchao / Core ML block-wise kernels
+    need a power of two of at least 16. One rule for --group-size and target files."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 16 and not v & (v - 1)
+
+
 def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
