@@ -81,7 +81,7 @@ READERS = {"onnx": _onnx, "executorch": _pte, "coreml": _mlpackage}
 WHAT = {"onnx": "an ONNX model", "executorch": "an ExecuTorch program", "coreml": "a Core ML package"}
 
 
-def _read(bundle: Path, backend: str, path: str) -> dict:
+def read_artifact(bundle: Path, backend: str, path: str) -> dict:
     """One artifact read by its backend's reader; any failure of the reader (garbage bytes, a truncated file,
     a reader library's own error) is the file's problem, said in one line."""
     if backend not in READERS:
@@ -104,5 +104,5 @@ def inspect_bundle(bundle: Path) -> list[dict]:
         total = artifact_size(a)
         path = artifact_name(a)  # a Core ML package is a folder
         out.append({"file": path, "backend": a["backend"], "recipe": a["recipe"], "bytes": total,
-                    "parity": a["parity"], **_read(bundle, a["backend"], path)})
+                    "parity": a["parity"], **read_artifact(bundle, a["backend"], path)})
     return out

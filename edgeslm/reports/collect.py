@@ -129,13 +129,9 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
     except (OSError, ValueError):  # a name the file system refuses (too long, ...): not a file here
         present = False
     if art["backend"] == "onnx" and present:
-        from edgeslm.bundle.inspect import READERS
+        from edgeslm.bundle.inspect import read_artifact
 
-        try:
-            return READERS["onnx"](path)["weight_bytes_by_dtype"]
-        except Exception as e:  # noqa: BLE001 — the reader raises anything on a corrupt file (DecodeError, ...)
-            raise InputError(f"{path} cannot be read as an ONNX model ({type(e).__name__})",
-                             f"run `edgeslm verify {folder}`; {FIX}") from None
+        return read_artifact(folder, "onnx", artifact_name(art))["weight_bytes_by_dtype"]
     return {"mixed (delegate blobs)": art["bytes"]}
 
 
