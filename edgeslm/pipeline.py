@@ -462,7 +462,8 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
 
 
 def _artifact_key(tgt: Target, backend: str, recipe: str, ctx: int, group_size) -> tuple:
-    """Artifacts with equal keys are byte-identical whichever target asks; ONNX folders carry the target's
-    execution-provider options, so those are part of its key."""
-    options = json.dumps(tgt.onnx, sort_keys=True) if backend == "onnx" else ""
-    return backend, recipe, ctx, group_size, options
+    """Artifacts with equal keys are byte-identical whichever target asks; a backend whose artifact depends on
+    target options (ONNX execution providers, Core ML's Neural Engine form, ...) names them in
+    ``build_options(target)``, so they are part of its key."""
+    options = getattr(get_backend(backend), "build_options", lambda t: {})(tgt)
+    return backend, recipe, ctx, group_size, json.dumps(options, sort_keys=True, default=str)

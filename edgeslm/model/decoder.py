@@ -132,6 +132,7 @@ class Attention(nn.Module):
         # ExecuTorch's fused ops cover plain causal attention; windows and soft-capping use the explicit path.
         self.use_custom_ops = use_custom_ops and self.window is None and self.softcap is None
         self.use_custom_cache = use_custom_ops
+        self.slice_writes = False  # see Decoder.use_slice_writes
         shape = (1, s.max_seq_len, s.num_kv_heads, s.head_dim)
         self.register_buffer("k_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
@@ -158,6 +159,11 @@ class Attention(nn.Module):
         if self.use_custom_cache:
             torch.ops.llama.update_cache(k, self.k_cache, start)
             torch.ops.llama.update_cache(v, self.v_cache, start)
+        elif self.slice_writes:
+            # A contiguous slice write: coremltools lowers slice_scatter to slice_update, which the Neural Engine
+            # runs (scatter_nd keeps a model off it: edgeslm/backends/coreml/ane.py).
+            self.k_cache.copy_(torch.slice_scatter(self.k_cache, k, dim=1, start=start, end=start + L))
+            self.v_cache.copy_(torch.slice_scatter(self.v_cache, v, dim=1, start=start, end=start + L))
         else:
             # Index assignment with an index on every indexed dim lowers to scatter (Core ML's converter takes it;
             # index_copy it does not).
@@ -324,6 +330,13 @@ class Decoder(nn.Module):
                 m.rope_rotation = rotation_matrix(self.spec.head_dim, rotary)
         return self
 
+    def use_slice_writes(self) -> "Decoder":
+        """Write the KV cache with contiguous slice writes instead of index assignment: Core ML lowers them to
+        ``slice_update`` (the Neural Engine's form) instead of ``scatter_nd``. Same values."""
+        for layer in self.layers:
+            layer.self_attn.slice_writes = not layer.self_attn.use_custom_cache
+        return self
+
     def _logits(self, h, full: bool):
         if not full:
             h = h[:, -1, :]
@@ -335,11 +348,14 @@ class Decoder(nn.Module):
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         h, tables = self._embed(tokens, input_pos)
         start = None
-        if self.layers and self.layers[0].self_attn.use_custom_cache:
+        attn = self.layers[0].self_attn if self.layers else None
+        if attn is not None and (attn.use_custom_cache or attn.slice_writes):
             # Read once here, not per layer: a per-layer .item() splits every layer's XNNPACK delegate in two.
             start = input_pos[0].item()
             torch._check_is_size(start)
             torch._check(start < self.spec.max_seq_len)
+            if attn.slice_writes:
+                torch._check(start + tokens.shape[1] <= self.spec.max_seq_len)
         for layer in self.layers:
             h = layer(h, input_pos, *tables[layer.rope_key], start)
         return self._logits(h, self.full_logits)

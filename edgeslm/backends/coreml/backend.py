@@ -44,6 +44,16 @@ def gated_stages(recipe: str) -> dict:
     return {"quantization": None, "lowering": None}
 
 
+def build_options(target) -> dict:
+    """Target options the package depends on (part of its reuse key): the Neural Engine form."""
+    return target.coreml
+
+
+def _tokens_per_call(target) -> int | None:
+    """One token per prediction for the Neural Engine (fixed shapes); else a flexible 1..context."""
+    return 1 if target.coreml.get("neural_engine") else None
+
+
 RUNS_ON = "macOS 15+ with coremltools (see .github/workflows/coreml-macos.yml)"
 _OPS = {"4w": ("constexpr_blockwise_shift_scale", "int4"), "8w": ("constexpr_blockwise_shift_scale", "int8"),
         "pal4": ("constexpr_lut_to_dense", "uint4")}
@@ -97,10 +107,12 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
     dtypes = {_OPS[r.scheme][1] for r in chosen.values()}
     return {"context_length": job.context_length, "num_layers": s.num_layers, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": s.vocab_size, "compressed_ops": ops,
-            "weight_dtype": dtypes.pop() if len(dtypes) == 1 else "float16", "metadata": meta}
+            "weight_dtype": dtypes.pop() if len(dtypes) == 1 else "float16", "metadata": meta,
+            "tokens_per_call": _tokens_per_call(job.target)}
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
+    from edgeslm.backends.coreml.ane import ane_readiness
     from edgeslm.backends.coreml.convert import compress, convert, describe, describe_rule, save, tied_to
     from edgeslm.backends.coreml.package import package_weights, read_package, structure_checks
     from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel
@@ -113,7 +125,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     dec = build_decoder(ckpt, job.context_length)
     meta = package_metadata(job, recipe_name, dec.spec.vocab_size)
     with native_output_silenced():  # coremltools' progress bars
-        ml = convert(dec, job.context_length)
+        ml = convert(dec, job.context_length, _tokens_per_call(job.target))
         ml, chosen = compress(ml, dec, rec)
         describe(ml, meta, f"{ckpt.source.model_id} ({recipe_name}), exported by edgeslm")
         save(ml, tmp / name)
@@ -131,6 +143,11 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.status("coreml: stage 2, structure of the saved package")
     facts = read_package(tmp / name)
     job.validate("structure", name, structure_checks(facts, _expected_structure(dec, job, chosen, meta)))
+
+    ane = ane_readiness(tmp / name)
+    if job.target.coreml.get("neural_engine"):  # converted for the ANE: its readiness is gated
+        job.validate("ane_readiness", name, [{"check": c.check, "expected": "ANE-compatible", "found": c.found,
+                                              "passed": c.ok} for c in ane.reasons if c.blocking])
 
     why_not = unavailable_here()
     if why_not is None:
@@ -152,7 +169,14 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         + [f"{a} shares {b}'s weights (tied; stored once)" for a, b in tied_to(dec).items()],
         facts={"minimum_deployment_target": facts["minimum_deployment_target"], "inputs": facts["inputs"],
                "outputs": facts["outputs"], "states": len(facts["states"]),
-               "weight_bytes_by_dtype": facts["weight_bytes_by_dtype"], "metadata": meta})
+               "weight_bytes_by_dtype": facts["weight_bytes_by_dtype"], "metadata": meta,
+               "tokens_per_call": _tokens_per_call(job.target) or f"1..{job.context_length}",
+               "neural_engine": {"ready": ane.ready,
+                                 "why_not": [f"{c.check}: {c.found} ({c.source})" for c in ane.failed()
+                                             if c.blocking],
+                                 "notes": [f"{c.check}: {c.found}" for c in ane.reasons if not c.blocking],
+                                 "checked": "structure of the saved package (Core ML cannot plan on Linux; the "
+                                            "macOS workflow records MLComputePlan)"}})
 
 
 def unavailable_here() -> str | None:

@@ -26,11 +26,18 @@ DEPLOYMENT = "iOS18"  # = macOS 15: the first with Core ML states
 _WEIGHT_CONST = re.compile(r"^p_(.+)_weight_to_fp16$")
 
 
-def export_program(dec: torch.nn.Module, max_seq_len: int) -> torch.export.ExportedProgram:
-    seq = torch.export.Dim("seq", min=1, max=max_seq_len)
-    example = (torch.zeros(1, 2, dtype=torch.long), torch.arange(2))
+def export_program(dec: torch.nn.Module, max_seq_len: int, tokens_per_call: int | None = None) \
+        -> torch.export.ExportedProgram:
+    """One dynamic sequence axis (1..max_seq_len tokens per prediction), or exactly ``tokens_per_call`` tokens
+    (fixed shapes: what the Neural Engine needs; the app feeds a prompt that many tokens at a time)."""
     with torch.no_grad():
-        ep = torch.export.export(dec, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
+        if tokens_per_call:
+            n = tokens_per_call
+            ep = torch.export.export(dec, (torch.zeros(1, n, dtype=torch.long), torch.arange(n)), strict=False)
+        else:
+            seq = torch.export.Dim("seq", min=1, max=max_seq_len)
+            example = (torch.zeros(1, 2, dtype=torch.long), torch.arange(2))
+            ep = torch.export.export(dec, example, dynamic_shapes=({1: seq}, {0: seq}), strict=False)
     return ep.run_decompositions({})
 
 
@@ -42,11 +49,12 @@ def _feeds_trig(op, depth: int = 4) -> bool:
     return depth > 0 and bool(children) and all(_feeds_trig(c, depth - 1) for c in children)
 
 
-def convert(dec: torch.nn.Module, max_seq_len: int):
-    """Convert the fp32 eager decoder to an fp16 Core ML model with the KV cache as states (not yet saved)."""
+def convert(dec: torch.nn.Module, max_seq_len: int, tokens_per_call: int | None = None):
+    """Convert the fp32 eager decoder to an fp16 Core ML model with the KV cache as states (not yet saved); the
+    cache is written with slice writes (``slice_update``, not ``scatter_nd``: see ane.py)."""
     import coremltools as ct
 
-    ep = export_program(dec, max_seq_len)
+    ep = export_program(dec.use_slice_writes(), max_seq_len, tokens_per_call)
     return ct.convert(
         ep,
         minimum_deployment_target=getattr(ct.target, DEPLOYMENT),

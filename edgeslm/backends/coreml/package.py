@@ -131,8 +131,15 @@ def structure_checks(facts: dict, expected: dict) -> list[dict]:
     return [
         check("minimum deployment target", DEPLOYMENT, facts["minimum_deployment_target"]),
         check("inputs", ["tokens", "input_pos"], list(inputs)),
-        check("tokens shape range (prefill and decode)", [[1, 1], [1, ctx]], inputs.get("tokens", {}).get("range")),
-        check("input_pos shape range", [[1, ctx]], inputs.get("input_pos", {}).get("range")),
+        *([check("tokens shape range (prefill and decode)", [[1, 1], [1, ctx]], inputs.get("tokens", {}).get("range")),
+           check("input_pos shape range", [[1, ctx]], inputs.get("input_pos", {}).get("range"))]
+          if not expected.get("tokens_per_call") else
+          [check("tokens shape (fixed, tokens per prediction)", [1, expected["tokens_per_call"]],
+                 inputs.get("tokens", {}).get("shape"), ok=inputs.get("tokens", {}).get("range") is None
+                 and inputs.get("tokens", {}).get("shape") == [1, expected["tokens_per_call"]]),
+           check("input_pos shape (fixed)", [expected["tokens_per_call"]], inputs.get("input_pos", {}).get("shape"),
+                 ok=inputs.get("input_pos", {}).get("range") is None
+                 and inputs.get("input_pos", {}).get("shape") == [expected["tokens_per_call"]])]),
         check("outputs", [{"name": "logits", "dtype": "float32", "shape": [1, expected["vocab_size"]]}],
               [{k: o[k] for k in ("name", "dtype", "shape")} for o in facts["outputs"]]),
         check("KV cache states (2 per layer)", 2 * layers, len(states)),

@@ -39,13 +39,21 @@ class CoreMLModel:
 
         self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, compute_units))
         self.state = None
+        tokens = next(i for i in self.model.get_spec().description.input if i.name == "tokens")
+        flexible = tokens.type.multiArrayType.WhichOneof("ShapeFlexibility") is not None
+        # A Neural Engine package takes a fixed number of tokens per prediction (one): feed prompts in pieces.
+        self.per_call = None if flexible else int(tokens.type.multiArrayType.shape[-1])
 
     def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if start_pos == 0 or self.state is None:
             self.state = self.model.make_state()
-        feed = {"tokens": np.array([tokens], dtype=np.int32),
-                "input_pos": np.arange(start_pos, start_pos + len(tokens), dtype=np.int32)}
-        out = self.model.predict(feed, state=self.state)
+        n = self.per_call or len(tokens)
+        if len(tokens) % n:
+            raise ValueError(f"this package takes {n} tokens per prediction; got {len(tokens)}")
+        for i in range(0, len(tokens), n):
+            feed = {"tokens": np.array([tokens[i:i + n]], dtype=np.int32),
+                    "input_pos": np.arange(start_pos + i, start_pos + i + n, dtype=np.int32)}
+            out = self.model.predict(feed, state=self.state)
         return torch.from_numpy(np.asarray(out["logits"], dtype=np.float32).reshape(-1))
 
 

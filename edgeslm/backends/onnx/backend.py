@@ -38,6 +38,11 @@ BITS = {"4w": 4, "8w": 8}
 RUNTIME_AGREEMENT = Thresholds(min_greedy_prefix=1.0, tie_margin=0.02)
 
 
+def build_options(target) -> dict:
+    """Target options the artifact depends on (part of its reuse key): the execution providers it names."""
+    return target.onnx
+
+
 def gated_stages(recipe: str) -> dict:
     """Stages this backend gates for ``recipe`` → its own default gate (None: the target must give one)."""
     stages = {"lowering": None, "runtime_agreement": RUNTIME_AGREEMENT}

@@ -20,6 +20,8 @@ final class CoreMLEngine: Engine {
     private var positionsName = "input_pos"
     private var logitsName = "logits"
     private var contextLength = 512
+    /// Tokens per prediction of a fixed-shape package (edgeslm's Neural Engine form takes 1); nil: any 1..context.
+    private var tokensPerCall: Int?
     private let lock = NSLock()
     private var stopRequested = false
 
@@ -64,6 +66,9 @@ final class CoreMLEngine: Engine {
             throw BundleError("\(artifact.name) has no output \"\(logitsName)\"", fix: "re-export the bundle with `edgeslm export --target ios`")
         }
         if let ctx = artifact.metadata["edgeslm.context_length"]?.string.flatMap({ Int($0) }) { contextLength = ctx }
+        if let c = inputs[tokensName]?.multiArrayConstraint, c.shapeConstraint.type == .unspecified, c.shape.count == 2 {
+            tokensPerCall = c.shape[1].intValue  // fixed shape: the prompt goes in that many tokens at a time
+        }
         // AutoTokenizer reads tokenizer.json and tokenizer_config.json from the folder that holds them
         tokenizer = try await AutoTokenizer.from(modelFolder: artifact.tokenizer.deletingLastPathComponent())
         tokenBytes = try TokenBytes(tokenizerJSON: artifact.tokenizer)
@@ -99,6 +104,20 @@ final class CoreMLEngine: Engine {
         return CoreMLEngine.lastRow(logits)
     }
 
+    /// The prompt in one prediction, or in pieces of `tokensPerCall` for a fixed-shape (Neural Engine) package.
+    func prefill(_ ids: [Int], state: MLState) throws -> [Float] {
+        guard let n = tokensPerCall, n > 0 else { return try step(ids, start: 0, state: state) }
+        if ids.count % n != 0 {
+            throw BundleError("this package takes \(n) tokens per prediction; the prompt has \(ids.count)",
+                              fix: "export with tokens_per_call 1 (the ios-ane target does)")
+        }
+        var logits: [Float] = []
+        for start in stride(from: 0, to: ids.count, by: n) {
+            logits = try step(Array(ids[start..<start + n]), start: start, state: state)
+        }
+        return logits
+    }
+
     /// The last row of a [.., vocab] logits array ([1, vocab] as edgeslm exports it, or [1, L, vocab]).
     static func lastRow(_ a: MLMultiArray) -> [Float] {
         let shape = a.shape.map(\.intValue)
@@ -131,7 +150,7 @@ final class CoreMLEngine: Engine {
         lock.withLock { stopRequested = false }
         let state = model.makeState()
         var rng = SystemRandomNumberGenerator()
-        var logits = try step(promptIds, start: 0, state: state)
+        var logits = try prefill(promptIds, state: state)
         var pos = promptIds.count
         var out: [Int] = []
         let maxNew = settings.maxNewTokens ?? 64
