@@ -422,6 +422,10 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
     else:
         dev = load_device(name)
     rows = predict_bundle(bundle, dev, prompt_len, gen_len)
+    refused = [r for r in rows if r.get("over_limit")]
+    if refused:
+        raise InputError(f"{refused[0]['artifact']} cannot run on {dev.name}: {refused[0]['over_limit']}",
+                         "export with a shorter --context-length, a smaller model or a lower-bit recipe")
     if as_json:
         click.echo(json.dumps({"device": dev.name, "description": dev.description, "artifacts": rows,
                                "assumptions": ASSUMPTIONS}, indent=2))

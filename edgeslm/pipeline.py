@@ -34,7 +34,7 @@ from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe, is_group_size
 from edgeslm.quant.recipes import plan as plan_recipe
-from edgeslm.records import Artifact
+from edgeslm.records import Artifact, NotBuilt
 from edgeslm.records import Status as Verdict
 from edgeslm.target import Target, check_gate_coverage, check_target_device, load_target
 
@@ -396,6 +396,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, ref.heldout_ids,
                     tgt.group_size if group_size is None else group_size, status, checks, timings)
     artifacts: list[Artifact] = []
+    not_built: list[NotBuilt] = []
     new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
         tokenizer_files = _write_tokenizer(ckpt, tmp)
@@ -407,6 +408,9 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 continue
             backend = get_backend(backend_name)
             art = job.finish(backend.export(job, recipe_name, tmp))
+            if isinstance(art, NotBuilt):  # its stages are reported; no file stands in for it
+                not_built.append(art)
+                continue
             artifacts.append(art)
             if art.status is not Verdict.FAILED:
                 defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
@@ -433,6 +437,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                 "shape": shape,
             },
             "artifacts": [a.to_json() for a in artifacts],
+            **({"not_built": [a.to_json() for a in not_built]} if not_built else {}),
             "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
             "special_tokens": {
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,

@@ -22,13 +22,16 @@ PARITY_PER_FP32_BYTE = 1.1
 # Lowering phase per fp32 byte of the model, by backend: ExecuTorch holds the quantized model, the exported and
 # delegated programs and the serialized .pte (1B: 4.0 GB over base); torch.onnx export traces the fp32 model and
 # writes it with its external data (SmolLM2-135M: 1.9 GB over base); Core ML converts an fp16 copy.
-LOWERING_PER_FP32_BYTE = {"executorch": 0.85, "onnx": 3.6, "coreml": 1.5}
+LOWERING_PER_FP32_BYTE = {"executorch": 0.85, "onnx": 3.6, "coreml": 1.5,
+                          # QNN: two static graphs exported, then QDQ-quantized one at a time (assumed like ONNX);
+                          # PT2E keeps the fp32 model and its quant-dequant copy (assumed 2x ExecuTorch's)
+                          "onnx-qnn": 3.6, "executorch-qnn": 1.7}
 # ...plus, per decoder layer, the graphs and traced metadata lowering keeps (SmolLM2-135M, 30 layers: 1.9 GB peak
 # for a 0.5 GB fp32 model).
 LOWERING_BYTES_PER_LAYER = {"executorch": 24 * 2**20}
 # Seconds on that host: lowering per decoder layer and artifact, and per parameter for loading, the fp32
 # reference and decoder, and each artifact's eager and runtime parity passes.
-SECONDS_PER_LAYER = {"executorch": 10.0, "onnx": 6.0, "coreml": 2.0}
+SECONDS_PER_LAYER = {"executorch": 10.0, "onnx": 6.0, "coreml": 2.0, "onnx-qnn": 8.0, "executorch-qnn": 8.0}
 SECONDS_PER_PARAMETER = 4e-8
 
 

@@ -196,3 +196,25 @@ class Artifact:
         if self.reused_from_target:
             d["reused_from_target"] = self.reused_from_target
         return d
+
+
+@dataclass
+class NotBuilt:
+    """An artifact whose stages ran as far as this machine allows but whose file cannot be built here (a QNN
+    .pte needs Qualcomm's SDK): the manifest lists it under ``not_built`` with the reason and the command that
+    builds it, its stages are in the parity report, and nothing in the bundle pretends to be it."""
+
+    name: str
+    backend: str
+    recipe: str
+    reason: str
+    how: str  # what builds it (where the missing tool is)
+    quantization: list[str]
+    status: Status = Status.NOT_RUN
+    validation: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "backend": self.backend, "recipe": self.recipe, "reason": self.reason,
+                "how": self.how, "quantization": self.quantization, "parity": PARITY_WORD[self.status],
+                "validation": self.validation, **self.facts}

@@ -21,6 +21,8 @@ _MODULES = {
     "executorch": "edgeslm.backends.executorch.backend",
     "onnx": "edgeslm.backends.onnx.backend",
     "coreml": "edgeslm.backends.coreml.backend",
+    "onnx-qnn": "edgeslm.backends.onnx_qnn.backend",  # QDQ ONNX for the QNN EP (Qualcomm NPU)
+    "executorch-qnn": "edgeslm.backends.executorch_qnn.backend",  # ExecuTorch Qualcomm backend (needs QNN SDK)
 }
 BACKEND_NAMES = tuple(_MODULES)
 

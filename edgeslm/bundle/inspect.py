@@ -77,23 +77,26 @@ def _mlpackage(path: Path) -> dict:
     return read_package(path)
 
 
-READERS = {"onnx": _onnx, "executorch": _pte, "coreml": _mlpackage}
+READERS = {"onnx": _onnx, "executorch": _pte, "coreml": _mlpackage}  # by file format (a backend's FORMAT)
 WHAT = {"onnx": "an ONNX model", "executorch": "an ExecuTorch program", "coreml": "a Core ML package"}
 
 
 def read_artifact(bundle: Path, backend: str, path: str) -> dict:
-    """One artifact read by its backend's reader; any failure of the reader (garbage bytes, a truncated file,
-    a reader library's own error) is the file's problem, said in one line."""
-    if backend not in READERS:
-        raise InputError(f"{bundle / path}: unknown backend {backend!r} in the manifest",
-                         f"this edgeslm reads {', '.join(READERS)}; upgrade edgeslm if a newer one wrote the bundle")
+    """One artifact read by the reader of its backend's file format; any failure of the reader (garbage bytes, a
+    truncated file, a reader library's own error) is the file's problem, said in one line."""
+    from edgeslm.backends import get_backend
+
     try:
-        return READERS[backend](bundle / path)
+        fmt = get_backend(backend).FORMAT
+    except InputError as e:
+        raise InputError(f"{bundle / path}: {e.problem} in the manifest", e.hint) from None
+    try:
+        return READERS[fmt](bundle / path)
     except Exception as e:  # noqa: BLE001 — readers raise anything (DecodeError, RuntimeError, ValueError...)
         detail = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if len(detail) > 200:
             detail = detail[:200] + "…"
-        raise InputError(f"{bundle / path} cannot be read as {WHAT[backend]} ({detail})",
+        raise InputError(f"{bundle / path} cannot be read as {WHAT[fmt]} ({detail})",
                          f"run `edgeslm verify {bundle}`; re-export the bundle") from None
 
 

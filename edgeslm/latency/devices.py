@@ -2,7 +2,10 @@
 
 A profile gives the device's peak DRAM bandwidth and usable memory, and per backend the effective fraction of
 that bandwidth its decode kernels reach and the effective throughput of its prefill kernels, per kernel kind
-(see ``workload.KINDS``). Unknown keys are rejected with the list of supported keys.
+(see ``workload.KINDS``; a backend names the kinds it runs, e.g. only ``fixed_point`` on an NPU). An accelerator
+may add its own limits: the largest model one context holds (``max_context_gb``, with ``limit_source``), and
+``static_cache`` when its compiled graphs attend over the whole cache every step. Unknown keys are rejected with
+the list of supported keys.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class BackendPerf:
     prefill_gflops: dict[str, float]  # kind → effective prefill throughput (GFLOP/s or GOP/s)
     runtime: str = ""
     step_overhead_us: float = 0.0  # fixed cost of one decode step (runtime dispatch), dominant for tiny models
+    static_cache: bool = False  # static-shape graphs: every step reads the whole KV cache (NPU graphs)
+    max_context_gb: float = 0.0  # largest model (weights + KV + buffers) one accelerator context holds; 0 = none
+    limit_source: str = ""  # where max_context_gb comes from
 
 
 @dataclass(frozen=True)
@@ -80,15 +86,11 @@ def _text(v, key: str, path: Path, example: str, empty_ok: bool = True) -> str:
 
 def _per_kind(v, key: str, path: Path, high: float | None, want: str, example: float) -> dict[str, float]:
     kinds = ", ".join(f"{k} = {example}" for k in KINDS)
-    if not isinstance(v, dict):
-        raise InputError(f"{key} in device file {path} must be a table {{kind = number}}, not {_show(v)}",
-                         f"write e.g. {key.rsplit('.', 1)[-1]} = {{ {kinds} }}")
+    if not isinstance(v, dict) or not v:
+        raise InputError(f"{key} in device file {path} must be a non-empty table {{kind = number}}, not {_show(v)}",
+                         f"write e.g. {key.rsplit('.', 1)[-1]} = {{ {kinds} }} (the kinds the backend runs)")
     _reject(v, set(KINDS), f"{key} of {path}")
-    missing = [k for k in KINDS if k not in v]
-    if missing:
-        raise InputError(f"{key} in device file {path} lacks {', '.join(missing)}",
-                         f"give a figure for every kernel kind: {{ {kinds} }}")
-    return {k: _number(v[k], f"{key}.{k}", path, 0.0, high, want, f"{k} = {example}") for k in KINDS}
+    return {k: _number(v[k], f"{key}.{k}", path, 0.0, high, want, f"{k} = {example}") for k in KINDS if k in v}
 
 
 def _backend(name: str, table, path: Path) -> BackendPerf:
@@ -106,11 +108,33 @@ def _backend(name: str, table, path: Path) -> BackendPerf:
     if missing:
         raise InputError(f"{where} in device file {path} lacks {', '.join(missing)}",
                          "add them (see the built-in profiles in edgeslm/targets/devices/)")
+    bw = _per_kind(table["bandwidth_efficiency"], f"backends.{name}.bandwidth_efficiency", path, 1.0,
+                   "a fraction of peak bandwidth in (0, 1]", 0.6)
+    prefill = _per_kind(table["prefill_gflops"], f"backends.{name}.prefill_gflops", path, None,
+                        "a finite number of GFLOP/s > 0", 100.0)
+    for a, b, ka, kb in ((bw, prefill, "bandwidth_efficiency", "prefill_gflops"),
+                         (prefill, bw, "prefill_gflops", "bandwidth_efficiency")):
+        missing = [k for k in a if k not in b]
+        if missing:
+            raise InputError(f"backends.{name}.{kb} in device file {path} lacks {', '.join(missing)}",
+                             f"give {kb} and {ka} figures for the same kernel kinds")
+    static = table.get("static_cache", False)
+    if not isinstance(static, bool):
+        raise InputError(f"backends.{name}.static_cache in device file {path} must be true or false, not "
+                         f"{_show(static)}", "write e.g. static_cache = true")
+    limit = _number(table.get("max_context_gb", 0.0), f"backends.{name}.max_context_gb", path, 0.0, None,
+                    "a finite number of GB >= 0 (0: no limit)", "max_context_gb = 3.5", low_inclusive=True)
+    source = _text(table.get("limit_source", ""), f"backends.{name}.limit_source", path,
+                   'limit_source = "https://..."')
+    if limit and not source.strip():
+        raise InputError(f"backends.{name}.max_context_gb in device file {path} has no limit_source",
+                         "say where the limit comes from: limit_source = \"URL or document\"")
     return BackendPerf(
-        bandwidth_efficiency=_per_kind(table["bandwidth_efficiency"], f"backends.{name}.bandwidth_efficiency", path,
-                                       1.0, "a fraction of peak bandwidth in (0, 1]", 0.6),
-        prefill_gflops=_per_kind(table["prefill_gflops"], f"backends.{name}.prefill_gflops", path, None,
-                                 "a finite number of GFLOP/s > 0", 100.0),
+        bandwidth_efficiency=bw,
+        prefill_gflops=prefill,
+        static_cache=static,
+        max_context_gb=limit,
+        limit_source=source,
         runtime=_text(table.get("runtime", ""), f"backends.{name}.runtime", path, 'runtime = "ExecuTorch, XNNPACK"'),
         step_overhead_us=_number(table.get("step_overhead_us", 0.0), f"backends.{name}.step_overhead_us", path, 0.0,
                                  None, "a finite number of microseconds >= 0", "step_overhead_us = 125.0",

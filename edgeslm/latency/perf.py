@@ -28,6 +28,8 @@ ASSUMPTIONS = [
     "devices of the same class; thermal throttling, other apps and the OS are not modelled",
     f"range = point estimate ± {UNCERTAINTY:.0%}, the error seen on published figures the model was not fitted to",
     "memory = weights + full-context KV cache + working buffers; the app's own memory is not included",
+    "an NPU with static-shape graphs (static_cache in its profile) reads the whole compiled KV cache every step, "
+    "and refuses a model whose footprint exceeds what one of its contexts holds (max_context_gb)",
 ]
 
 
@@ -38,7 +40,10 @@ def _band(point: float) -> dict:
 def decode_seconds(w: Workload, device: Device, backend: str, start: int, steps: int) -> float:
     perf = device.perf(backend)
     bw = device.memory_bandwidth_gb_s * 1e9 * perf.bandwidth_efficiency[w.kind]
-    kv = w.kv_bytes_per_position * (steps * start + steps * (steps - 1) / 2)  # positions start..start+steps-1
+    if perf.static_cache:  # the compiled graph attends over every cache slot, filled or not
+        kv = w.kv_bytes_per_position * w.context_length * steps
+    else:
+        kv = w.kv_bytes_per_position * (steps * start + steps * (steps - 1) / 2)  # positions start..start+steps-1
     return (w.streamed_bytes * steps + kv) / bw + steps * perf.step_overhead_us * 1e-6
 
 
@@ -53,10 +58,26 @@ def prefill_seconds(w: Workload, device: Device, backend: str, prompt_len: int) 
     return max(prefill_flops(w, prompt_len) / (perf.prefill_gflops[w.kind] * 1e9), w.weight_bytes / bw)
 
 
+def footprint_bytes(w: Workload) -> float:
+    """What the artifact holds while running: weights, the full-context KV cache and working buffers."""
+    return w.weight_bytes + w.kv_bytes(w.context_length) + w.activation_bytes * w.context_length
+
+
+def over_limit(w: Workload, device: Device, backend: str) -> str | None:
+    """Why ``device``'s accelerator refuses this workload (its per-context limit), or None."""
+    perf = device.perf(backend)
+    need = footprint_bytes(w)
+    if perf.max_context_gb and need > perf.max_context_gb * 1e9:
+        return (f"predicted footprint {need / 1e9:.2f} GB (weights {w.weight_bytes / 1e9:.2f} GB + KV cache and "
+                f"buffers at context {w.context_length}) exceeds the {perf.max_context_gb:g} GB one "
+                f"{device.name} context holds ({perf.limit_source})")
+    return None
+
+
 def predict(w: Workload, device: Device, backend: str, prompt_len: int, gen_len: int) -> dict:
     prefill = prefill_seconds(w, device, backend, prompt_len)
     decode = decode_seconds(w, device, backend, prompt_len, gen_len)
-    memory = w.weight_bytes + w.kv_bytes(w.context_length) + w.activation_bytes * w.context_length
+    memory = footprint_bytes(w)
     decode_tps, prefill_tps = gen_len / decode, prompt_len / prefill
     return {
         "device": device.name,
@@ -69,10 +90,13 @@ def predict(w: Workload, device: Device, backend: str, prompt_len: int, gen_len:
         "decode_tok_s": _band(decode_tps),
         "memory_mb": memory / 1e6,
         "fits_in_memory": memory <= device.usable_memory_gb * 1e9,
+        "over_limit": over_limit(w, device, backend),
         "inputs": {"weight_bytes": w.weight_bytes, "streamed_bytes_per_token": w.streamed_bytes,
                    "kv_bytes_per_position": w.kv_bytes_per_position, "linear_flops_per_token": w.linear_flops,
                    "memory_bandwidth_gb_s": device.memory_bandwidth_gb_s,
                    "bandwidth_efficiency": device.perf(backend).bandwidth_efficiency[w.kind],
                    "prefill_gflops": device.perf(backend).prefill_gflops[w.kind],
-                   "step_overhead_us": device.perf(backend).step_overhead_us},
+                   "step_overhead_us": device.perf(backend).step_overhead_us,
+                   **({"max_context_gb": device.perf(backend).max_context_gb}
+                      if device.perf(backend).max_context_gb else {})},
     }

@@ -34,6 +34,10 @@ def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int) 
                         "reason": f"device {device.name} has no figures for {art['backend']}"})
             continue
         w = from_artifact(m, art)
+        if w.kind not in device.perf(art["backend"]).bandwidth_efficiency:
+            out.append({"artifact": name, "backend": art["backend"], "predicted": False,
+                        "reason": f"device {device.name} has no {w.kind} kernel figures for {art['backend']}"})
+            continue
         out.append({"artifact": name, "recipe": art["recipe"], "predicted": True,
                     **predict(w, device, art["backend"], prompt_len, gen_len)})
     return out
@@ -50,6 +54,11 @@ def check_budgets(budgets: dict, predicted: list[dict]) -> list[dict]:
             ok = value <= limit if key.startswith("max_") else value >= limit
             rows.append({"artifact": p["artifact"], "device": p["device"], "budget": key, "limit": limit,
                          "predicted": value, "passed": ok})
+        limit_gb = p["inputs"].get("max_context_gb")
+        if limit_gb:  # the accelerator's own limit: checked whatever the target's budgets say
+            rows.append({"artifact": p["artifact"], "device": p["device"], "budget": "max_context_mb",
+                         "limit": limit_gb * 1e3, "predicted": p["memory_mb"], "passed": p["over_limit"] is None,
+                         "reason": p["over_limit"]})
     return rows
 
 

@@ -13,14 +13,17 @@ from edgeslm.errors import InputError
 
 # Which kernels a recipe runs, for the efficiency factors of the device profiles:
 # float = fp32/fp16/bf16 matmuls; int8_dynamic = int8 activations × int4/int8 weights (XNNPACK 8da4w, int8w);
-# weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights).
-KINDS = ("float", "int8_dynamic", "weight_only")
+# weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights);
+# fixed_point = an NPU's integer pipeline: static 16-bit activations × int4/int8 weights (Qualcomm HTP).
+KINDS = ("float", "int8_dynamic", "weight_only", "fixed_point")
 RECIPE_KIND = {"fp32": "float", "fp16": "float", "bf16": "float", "8da4w": "int8_dynamic", "int8w": "int8_dynamic",
-               "int4": "weight_only", "int8": "weight_only", "palettize4": "weight_only"}
+               "int4": "weight_only", "int8": "weight_only", "palettize4": "weight_only",
+               "16a4w": "fixed_point", "16a8w": "fixed_point"}
 # Bits per embedding element as each recipe stores the table (scales included), for the rows decode skips.
 EMBED_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "8da4w": 8, "int8w": 8,
-              "int4": 4 + 16 / 32, "int8": 8 + 16 / 32, "palettize4": 4}
-KV_BYTES = {"executorch": 4, "onnx": 4, "coreml": 2}  # cache element size (ONNX fp16 recipe: 2)
+              "int4": 4 + 16 / 32, "int8": 8 + 16 / 32, "palettize4": 4, "16a4w": 8, "16a8w": 8}
+# Cache element size (ONNX fp16 recipe: 2; the NPU recipes keep a 16-bit quantized cache).
+KV_BYTES = {"executorch": 4, "onnx": 4, "coreml": 2, "onnx-qnn": 2, "executorch-qnn": 2}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Quantization recipes: ordered ``pattern → scheme`` rules, first match wins (as in ExecuTorch's LLM export).
 
 A rule's pattern is an fnmatch glob over module names of the re-authored decoder (``embed_tokens``,
-``lm_head``, ``layers.3.mlp.down_proj``, ...). Schemes are applied with torchao's ``quantize_``:
+``lm_head``, ``layers.3.mlp.down_proj``, ...); ``layers.last.*`` names the last block whatever the depth. Schemes are applied with torchao's ``quantize_``:
 
 - ``8da4w`` / ``8da8w``: int8 dynamic activations, int4 / int8 weights (XNNPACK runs them natively)
 - ``4w`` / ``8w``: weight-only int4 / int8 (linear or embedding)
 - ``pal4``: 4-bit palettization, one 16-entry k-means table per ``group_size`` output channels (Core ML)
+- ``16a4w`` / ``16a8w``: static (calibrated) 16-bit activations × int4 / int8 weights, the fixed-point numerics of
+  Qualcomm's HTP NPU (ONNX QDQ for the QNN EP, ExecuTorch's QnnQuantizer)
 - ``fp16`` / ``fp32``: weights left unquantized (in that precision)
 
 Backends declare which recipes they implement; a recipe is applied by the backend's own quantizer (torchao for
@@ -23,8 +25,9 @@ from edgeslm.errors import InputError
 if TYPE_CHECKING:  # torch is imported where quantization runs, so recipe names are readable without it
     from torch import nn
 
-LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "pal4", "fp16", "fp32")
-EMBEDDING_SCHEMES = ("4w", "8w", "pal4", "fp16", "fp32")
+LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "pal4", "16a4w", "16a8w", "fp16", "fp32")
+EMBEDDING_SCHEMES = ("4w", "8w", "pal4", "16a8w", "fp16", "fp32")
+NPU_SCHEMES = ("16a4w", "16a8w")  # calibrated static activations: only the NPU backends apply them
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,18 @@ class Recipe:
     rules: tuple[Rule, ...]
     description: str
 
-    def rule_for(self, fqn: str) -> Rule | None:
-        return next((r for r in self.rules if fnmatch.fnmatchcase(fqn, r.pattern)), None)
+    def rule_for(self, fqn: str, num_layers: int | None = None) -> Rule | None:
+        """The first rule matching ``fqn``; with ``num_layers``, ``layers.last`` also matches the last block."""
+        names = [fqn]
+        if num_layers and fqn.startswith(f"layers.{num_layers - 1}."):
+            names.append("layers.last." + fqn.split(".", 2)[2])
+        return next((r for r in self.rules if any(fnmatch.fnmatchcase(n, r.pattern) for n in names)), None)
 
-    def with_group_size(self, group_size: int) -> "Recipe":
+    def with_group_size(self, group_size: int) -> Recipe:
         """The same recipe with every grouped 4-bit rule at another group size."""
         rules = tuple(
-            Rule(r.pattern, r.scheme, group_size if r.group_size else 0) if r.scheme in ("8da4w", "4w") else r
+            Rule(r.pattern, r.scheme, group_size if r.group_size else 0) if r.scheme in ("8da4w", "4w", "16a4w")
+            else r
             for r in self.rules
         )
         return Recipe(self.name, rules, self.description)
@@ -86,6 +94,16 @@ RECIPES: dict[str, Recipe] = {
         Recipe("palettize4", (Rule("*", "pal4", 4),),
                "4-bit palettization (k-means, a 16-entry table per 4 output channels) on every linear and the "
                "embedding table (Core ML)"),
+        # Qualcomm HTP (android-npu): the NPU computes in fixed point, so activations are quantized too, with
+        # ranges calibrated on text (16-bit: 8-bit activations wreck small LLMs). The layers most sensitive to
+        # quantization keep 8-bit weights: lm_head, the embedding table and the first and last blocks.
+        Recipe("16a4w",
+               (Rule("embed_tokens", "16a8w"), Rule("lm_head", "16a8w"), Rule("layers.0.*", "16a8w"),
+                Rule("layers.last.*", "16a8w"), Rule("*", "16a4w")),
+               "16-bit activations (calibrated) × int4 weights per channel; lm_head, embeddings and the first and "
+               "last blocks at int8 weights (Qualcomm HTP)"),
+        Recipe("16a8w", (Rule("*", "16a8w"),),
+               "16-bit activations (calibrated) × int8 weights per channel on every layer (Qualcomm HTP)"),
     )
 }
 # Other names users know these recipes by.
@@ -113,7 +131,10 @@ def get_recipe(name: str, group_size: int | None = None) -> Recipe:
 
 def _torchao_config(scheme: str, group_size: int):
     import torch
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
+    from torchao.quantization import (
+        Int8DynamicActivationIntxWeightConfig,
+        IntxWeightOnlyConfig,
+    )
     from torchao.quantization.granularity import PerAxis, PerGroup
 
     gran = PerGroup(group_size) if group_size else PerAxis(0)
@@ -129,10 +150,11 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, Rule]:
     from torch import nn
 
     chosen: dict[str, Rule] = {}
+    spec = getattr(model, "spec", None)
     for fqn, mod in model.named_modules():
         if not isinstance(mod, (nn.Linear, nn.Embedding)):
             continue
-        rule = recipe.rule_for(fqn)
+        rule = recipe.rule_for(fqn, getattr(spec, "num_layers", None))
         if rule is None or rule.scheme == "fp32":
             continue
         allowed = EMBEDDING_SCHEMES if isinstance(mod, nn.Embedding) else LINEAR_SCHEMES

@@ -128,10 +128,10 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
         present = path.is_file()
     except (OSError, ValueError):  # a name the file system refuses (too long, ...): not a file here
         present = False
-    if art["backend"] == "onnx" and present:
+    if present and art["file"].endswith(".onnx"):
         from edgeslm.bundle.inspect import read_artifact
 
-        return read_artifact(folder, "onnx", artifact_name(art))["weight_bytes_by_dtype"]
+        return read_artifact(folder, art["backend"], artifact_name(art))["weight_bytes_by_dtype"]
     return {"mixed (delegate blobs)": art["bytes"]}
 
 

@@ -28,6 +28,7 @@ from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
+FORMAT = "coreml"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("fp16", "int8", "int4", "palettize4")
 # Core ML runs one forward per call; the app's own loop samples (ios_demo: temperature and a token budget).
 APP = {"runtime": "coreml", "package": "coremltools", "honoured": ("temperature", "max_new_tokens")}

@@ -14,6 +14,7 @@ from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
+FORMAT = "executorch"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("fp32", "8da4w", "int8w")
 # For apps (manifest ``load`` / ``app.honoured``): the runtime's id, the package whose version ran parity here,
 # and which generation defaults LlmModule applies (it samples with a temperature only).

@@ -23,6 +23,7 @@ from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
+FORMAT = "onnx"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("fp32", "fp16", "int4", "int8")
 APP = {"runtime": "onnxruntime-genai", "package": "onnxruntime-genai",
        "honoured": ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}

@@ -43,6 +43,13 @@ class OrtModel:
         return torch.from_numpy(logits[0, -1].astype(np.float32))
 
 
+def padded_length(folder: Path, n: int) -> int:
+    """Positions a prompt of ``n`` tokens takes in onnxruntime-genai: with a sliding window (static-shape QNN
+    models) the prompt is front-padded to a multiple of the window, and the pads count against max_length."""
+    window = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get("sliding_window")
+    return -(-n // window["window_size"]) * window["window_size"] if window else n
+
+
 def load_genai_model(folder: Path):
     """onnxruntime_genai.Model on this machine's CPU: the folder's configured EPs (CUDA, QNN, ...) are for the
     device and are not available here, so they are cleared for local runs (the files are left untouched)."""
@@ -71,11 +78,11 @@ def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperat
         eos = cfg.get("eos_token_id", [])
         eos_ids = eos if isinstance(eos, list) else [eos]
     ids = og.Tokenizer(model).encode(prompt)
-    if not 0 < len(ids) < cfg["context_length"]:
+    if not 0 < padded_length(folder, len(ids)) < cfg["context_length"]:
         raise InputError(f"the prompt is {len(ids)} tokens; the context length is {cfg['context_length']}",
                          "pass a non-empty prompt shorter than the context, or export with a larger --context-length")
     params = og.GeneratorParams(model)
-    opts = {"max_length": min(len(ids) + max_new_tokens, cfg["context_length"])}
+    opts = {"max_length": min(padded_length(folder, len(ids)) + max_new_tokens, cfg["context_length"])}
     if temperature > 0:
         opts.update(do_sample=True, temperature=temperature)
     else:
@@ -99,7 +106,7 @@ def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
 
     model = load_genai_model(folder)
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + n)
+    params.set_search_options(do_sample=False, max_length=padded_length(folder, len(ids)) + n)
     gen = og.Generator(model, params)
     gen.append_tokens(ids)
     out = []
