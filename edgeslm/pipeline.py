@@ -180,6 +180,19 @@ class Reference:
     seconds: float
     heldout_ids: list = field(default_factory=list)  # held-out text chunks: perplexity at every stage
     built: dict = field(default_factory=dict)  # artifact key → what another target can reuse (ExportJob.adopt)
+    variants: list = field(default_factory=list)  # one per LoRA adapter (empty: the base model is exported)
+
+
+@dataclass
+class Variant:
+    """The model an artifact is built from: the base, or the base with one LoRA adapter merged, with its own
+    reference (transformers + PEFT, unmerged) and edgeslm fp32 observations."""
+
+    tag: str  # artifact name suffix ("" for the base or a single adapter)
+    ckpt: Checkpoint
+    obs_ref: object
+    obs_fp32: object
+    adapter: object = None
 
 
 def load(model: str, revision: str | None, status: Status = lambda msg: None) -> tuple[object, Checkpoint]:
@@ -234,6 +247,45 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
                      heldout_ids=heldout)
 
 
+def prepare_adapters(ref: Reference, adapters: list, context_length: int, status: Status = lambda msg: None) \
+        -> None:
+    """One variant per adapter: the PEFT reference (base + adapter, unmerged) and the edgeslm decoder built from
+    the merged weights, observed on the same prompts (the adapter stage compares them)."""
+    from edgeslm.model.adapter import adapted, peft_reference
+
+    for a in adapters:
+        status(f"adapter {a.name}: transformers + PEFT reference, edgeslm merged decoder")
+        model = peft_reference(ref.ckpt, a)
+        obs_ref = observe(HFModel(model), ref.prompt_ids, ref.heldout_ids)
+        del model
+        preflight.release_memory()
+        ckpt = adapted(ref.ckpt, a)
+        fp32 = build_decoder(ckpt, context_length, untie=False)
+        obs_fp32 = observe(EagerDecoder(fp32), ref.prompt_ids, ref.heldout_ids, path=obs_ref.greedy)
+        del fp32
+        preflight.release_memory()
+        ref.variants.append(Variant(f"-{a.name}" if len(adapters) > 1 else "", ckpt, obs_ref, obs_fp32, a))
+
+
+def load_adapters(specs: tuple[str, ...], ckpt: Checkpoint) -> list:
+    """Each ``--adapter`` checked against the base (headers only), with names unique in the bundle."""
+    from edgeslm.model.adapter import load_adapter
+
+    out, names = [], set()
+    for spec in specs:
+        a = load_adapter(spec, ckpt)
+        name, i = a.name, 2
+        while name in names:
+            name, i = f"{a.name}{i}", i + 1
+        names.add(name)
+        out.append(a if name == a.name else load_adapter(spec, ckpt, name))
+    shas = [a.sha256 for a in out]
+    dup = next((a for a, s in zip(out, shas) if shas.count(s) > 1), None)
+    if dup is not None:
+        raise InputError(f"adapter {dup.source.model_id} is given twice (same weights)", "pass each adapter once")
+    return out
+
+
 def export(
     model: str,
     target: str | Target,
@@ -248,6 +300,7 @@ def export(
     status: Status = lambda msg: None,
     bench: bool = True,
     memory_check: bool = True,
+    adapters: tuple[str, ...] = (),
 ) -> ExportResult:
     """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
 
@@ -260,7 +313,7 @@ def export(
     this machine has available (see edgeslm/preflight.py).
     """
     return export_targets(model, [(target, out)], recipe, backends, revision, force, context_length, group_size,
-                          prompts, status, bench, memory_check)[0]
+                          prompts, status, bench, memory_check, adapters=adapters)[0]
 
 
 def export_targets(
@@ -277,6 +330,7 @@ def export_targets(
     bench: bool = True,
     memory_check: bool = True,
     report_dir: Path | None = None,
+    adapters: tuple[str, ...] = (),
 ) -> list[ExportResult]:
     """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
     the fp32 decoder's observations are done once and shared; every target is then built, checked and written
@@ -291,8 +345,10 @@ def export_targets(
     ctx_info = context_lengths(loaded[1], [t for t, _ in tgts], context_length, status)
     ctxs = [c for c, _ in ctx_info]
     check_model_fits(loaded[1], [t for t, _ in tgts], plans, ctxs, group_size, prompts)
+    lora = load_adapters(tuple(adapters), loaded[1])
     fc = _preflight(loaded[1], plans, memory_check, status)
     ref = prepare(model, revision, prompts, max(ctxs), status, loaded, min(ctxs))
+    prepare_adapters(ref, lora, max(ctxs), status)
     results = [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
                for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
     peak = probe.stop()
@@ -392,29 +448,40 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     status(f"target {tgt.name}")
     checks = [compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
                       tgt.thresholds("", "reauthoring"))]
-
-    job = ExportJob(ckpt, tgt, ctx, prompts, prompt_ids, obs_ref, obs_fp32, ref.heldout_ids,
-                    tgt.group_size if group_size is None else group_size, status, checks, timings)
+    variants = ref.variants or [Variant("", ckpt, obs_ref, obs_fp32)]
+    for v in (v for v in variants if v.adapter is not None):  # LoRA: PEFT (unmerged) vs edgeslm merged, ~exact
+        checks.append(compare("adapter", f"transformers + PEFT adapter {v.adapter.name} fp32",
+                              f"edgeslm fp32 eager, adapter {v.adapter.name} merged", v.obs_ref, v.obs_fp32,
+                              prompts, tgt.thresholds("", "reauthoring"), f"adapter {v.adapter.name}"))
+    gs = tgt.group_size if group_size is None else group_size
+    jobs = []
+    for v in variants:  # one job per model variant; checks, timings and validations shared
+        job = ExportJob(v.ckpt, tgt, ctx, prompts, prompt_ids, v.obs_ref, v.obs_fp32, ref.heldout_ids, gs, status,
+                        checks, timings, [] if not jobs else jobs[0][1].validations, v.tag)
+        jobs.append((v, job))
+    job = jobs[0][1]
     artifacts: list[Artifact] = []
     not_built: list[NotBuilt] = []
     new: list[tuple] = []
     with atomic_folder(out, force) as tmp:
         tokenizer_files = _write_tokenizer(ckpt, tmp)
-        for backend_name, recipe_name in plan:
-            key = _artifact_key(tgt, backend_name, recipe_name, ctx, tgt.group_size if group_size is None else group_size)
+        for (v, job), (backend_name, recipe_name) in ((j, p) for j in jobs for p in plan):
+            key = (*_artifact_key(tgt, backend_name, recipe_name, ctx, gs), v.adapter and v.adapter.sha256, v.tag)
             if key in ref.built:
                 status(f"{backend_name}: reusing {recipe_name} built for target {ref.built[key]['target']}")
-                artifacts.append(job.adopt(ref.built[key], tmp))
-                continue
-            backend = get_backend(backend_name)
-            art = job.finish(backend.export(job, recipe_name, tmp))
-            if isinstance(art, NotBuilt):  # its stages are reported; no file stands in for it
-                not_built.append(art)
-                continue
+                art = job.adopt(ref.built[key], tmp)
+            else:
+                backend = get_backend(backend_name)
+                art = job.finish(backend.export(job, recipe_name, tmp))
+                if isinstance(art, NotBuilt):  # its stages are reported; no file stands in for it
+                    not_built.append(art)
+                    continue
+                if art.status is not Verdict.FAILED:
+                    defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
+                    new.append((key, job.record(art, recipe_name, defaults)))
+            if v.adapter is not None:
+                art.facts["adapter"] = v.adapter.name
             artifacts.append(art)
-            if art.status is not Verdict.FAILED:
-                defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
-                new.append((key, job.record(art, recipe_name, defaults)))
 
         load_entries(artifacts)
         status("golden vectors for apps")
@@ -438,6 +505,9 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             },
             "artifacts": [a.to_json() for a in artifacts],
             **({"not_built": [a.to_json() for a in not_built]} if not_built else {}),
+            **({"adapters": [{**v.adapter.record(), "artifacts": [a.name for a in artifacts
+                                                                  if a.facts.get("adapter") == v.adapter.name]}
+                             for v in variants if v.adapter is not None]} if ref.variants else {}),
             "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
             "special_tokens": {
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,

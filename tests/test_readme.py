@@ -1,7 +1,8 @@
 """Every command README.md (then docs/*.md) shows runs: the ```bash blocks are parsed and each ``edgeslm`` command is run in README
 order, in one working folder (later commands read earlier outputs), with the exit code the README documents.
 
-The folder holds ``./my-model`` (a checkpoint in HF layout) and an offline HF cache in which the README's Hub id
+The folder holds ``./my-model`` (a checkpoint in HF layout), ``./my-adapter`` (a LoRA adapter for it, trained
+here for a few seconds with PEFT) and an offline HF cache in which the README's Hub id
 resolves to the same checkpoint: the built-in demo model's files (a 1 M-parameter Llama, trained, so it meets the
 built-in targets' 4-bit gates; random-weight tiny models may not). ``./scripts/setup`` and ``./scripts/test`` are
 what CI itself runs, so only the ``edgeslm`` part of the set-up line runs here. A README line that is not an
@@ -78,6 +79,9 @@ def workdir(tmp_path):
     shutil.copytree(DEMO_DIR, repo / "snapshots" / HUB_COMMIT)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(HUB_COMMIT)
+    from edgeslm.testing.lora import topic_text, train_lora  # ./my-adapter: a LoRA adapter trained here (docs)
+
+    train_lora(DEMO_DIR, tmp_path / "my-adapter", topic_text("formatstrings", "string-methods"), steps=60, lr=2e-3)
     return tmp_path
 
 

@@ -35,6 +35,7 @@ class ExportJob:
     checks: list[Check] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     validations: list[Validation] = field(default_factory=list)  # stages that are not metric comparisons
+    tag: str = ""  # artifact name suffix: "-NAME" for each LoRA adapter when a bundle holds several
 
     def observe(self, model) -> Observations:
         """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers

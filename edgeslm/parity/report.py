@@ -9,7 +9,7 @@ from edgeslm.records import Check, Status, Validation, ships, verdict
 
 # 1.1: checks carry "status" (passed / failed / info), top1_agreement counts decisive positions only (top1_exact
 # keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
-PARITY_SCHEMA_VERSION = "1.1"
+PARITY_SCHEMA_VERSION = "1.2"  # 1.2: adapter stage
 
 STAGE_TITLES = {
     "reauthoring": "Re-authoring (transformers fp32 → edgeslm fp32 decoder)",

@@ -120,7 +120,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.quiet import native_output_silenced
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
-    name = f"model-{recipe_name}.mlpackage"
+    name = f"model-{recipe_name}{job.tag}.mlpackage"
     job.status(f"coreml: converting to {name} (fp16, stateful KV cache, {recipe_name} weights)")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)

@@ -35,7 +35,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.backends.executorch.export import lower_to_pte, runner_metadata
     from edgeslm.backends.executorch.runtime import PteModel
 
-    ckpt, name = job.ckpt, f"model-{recipe_name}.pte"
+    ckpt, name = job.ckpt, f"model-{recipe_name}{job.tag}.pte"
     rec = get_recipe(recipe_name, job.group_size)
     job.status(f"executorch: quantizing ({recipe_name})")
     t = time.perf_counter()

@@ -86,7 +86,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
     from edgeslm.backends.executorch_qnn import quantize as Q
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
-    name = f"model-{recipe_name}-qnn.pte"
+    name = f"model-{recipe_name}-qnn{job.tag}.pte"
     soc = job.target.qnn.get("soc", "SM8650")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)

@@ -81,7 +81,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     scheme = _matmul_scheme(rec)
-    folder_name = f"onnx-{recipe_name}"
+    folder_name = f"onnx-{recipe_name}{job.tag}"
     folder = tmp / folder_name
     folder.mkdir()
     name = f"{folder_name}/{MODEL_FILE}"

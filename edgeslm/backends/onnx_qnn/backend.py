@@ -80,7 +80,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
                          "do not implement yet", "export it for android (CPU) instead, or drop onnx-qnn from backends")
     chosen = plan(dec, rec)
     window = window_for(ctx)
-    folder_name = f"onnx-qnn-{recipe_name}"
+    folder_name = f"onnx-qnn-{recipe_name}{job.tag}"
     fp32_dir, folder = tmp / f".{folder_name}-fp32", tmp / folder_name
     fp32_dir.mkdir()
     folder.mkdir()
