@@ -149,9 +149,11 @@ def main() -> None:
 @click.option("--adapter", "adapters", multiple=True, metavar="PATH_OR_HUB_ID",
               help="A PEFT LoRA adapter (folder or Hub id in the HF cache) to merge into MODEL; repeat for one "
               "artifact per adapter in the same bundle (shared tokenizer).")
+@click.option("--draft", metavar="DRAFT_MODEL", help="A small model (same tokenizer) to ship with MODEL as a "
+              "speculative-decoding draft: both lowered for the target, acceptance measured for k = 2, 4, 6.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
-           no_memory_check, force, adapters, as_json):
+           no_memory_check, force, adapters, draft, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
 
     Exit code: 0 when every parity gate and latency budget passes, 1 when one fails (the bundles are still
@@ -182,7 +184,8 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
         results = export_targets(model, list(zip(targets, outs)), recipe=recipes or None, backends=backends or None,
                                  revision=revision, force=force, context_length=context_length,
                                  group_size=group_size, status=status, bench=not no_bench,
-                                 memory_check=not no_memory_check, report_dir=report_dir, adapters=adapters)
+                                 memory_check=not no_memory_check, report_dir=report_dir, adapters=adapters,
+                                 draft=draft)
     passed = all(r.passed for r in results)
     if as_json:
         items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,

@@ -188,11 +188,12 @@ class Variant:
     """The model an artifact is built from: the base, or the base with one LoRA adapter merged, with its own
     reference (transformers + PEFT, unmerged) and edgeslm fp32 observations."""
 
-    tag: str  # artifact name suffix ("" for the base or a single adapter)
+    tag: str  # artifact name suffix ("" for the base or a single adapter, "-draft" for a draft model)
     ckpt: Checkpoint
     obs_ref: object
     obs_fp32: object
     adapter: object = None
+    draft: Reference | None = None  # a speculative-decoding draft: its own reference
 
 
 def load(model: str, revision: str | None, status: Status = lambda msg: None) -> tuple[object, Checkpoint]:
@@ -267,6 +268,26 @@ def prepare_adapters(ref: Reference, adapters: list, context_length: int, status
         ref.variants.append(Variant(f"-{a.name}" if len(adapters) > 1 else "", ckpt, obs_ref, obs_fp32, a))
 
 
+def load_draft(draft: str, ckpt: Checkpoint, tgts: list[Target], plans, ctxs, group_size, prompts, adapters,
+               status: Status = lambda msg: None) -> tuple[object, Checkpoint] | None:
+    """The draft model, checked before any heavy work: its tokenizer must be the target's (first difference
+    named), and it must fit every target's plan like the target does."""
+    if draft is None:
+        return None
+    if adapters:
+        raise InputError("--draft and --adapter together are not supported", "export the pair and the adapters "
+                         "in separate runs")
+    from edgeslm.speculative import check_tokenizers
+
+    status(f"resolving draft model {draft}")
+    loaded = load(draft, None)
+    d = loaded[1]
+    check_tokenizers(ckpt.tokenizer, d.tokenizer, ckpt.config.vocab_size, d.config.vocab_size, ckpt.special,
+                     d.special)
+    check_model_fits(d, tgts, plans, ctxs, group_size, prompts)
+    return loaded
+
+
 def load_adapters(specs: tuple[str, ...], ckpt: Checkpoint) -> list:
     """Each ``--adapter`` checked against the base (headers only), with names unique in the bundle."""
     from edgeslm.model.adapter import load_adapter
@@ -301,6 +322,7 @@ def export(
     bench: bool = True,
     memory_check: bool = True,
     adapters: tuple[str, ...] = (),
+    draft: str | None = None,
 ) -> ExportResult:
     """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
 
@@ -313,7 +335,7 @@ def export(
     this machine has available (see edgeslm/preflight.py).
     """
     return export_targets(model, [(target, out)], recipe, backends, revision, force, context_length, group_size,
-                          prompts, status, bench, memory_check, adapters=adapters)[0]
+                          prompts, status, bench, memory_check, adapters=adapters, draft=draft)[0]
 
 
 def export_targets(
@@ -331,6 +353,7 @@ def export_targets(
     memory_check: bool = True,
     report_dir: Path | None = None,
     adapters: tuple[str, ...] = (),
+    draft: str | None = None,
 ) -> list[ExportResult]:
     """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
     the fp32 decoder's observations are done once and shared; every target is then built, checked and written
@@ -346,9 +369,15 @@ def export_targets(
     ctxs = [c for c, _ in ctx_info]
     check_model_fits(loaded[1], [t for t, _ in tgts], plans, ctxs, group_size, prompts)
     lora = load_adapters(tuple(adapters), loaded[1])
+    draft_loaded = load_draft(draft, loaded[1], [t for t, _ in tgts], plans, ctxs, group_size, prompts, lora, status)
     fc = _preflight(loaded[1], plans, memory_check, status)
     ref = prepare(model, revision, prompts, max(ctxs), status, loaded, min(ctxs))
     prepare_adapters(ref, lora, max(ctxs), status)
+    if draft_loaded is not None:
+        status("draft model: transformers reference and edgeslm fp32 decoder")
+        dref = prepare(draft, None, prompts, max(ctxs), status, draft_loaded, min(ctxs))
+        ref.variants = [Variant("", ref.ckpt, ref.obs_ref, ref.obs_fp32),
+                        Variant("-draft", dref.ckpt, dref.obs_ref, dref.obs_fp32, draft=dref)]
     results = [_export_one(ref, tgt, plan, ctx, out, force, group_size, status, bench, ctx_from)
                for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
     peak = probe.stop()
@@ -449,6 +478,9 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     checks = [compare("reauthoring", "transformers fp32", "edgeslm fp32 eager", obs_ref, obs_fp32, prompts,
                       tgt.thresholds("", "reauthoring"))]
     variants = ref.variants or [Variant("", ckpt, obs_ref, obs_fp32)]
+    for v in (v for v in variants if v.draft is not None):  # the draft's own re-authoring stage
+        checks.append(compare("reauthoring", "transformers fp32 (draft)", "edgeslm fp32 eager (draft)", v.obs_ref,
+                              v.obs_fp32, prompts, tgt.thresholds("", "reauthoring"), "draft model"))
     for v in (v for v in variants if v.adapter is not None):  # LoRA: PEFT (unmerged) vs edgeslm merged, ~exact
         checks.append(compare("adapter", f"transformers + PEFT adapter {v.adapter.name} fp32",
                               f"edgeslm fp32 eager, adapter {v.adapter.name} merged", v.obs_ref, v.obs_fp32,
@@ -457,7 +489,8 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
     jobs = []
     for v in variants:  # one job per model variant; checks, timings and validations shared
         job = ExportJob(v.ckpt, tgt, ctx, prompts, prompt_ids, v.obs_ref, v.obs_fp32, ref.heldout_ids, gs, status,
-                        checks, timings, [] if not jobs else jobs[0][1].validations, v.tag)
+                        checks, timings, [] if not jobs else jobs[0][1].validations, v.tag,
+                        "draft" if v.draft is not None else "model")
         jobs.append((v, job))
     job = jobs[0][1]
     artifacts: list[Artifact] = []
@@ -481,9 +514,23 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                     new.append((key, job.record(art, recipe_name, defaults)))
             if v.adapter is not None:
                 art.facts["adapter"] = v.adapter.name
+            if v.draft is not None:
+                art.facts.update(role="draft", model_shape=v.draft.shape)
             artifacts.append(art)
 
         load_entries(artifacts)
+        speculative = None
+        if any(v.draft is not None for v in variants):
+            from edgeslm.speculative import pair_section
+
+            status("speculative decoding: draft + target in their runtimes, k = 2, 4, 6")
+            speculative = pair_section(tmp, artifacts, next(v.draft for v in variants if v.draft), ref, tgt, ctx,
+                                       status)
+            from edgeslm.speculative import validation_checks
+
+            for pair in (p for p in speculative["pairs"] if p["measured"]):
+                job.validate("speculative", pair["target"], validation_checks(pair))
+            artifacts = [job.finish(a) for a in artifacts]
         status("golden vectors for apps")
         app = app_section(ckpt, tmp, [a.to_json() for a in artifacts], status)
         status("writing bundle")
@@ -520,6 +567,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             "provenance": versions(),
             "reports": [file_entry(tmp, r) for r in reports],
             "app": app,
+            **({"speculative": speculative} if speculative else {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         status("latency: measuring here, predicting on the target device")

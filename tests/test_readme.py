@@ -2,7 +2,7 @@
 order, in one working folder (later commands read earlier outputs), with the exit code the README documents.
 
 The folder holds ``./my-model`` (a checkpoint in HF layout), ``./my-adapter`` (a LoRA adapter for it, trained
-here for a few seconds with PEFT) and an offline HF cache in which the README's Hub id
+here for a few seconds with PEFT), ``./my-draft`` (a two-layer draft cut from it) and an offline HF cache in which the README's Hub id
 resolves to the same checkpoint: the built-in demo model's files (a 1 M-parameter Llama, trained, so it meets the
 built-in targets' 4-bit gates; random-weight tiny models may not). ``./scripts/setup`` and ``./scripts/test`` are
 what CI itself runs, so only the ``edgeslm`` part of the set-up line runs here. A README line that is not an
@@ -82,6 +82,9 @@ def workdir(tmp_path):
     from edgeslm.testing.lora import topic_text, train_lora  # ./my-adapter: a LoRA adapter trained here (docs)
 
     train_lora(DEMO_DIR, tmp_path / "my-adapter", topic_text("formatstrings", "string-methods"), steps=60, lr=2e-3)
+    from edgeslm.testing.draft import layer_dropped  # ./my-draft: the demo with two of its layers (docs)
+
+    layer_dropped(DEMO_DIR, tmp_path / "my-draft", (0, 3))
     return tmp_path
 
 

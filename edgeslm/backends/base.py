@@ -36,6 +36,7 @@ class ExportJob:
     timings: dict = field(default_factory=dict)
     validations: list[Validation] = field(default_factory=list)  # stages that are not metric comparisons
     tag: str = ""  # artifact name suffix: "-NAME" for each LoRA adapter when a bundle holds several
+    role: str = "model"  # "draft": a speculative-decoding draft (a backend may place it beside its target)
 
     def observe(self, model) -> Observations:
         """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers

@@ -68,7 +68,7 @@ def from_shape(shape: dict, weight_bytes: float, embed_bytes_skipped: float, kv_
 def from_artifact(manifest: dict, artifact: dict) -> Workload:
     """The workload of one artifact of a bundle: bytes from the files the runtime loads, dimensions from the
     manifest's model shape, kernels and embedding storage from the recipe."""
-    shape = manifest["model"]["shape"]
+    shape = artifact.get("model_shape") or manifest["model"]["shape"]  # a draft model's artifact has its own
     recipe = artifact["recipe"]
     files = [artifact, *artifact.get("files", [])]
     weight_bytes = sum(f["bytes"] for f in files if not f["file"].endswith((".json", ".txt", ".model")))

@@ -79,3 +79,10 @@ def step_model(bundle: Path, artifact: dict):
     from edgeslm.backends.executorch.runtime import PteModel
 
     return PteModel(bundle / artifact["file"])
+
+
+def verifier(bundle: Path, artifact: dict):
+    """For speculative decoding: the .pte in the ExecuTorch runtime, verifying one token per call."""
+    from edgeslm.backends.executorch.runtime import PteModel
+
+    return PteModel(bundle / artifact["file"])

@@ -30,6 +30,15 @@ class PteModel:
         (out,) = self.method.execute([t, pos])
         return out.reshape(-1, out.shape[-1])[-1].clone()
 
+    def score(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        """Every position's logits, one token per call: the .pte returns the last position's only. (Rejected
+        positions need no cutting back: the static cache is written by position and masked causally.)"""
+        return torch.stack([self.step([t], start_pos + i) for i, t in enumerate(tokens)]) if tokens \
+            else torch.empty(0)
+
+    def truncate(self, length: int) -> None:
+        pass
+
     def metadata(self, name: str):
         m = self.program.load_method(name)
         (out,) = m.execute([])

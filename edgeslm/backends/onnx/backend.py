@@ -81,7 +81,9 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     scheme = _matmul_scheme(rec)
-    folder_name = f"onnx-{recipe_name}{job.tag}"
+    # a draft sits inside its target's folder: onnxruntime-genai's native speculative decoding needs the draft's
+    # files under the target's config folder (it refuses ".." paths)
+    folder_name = f"onnx-{recipe_name}/draft" if job.role == "draft" else f"onnx-{recipe_name}{job.tag}"
     folder = tmp / folder_name
     folder.mkdir()
     name = f"{folder_name}/{MODEL_FILE}"
@@ -155,3 +157,38 @@ def step_model(bundle: Path, artifact: dict):
     from edgeslm.backends.onnx.runtime import GenaiModel
 
     return GenaiModel((bundle / artifact["file"]).parent)
+
+
+def verifier(bundle: Path, artifact: dict):
+    """For speculative decoding: all positions' logits of a multi-token pass in onnxruntime, cache cut back."""
+    from edgeslm.backends.onnx.runtime import OrtVerifier
+
+    return OrtVerifier((bundle / artifact["file"]).parent)
+
+
+def native_speculative(bundle: Path, target: dict, draft: dict, k: int, prompt_ids: list[list[int]], n: int) -> dict:
+    """onnxruntime-genai's own speculative decoding (0.16+): ``speculative.json`` in the target's folder, an overlay
+    adding the draft (``model.draft``, files under ``draft/``) and ``speculative.max_draft_tokens``; an app applies
+    it with ``og.Config(folder).overlay(...)``. Checked here: genai runs it, and its greedy tokens against the
+    target alone."""
+    import json
+
+    from edgeslm.backends.onnx.runtime import genai_greedy_tokens, genai_speculative_tokens
+
+    folder = (bundle / target["file"]).parent
+    draft_dir = (bundle / draft["file"]).parent
+    rel = draft_dir.relative_to(folder).as_posix()
+    block = json.loads((draft_dir / "genai_config.json").read_text())["model"]["decoder"]
+    overlay = {"model": {"draft": {**block, "filename": f"{rel}/{block['filename']}"}},
+               "speculative": {"max_draft_tokens": k}}
+    (folder / "speculative.json").write_text(json.dumps(overlay, indent=2) + "\n")
+    runs = [genai_speculative_tokens(folder, overlay, ids, n) for ids in prompt_ids]
+    plain = [genai_greedy_tokens(folder, ids, n) for ids in prompt_ids]
+    stats = [s for _, s in runs]
+    proposed = sum(s.get("draft_tokens_proposed", 0) for s in stats)
+    return {"file": f"{Path(target['file']).parent.as_posix()}/speculative.json", "max_draft_tokens": k,
+            "runs_here": True, "prompts": len(prompt_ids),
+            "equal_to_target_greedy": sum(t == p for (t, _), p in zip(runs, plain)),
+            "acceptance_rate": sum(s.get("draft_tokens_accepted", 0) for s in stats) / proposed if proposed else None,
+            "target_forward_passes": sum(s.get("target_forward_passes", 0) for s in stats),
+            "apply": "og.Config(folder).overlay(open(folder + '/speculative.json').read())"}

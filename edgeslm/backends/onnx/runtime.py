@@ -116,6 +116,26 @@ def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
     return out
 
 
+def genai_speculative_tokens(folder: Path, overlay: dict, ids: list[int], n: int) -> tuple[list[int], dict]:
+    """Greedy tokens from onnxruntime-genai's native speculative decoding (the folder's config with ``overlay``
+    adding the draft), and its speculative statistics."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.overlay(json.dumps(overlay))
+    config.clear_providers()
+    model = og.Model(config)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=padded_length(folder, len(ids)) + n)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    out = []
+    while not gen.is_done() and len(out) < n:
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    return out, dict(gen.get_speculative_stats())
+
+
 class GenaiModel:
     """``step(tokens, start_pos) -> last logits`` through onnxruntime-genai itself, for any folder it loads
     (ours or another exporter's), so parity can be measured on exactly what an app would run."""
@@ -136,3 +156,28 @@ class GenaiModel:
         self.gen.append_tokens(tokens)
         logits = np.asarray(self.gen.get_output("logits"))
         return torch.from_numpy(logits.reshape(-1, logits.shape[-1])[-1].astype(np.float32).copy())
+
+
+class OrtVerifier(OrtModel):
+    """Every position's logits of a multi-token pass, and a cache that can be cut back (speculative decoding:
+    the target verifies k draft tokens in one onnxruntime run, then drops the rejected ones)."""
+
+    batched = True
+
+    def score(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        if start_pos == 0 or not self.past:
+            self.past = [np.zeros((1, self.n_kv, 0, self.hd), self.kv_dtype) for _ in range(2 * self.n_layers)]
+        if self.past[0].shape[2] != start_pos:
+            raise ValueError(f"score at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
+        n = len(tokens)
+        feeds = {"input_ids": np.array([tokens], np.int64),
+                 "attention_mask": np.ones((1, start_pos + n), np.int64),
+                 "position_ids": np.arange(start_pos, start_pos + n, dtype=np.int64)[None]}
+        for i in range(self.n_layers):
+            feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
+            feeds[f"past_key_values.{i}.value"] = self.past[2 * i + 1]
+        logits, *self.past = self.sess.run(None, feeds)
+        return torch.from_numpy(logits[0].astype(np.float32))
+
+    def truncate(self, length: int) -> None:
+        self.past = [p[:, :, :length] for p in self.past] if self.past else []
