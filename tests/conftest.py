@@ -9,6 +9,14 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # N workers on N cores: one compute thread each. With torch's default (one thread per core) two workers'
+    # spinning OpenMP pools fight over the cores and tiny-model ops run up to 7x slower (measured: 100 decode steps
+    # of the QNN quant-dequant program, 2.1 s alone, 15 s beside a second worker; 2.1 s with one thread each).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # subprocesses (the README commands)
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
