@@ -188,7 +188,7 @@ def pair_section(bundle, artifacts: list, draft_ref, ref, tgt, context_length: i
             "pairs": pairs, "native": NATIVE}
 
 
-# What the runtimes offer (checked against their 0.18 / 1.5 Python APIs; docs/speculative.md).
+# What the runtimes offer (checked against their 0.18 / 1.5 Python APIs; docs/adapters.md).
 NATIVE = ("onnxruntime-genai (0.16+) runs a draft natively: the ONNX pair's speculative.json overlay (model.draft + "
           "speculative.max_draft_tokens), checked here; ExecuTorch's LLM runner has no draft mode, so an app drives "
           "the two .pte files itself (the manifest pairs them)")

@@ -16,7 +16,7 @@ from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import LazyWeights, load_checkpoint
 from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder
-from edgeslm.parity.stages import default_prompts, observe
+from edgeslm.parity.stages import compare, default_prompts, observe
 from edgeslm.quant.recipes import apply_recipe, get_recipe
 
 
@@ -97,8 +97,17 @@ def test_teacher_forced_greedy_prefix_equals_free_running():
             diverged += 1
             assert fg[d_free] == ag[d_along]  # the same token chosen where it leaves the reference
     assert diverged  # 4-bit does leave the reference on the demo: the comparison above was exercised
-    for a, b in zip(free.logits, along.logits):
-        assert (a - b).abs().max() < 1e-3
+    # The prompt rows of one longer forward equal the prompt's own forward up to float rounding (~1e-5), which
+    # dynamic int8 activation quantization turns into one rounding step where a value sits on a boundary
+    # (seen at 1 thread: 2 of 76 rows off by 0.09). Nearly all rows agree exactly, and the stage's figures do.
+    rows = torch.cat([(a - b).abs().max(-1).values for a, b in zip(free.logits, along.logits)])
+    assert (rows < 1e-3).float().mean() >= 0.9 and rows.max() < 0.25, rows
+    m_free = compare("quantization", "r", "c", ref, free, default_prompts(), None).metrics
+    m_along = compare("quantization", "r", "c", ref, along, default_prompts(), None).metrics
+    for key in ("top1_agreement", "top1_exact", "greedy_agreement", "greedy_prefix_mean"):
+        assert m_free[key] == m_along[key], key
+    assert m_free["kl_mean"] == pytest.approx(m_along["kl_mean"], rel=0.01)
+    assert m_free["logit_sqnr_db"] == pytest.approx(m_along["logit_sqnr_db"], abs=0.05)
 
 
 def test_export_refuses_when_memory_cannot_hold_it(tmp_path):

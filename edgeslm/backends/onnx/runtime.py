@@ -50,12 +50,15 @@ def padded_length(folder: Path, n: int) -> int:
     return -(-n // window["window_size"]) * window["window_size"] if window else n
 
 
-def load_genai_model(folder: Path):
+def load_genai_model(folder: Path, overlay: dict | None = None):
     """onnxruntime_genai.Model on this machine's CPU: the folder's configured EPs (CUDA, QNN, ...) are for the
-    device and are not available here, so they are cleared for local runs (the files are left untouched)."""
+    device and are not available here, so they are cleared for local runs (the files are left untouched).
+    ``overlay`` is applied over the folder's genai_config.json first (e.g. speculative.json adding a draft)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
+    if overlay is not None:
+        config.overlay(json.dumps(overlay))
     config.clear_providers()
     return og.Model(config)
 
@@ -99,12 +102,10 @@ def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperat
     return stream_text(tokens(), load_tokenizer(folder / "tokenizer.json"), eos_ids, on_token)
 
 
-def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
-    """Greedy token ids from onnxruntime_genai's own generator for a tokenized prompt: at most ``n``, fewer when
-    it stops at an eos token (forcing ``min_length`` instead would mask eos and change what greedy picks)."""
+def _genai_greedy(model, folder: Path, ids: list[int], n: int):
+    """onnxruntime_genai's own greedy generator over a tokenized prompt: (at most ``n`` token ids, generator)."""
     import onnxruntime_genai as og
 
-    model = load_genai_model(folder)
     params = og.GeneratorParams(model)
     params.set_search_options(do_sample=False, max_length=padded_length(folder, len(ids)) + n)
     gen = og.Generator(model, params)
@@ -113,26 +114,19 @@ def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
     while not gen.is_done() and len(out) < n:
         gen.generate_next_token()
         out.append(int(gen.get_next_tokens()[0]))
-    return out
+    return out, gen
+
+
+def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
+    """Greedy token ids from onnxruntime_genai's own generator for a tokenized prompt: at most ``n``, fewer when
+    it stops at an eos token (forcing ``min_length`` instead would mask eos and change what greedy picks)."""
+    return _genai_greedy(load_genai_model(folder), folder, ids, n)[0]
 
 
 def genai_speculative_tokens(folder: Path, overlay: dict, ids: list[int], n: int) -> tuple[list[int], dict]:
     """Greedy tokens from onnxruntime-genai's native speculative decoding (the folder's config with ``overlay``
     adding the draft), and its speculative statistics."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(folder))
-    config.overlay(json.dumps(overlay))
-    config.clear_providers()
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=padded_length(folder, len(ids)) + n)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    out = []
-    while not gen.is_done() and len(out) < n:
-        gen.generate_next_token()
-        out.append(int(gen.get_next_tokens()[0]))
+    out, gen = _genai_greedy(load_genai_model(folder, overlay), folder, ids, n)
     return out, dict(gen.get_speculative_stats())
 
 
