@@ -131,7 +131,8 @@ def main() -> None:
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Also write the release reports there: "
               "summary.json, junit.xml, summary.md, index.html, and each target's JSON reports.")
 @click.option("--backend", "-b", "backends", multiple=True,
-              help="Backend(s) to build instead of the target's: executorch, onnx, coreml (repeatable).")
+              help="Backend(s) to build instead of the target's: executorch, onnx, coreml, onnx-qnn, executorch-qnn "
+              "(repeatable).")
 @click.option("--recipe", "recipes", multiple=True, metavar="[BACKEND=]RECIPE",
               help="Quantization recipe instead of the target's (repeatable). A bare RECIPE applies to every "
               "backend being built that supports it (the others keep the target's); BACKEND=RECIPE sets one "
@@ -241,7 +242,7 @@ def _print_summary(res) -> None:
     for p in pred.get("artifacts", []):
         here = measured.get(p["artifact"], {})
         here_txt = (f"here {here['decode_tok_s']['median']:.0f} tok/s" if here.get("measured")
-                    else "here: not measured" if here else "")
+                    else "here: not measured")
         there = (f"on {pred['device']} ~{_rng(p['decode_tok_s'], '{:.0f}')} tok/s decode, TTFT "
                  f"~{p['ttft_ms']['point']:.0f} ms" if p["predicted"] else p["reason"])
         con.print(f"latency {p['artifact']}: {here_txt}; {there}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeslm import preflight
-from edgeslm.backends import BACKEND_NAMES, get_backend
+from edgeslm.backends import BACKEND_NAMES, get_backend, not_built_here
 from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.app import app_section, load_entries
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
@@ -410,6 +410,7 @@ def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, gr
     for (t, _), plan in zip(tgts, plans):
         check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
         check_target_device(t)
+        check_something_built(t, plan)
     seen: dict[Path, str] = {}
     outputs = [(out, "output" if len(tgts) == 1 else f"target {t.name}'s output") for t, out in tgts]
     for out, what in outputs + list(extra_outputs):
@@ -424,6 +425,18 @@ def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, gr
         seen[key] = what
         check_output(out, force, what)  # fail before the heavy work, not after it
     return plans
+
+
+def check_something_built(tgt: Target, plan) -> None:
+    """A bundle holds at least one artifact: refuse a plan whose every backend cannot write its artifact here."""
+    why = {b: not_built_here(b) for b, _ in plan}
+    if plan and all(why.values()):
+        first = next(iter(why))
+        others = [b for b in tgt.backends if b not in why and not not_built_here(b)]
+        raise InputError(f"target {tgt.name} would write no artifact on this machine: {first} cannot build here "
+                         f"({why[first]})", "add a backend that builds here" +
+                         (f" (e.g. --backend {others[0]} beside --backend {first})" if others else "") +
+                         f", or run where {first} can build")
 
 
 def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int], group_size: int | None,
@@ -528,8 +541,12 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                                        status)
             from edgeslm.speculative import validation_checks
 
-            for pair in (p for p in speculative["pairs"] if p["measured"]):
-                job.validate("speculative", pair["target"], validation_checks(pair))
+            for pair in speculative["pairs"]:
+                if pair["measured"]:
+                    job.validate("speculative", pair["target"], validation_checks(pair))
+                else:  # reported as not run, never as passed
+                    job.not_run("speculative", pair["target"], pair["reason"],
+                                getattr(get_backend(pair["backend"]), "RUNS_ON", "the artifacts' own runtime"))
             artifacts = [job.finish(a) for a in artifacts]
         status("golden vectors for apps")
         app = app_section(ckpt, tmp, [a.to_json() for a in artifacts], status)
@@ -570,7 +587,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             **({"speculative": speculative} if speculative else {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        status("latency: measuring here, predicting on the target device")
+        status("latency: " + ("measuring here, " if bench else "") + "predicting on the target device")
         t = time.perf_counter()
         latency = latency_for_export(tmp, out.name, tgt, status, bench=bench)
         timings["latency_s"] = time.perf_counter() - t

@@ -98,6 +98,32 @@ def test_zero_adapter_merges_to_the_base_weights(adapters):
     assert not torch.equal(MergedWeights(ckpt.weights, r)[k], ckpt.weights[k].float())
 
 
+def test_hub_id_adapter_resolves_through_the_hf_cache(adapters, tmp_path, monkeypatch):
+    """``--adapter org/name`` is read from huggingface_hub's cache (offline), its commit recorded; an id that is
+    not cached is one clear error naming the adapter and the download command."""
+    from edgeslm.errors import InputError
+    from edgeslm.model.adapter import load_adapter
+    from edgeslm.model.checkpoint import load_checkpoint
+    from edgeslm.model.source import resolve
+
+    commit = "c" * 40
+    repo = tmp_path / "hub" / "models--org--formats-lora"
+    shutil.copytree(adapters / "formats", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = load_checkpoint(resolve("demo"))
+    a = load_adapter("org/formats-lora", ckpt)
+    rec = a.record()
+    assert (rec["id"], rec["source"], rec["revision"], rec["commit"]) == ("org/formats-lora", "hub", "main", commit)
+    assert rec["name"] == "formats-lora" and rec["rank"] == 8
+    with pytest.raises(InputError) as e:
+        load_adapter("org/missing-lora", ckpt)
+    assert "adapter org/missing-lora@main is not in the local Hugging Face cache" in str(e.value.problem)
+    assert "huggingface-cli download org/missing-lora" in str(e.value.hint)
+
+
 def _broken(adapters: Path, tmp: Path, how: str) -> Path:
     d = tmp / how
     shutil.copytree(adapters / "zero", d)

@@ -160,3 +160,16 @@ def test_qnn_target_options_are_checked(tmp_path):
         with pytest.raises(InputError) as e:
             parse_target(tmp_path / "t.toml")
         assert needle in str(e.value.problem) + str(e.value.hint)
+
+
+def test_a_bundle_with_nothing_buildable_is_refused_before_work(tmp_path, monkeypatch):
+    """executorch-qnn alone without Qualcomm's SDK would write a bundle holding no artifact: refused up front,
+    naming the reason and a backend that builds here; nothing is written."""
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    out = tmp_path / "b"
+    res = CliRunner().invoke(main, ["export", "demo", "--target", "android-npu", "--backend", "executorch-qnn",
+                                    "--recipe", "16a4w-block", "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "would write no artifact on this machine: executorch-qnn cannot build here (QNN_SDK_ROOT" in res.output
+    assert "--backend onnx-qnn beside --backend executorch-qnn" in res.output
+    assert "resolving model" not in res.output and not out.exists()

@@ -58,3 +58,24 @@ def test_lowering_reports_missing_sdk(monkeypatch):
     assert "libQnnHtp.so" in Q.lowering_unavailable()
     with pytest.raises(Q.QnnUnavailable):
         Q.lower(torch.nn.Identity(), "/tmp/never.pte")
+
+
+def test_block_recipe_quantizes_linears_per_block(demo, monkeypatch):
+    """16a4w-block (LPBQ) reaches QnnQuantizer as per-block int4 weights: the converted graph dequantizes the
+    linears block-wise (torchao's dequantize_affine over blocks of 32 input channels, or --group-size's), the
+    sensitive lm_head per channel."""
+    from edgeslm.backends.executorch_qnn.backend import _schemes
+    from edgeslm.quant.recipes import get_recipe
+
+    dec, ids = demo
+    monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
+    assert _schemes(dec, get_recipe("16a4w"))[:2] == ("16a4w", 32)
+    assert _schemes(dec, get_recipe("16a4w-block", 64))[:2] == ("16a4w_block", 64)
+    scheme, block, sensitive = _schemes(dec, get_recipe("16a4w-block"))
+    assert (scheme, block) == ("16a4w_block", 32) and "lm_head" in sensitive
+    model = Q.quantize(dec, [ids], scheme=scheme, sensitive=["lm_head"], block_size=block)
+    blocks = [n.args for n in model.graph.nodes if str(n.target) == "torchao.dequantize_affine"]
+    per_channel = [n for n in model.graph.nodes if "dequantize_per_channel" in str(n.target)]
+    linears = [n for n, m in dec.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert len(blocks) == len(linears) - 1 and len(per_channel) == 1
+    assert all(tuple(a[1]) == (1, 32) for a in blocks), blocks[0]

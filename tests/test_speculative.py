@@ -15,15 +15,20 @@ from edgeslm.model.source import DEMO_DIR
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def draft_dir(tmp_path_factory):
     from edgeslm.testing.draft import distilled_draft
     from edgeslm.testing.tiny import text_corpus
 
     root = tmp_path_factory.mktemp("spec")
     info = distilled_draft(DEMO_DIR, root / "draft", text_corpus()[:200000], keep=(0, 3), steps=600, lr=3e-3)
     assert info["agreement_after"] > info["agreement_before"] + 0.1, info  # distillation raised agreement
-    out = root / "b"
-    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(root / "draft"), "--target", "android",
+    return root / "draft"
+
+
+@pytest.fixture(scope="module")
+def pair(draft_dir):
+    out = draft_dir.parent / "b"
+    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(draft_dir), "--target", "android",
                                     "-o", str(out), "--no-bench", "--context-length", "128"])
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "manifest.json").read_text())
@@ -75,3 +80,19 @@ def test_draft_with_another_tokenizer_is_refused(tmp_path):
     assert res.exit_code == 2, res.output
     assert "differs from the target's at id" in res.output and "fix:" in res.output
     assert "running the transformers reference" not in res.output and not out.exists()
+
+
+def test_pair_that_cannot_run_here_is_reported_not_run(draft_dir, tmp_path):
+    """Core ML pairs cannot be measured on Linux: the speculative stage says not run, with the reason, and the
+    bundle is never marked as having checked it."""
+    out = tmp_path / "b"
+    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(draft_dir), "--target", "ios", "--backend",
+                                    "coreml", "-o", str(out), "--no-bench", "--context-length", "128"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    (p,) = m["speculative"]["pairs"]
+    assert not p["measured"] and "Apple" in p["reason"] and "k" not in p
+    target = next(a for a in m["artifacts"] if a["file"].startswith(p["target"]))
+    assert target["validation"]["speculative"].startswith("not run: Core ML runs only on Apple")
+    parity = json.loads((out / "parity.json").read_text())
+    assert any(line.startswith(f"{p['target']} / speculative: Core ML") for line in parity["not_run"])

@@ -65,3 +65,10 @@ def unavailable_here(name: str) -> str | None:
     runs everywhere define no ``unavailable_here``)."""
     check = getattr(get_backend(name), "unavailable_here", None)
     return check() if check else None
+
+
+def not_built_here(name: str) -> str | None:
+    """Why backend ``name`` cannot write its artifact on this machine (it then reports its stages and lists the
+    artifact as not built), or None if it can (backends that always build define no ``not_built_here``)."""
+    check = getattr(get_backend(name), "not_built_here", None)
+    return check() if check else None

@@ -65,7 +65,7 @@ def resolve_adapter(spec: str, revision: str | None = None) -> ModelSource:
         raise InputError(f"adapter folder {spec} does not exist", "check the path")
     from edgeslm.model.source import _resolve_hub
 
-    src = _resolve_hub(spec, revision)
+    src = _resolve_hub(spec, revision, "adapter")
     if not (src.path / CONFIG).is_file():
         raise InputError(f"{spec} in the HF cache is not a PEFT adapter (no {CONFIG})", "pass a LoRA adapter id")
     return src

@@ -61,7 +61,8 @@ def _cache_dir() -> str | None:
     return None
 
 
-def _resolve_hub(repo_id: str, revision: str | None) -> ModelSource:
+def _resolve_hub(repo_id: str, revision: str | None, what: str = "model") -> ModelSource:
+    """``repo_id`` at ``revision`` from the HF cache (the Hub only when not offline); ``what`` names it in errors."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HFValidationError,
@@ -77,34 +78,34 @@ def _resolve_hub(repo_id: str, revision: str | None) -> ModelSource:
                                  cache_dir=_cache_dir())
     except HFValidationError as e:
         raise InputError(
-            f"{repo_id!r} is neither a local folder nor a valid Hugging Face model id ({e})",
-            "pass an id like org/name or the path of a local model folder",
+            f"{repo_id!r} is neither a local folder nor a valid Hugging Face {what} id ({e})",
+            f"pass an id like org/name or the path of a local {what} folder",
         ) from None
     except (LocalEntryNotFoundError, FileNotFoundError):
         where = f"{repo_id}@{rev}"
         if _hub_offline():
             raise InputError(
-                f"model {where} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+                f"{what} {where} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
                 f"download it on a connected machine (huggingface-cli download {repo_id} --revision {rev}) "
-                "and copy the cache here (HF_HOME), or pass a local model folder",
+                f"and copy the cache here (HF_HOME), or pass a local {what} folder",
             ) from None
         try:
             path = snapshot_download(repo_id, revision=rev, allow_patterns=patterns, cache_dir=_cache_dir())
         except RepositoryNotFoundError:
             raise InputError(
-                f"unknown model id {repo_id!r}: the Hugging Face Hub has no such repository (or it is gated)",
+                f"unknown {what} id {repo_id!r}: the Hugging Face Hub has no such repository (or it is gated)",
                 "check the spelling, log in with `hf auth login` for gated models, or pass a local folder",
             ) from None
         except RevisionNotFoundError:
             raise InputError(
-                f"model {repo_id} has no revision {rev!r}", "pass an existing branch, tag or commit with --revision"
+                f"{what} {repo_id} has no revision {rev!r}", "pass an existing branch, tag or commit with --revision"
             ) from None
         except Exception as e:  # network failures come in many types
             raise InputError(
-                f"model {where} is not in the local Hugging Face cache and the Hub cannot be reached "
+                f"{what} {where} is not in the local Hugging Face cache and the Hub cannot be reached "
                 f"({type(e).__name__})",
                 f"download it on a connected machine (huggingface-cli download {repo_id} --revision {rev}) "
-                "and copy the cache here (HF_HOME), or pass a local model folder",
+                f"and copy the cache here (HF_HOME), or pass a local {what} folder",
             ) from None
     path = Path(path)
     return ModelSource(path, repo_id, "hub", revision=rev, commit=path.name)

@@ -27,7 +27,7 @@ from edgeslm.records import Artifact, NotBuilt
 
 RUNTIME = "ExecuTorch, Qualcomm backend (QNN HTP)"
 FORMAT = "executorch"  # the file format (edgeslm inspect reads artifacts by it)
-RECIPES = ("16a4w", "16a8w")
+RECIPES = ("16a4w", "16a8w", "16a4w-block")
 APP = {"runtime": "executorch", "package": "executorch", "honoured": ("temperature", "max_new_tokens")}
 RUNS_ON = "an Android phone with a Snapdragon HTP (ExecuTorch built with the Qualcomm backend)"
 HOW = ("install Qualcomm's AI Engine Direct (QNN) SDK, export QNN_SDK_ROOT and "
@@ -55,6 +55,13 @@ def unavailable_here() -> str | None:
     return f"a QNN .pte runs on {RUNS_ON}, not on this machine"
 
 
+def not_built_here() -> str | None:
+    """Without Qualcomm's SDK the .pte is not written (its quantization stage still runs and is gated)."""
+    from edgeslm.backends.executorch_qnn.quantize import lowering_unavailable
+
+    return lowering_unavailable()
+
+
 class _DecodeGraph:
     """``step(tokens, start_pos) -> last logits`` over the one-token quantized graph (the decode path), feeding a
     prompt one token per call; the graph's KV cache buffers carry the context."""
@@ -69,16 +76,19 @@ class _DecodeGraph:
         return out.reshape(-1, out.shape[-1])[-1].float()
 
 
-def _schemes(dec, recipe) -> tuple[str, list[str]]:
-    """The recipe's rules as the Qualcomm quantizer takes them: one scheme for the linears, and the linears
-    (lm_head, first and last blocks...) that keep another one. The embedding is quantized by the quantizer's own
-    rule (16-bit activations, per tensor)."""
+def _schemes(dec, recipe) -> tuple[str, int, list[str]]:
+    """The recipe's rules as the Qualcomm quantizer takes them: one scheme for the linears (``16a4w_block`` when
+    its rule has a group size: LPBQ blocks of that many input channels), the block size (32 when unused), and the
+    linears (lm_head, first and last blocks...) that keep another one. The embedding is quantized by the
+    quantizer's own rule (16-bit activations, per tensor)."""
     chosen = plan(dec, recipe)
-    linears = {n: r.scheme for n, r in chosen.items() if isinstance(dec.get_submodule(n), torch.nn.Linear)}
+    linears = {n: r for n, r in chosen.items() if isinstance(dec.get_submodule(n), torch.nn.Linear)}
     catch_all = recipe.rule_for("*")  # the recipe's default (its last, catch-all rule)
-    schemes = list(linears.values())
+    schemes = [r.scheme for r in linears.values()]
     main = catch_all.scheme if catch_all and catch_all.scheme in schemes else max(set(schemes), key=schemes.count)
-    return main, sorted(n for n, s in linears.items() if s != main)
+    sensitive = sorted(n for n, r in linears.items() if r.scheme != main)
+    block = next((r.group_size for r in linears.values() if r.scheme == main and r.group_size), 0)
+    return (f"{main}_block" if block else main), block or 32, sensitive
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
@@ -90,21 +100,23 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
     soc = job.target.qnn.get("soc", "SM8650")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)
-    main, sensitive = _schemes(dec, rec)
+    main, block, sensitive = _schemes(dec, rec)
     cal = calibration_windows(ckpt.tokenizer, job.target.qnn.get("calibration_text"),
                               job.target.qnn.get("calibration_samples", DEFAULT_SAMPLES),
                               min(CALIBRATION_WINDOW, job.context_length), ckpt.special.bos_id)
     job.status(f"executorch-qnn: QnnQuantizer {main} ({len(sensitive)} sensitive linears at 16a8w), calibrating "
                f"on {len(cal.windows)} windows")
     graph = Q.quantize(dec, [list(w) for w in cal.windows], scheme=main, sensitive=sensitive,
-                       sensitive_scheme="16a8w", seq_len=1, soc=soc)
+                       sensitive_scheme="16a8w", block_size=block, seq_len=1, soc=soc)
     job.timings["executorch_qnn_quantize_s"] = time.perf_counter() - t
     job.status("executorch-qnn: parity of the quantized program (simulated HTP numerics, one token per call)")
     obs_q = job.observe(RuntimeStepModel(_DecodeGraph(graph)))
     sim = f"{recipe_name} QnnQuantizer program, quant-dequant in PyTorch (simulated HTP)"
     job.check("quantization", recipe_name, "edgeslm fp32 eager", sim, job.obs_fp32, obs_q, name)
     job.check("end_to_end", recipe_name, "transformers fp32", sim, job.obs_ref, obs_q, name, gated=False)
-    quantization = [f"linears → {main} (16-bit activations with calibrated static ranges, weights per channel)"]
+    weights = f"int4 weights in blocks of {block} input channels (LPBQ)" if main.endswith("_block") else \
+        "weights per channel"
+    quantization = [f"linears → {main} (16-bit activations with calibrated static ranges, {weights})"]
     quantization += [f"{n} → 16a8w" for n in sensitive]
     quantization += ["attention scores masked with a finite floor (-inf would stretch the 16-bit range)"]
     facts = {"calibration": cal.facts(), "soc": soc, "simulated": "quant-dequant PyTorch graph on this CPU; not run "
