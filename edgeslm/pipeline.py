@@ -571,7 +571,8 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
             **({"not_built": [a.to_json() for a in not_built]} if not_built else {}),
             **({"adapters": [{**v.adapter.record(), "artifacts": [a.name for a in artifacts
                                                                   if a.facts.get("adapter") == v.adapter.name]}
-                             for v in variants if v.adapter is not None]} if ref.variants else {}),
+                             for v in variants if v.adapter is not None]}
+               if any(v.adapter is not None for v in variants) else {}),
             "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
             "special_tokens": {
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,

@@ -78,7 +78,7 @@ def test_stream_assembler_vectors_hold_back_split_characters(tok):
 
 def test_manifest_tells_apps_what_to_load(chat_bundle):
     m = json.loads((chat_bundle / "manifest.json").read_text())
-    assert m["schema_version"] == "1.2"
+    assert m["schema_version"] == "1.3"
     loads = {a["load"]["runtime"]: a["load"] for a in m["artifacts"]}
     assert loads["executorch"]["path"].endswith(".pte") and loads["executorch"]["tokenizer"] == "tokenizer.json"
     assert (chat_bundle / loads["onnxruntime-genai"]["path"] / "genai_config.json").is_file()

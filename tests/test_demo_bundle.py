@@ -34,7 +34,7 @@ def test_demo_export_passes_gate(demo_bundle):
 def test_demo_manifest_contents(demo_bundle):
     out, _ = demo_bundle
     m = json.loads((out / "manifest.json").read_text())
-    assert m["schema_version"] == "1.2" and m["context_length"] == 512
+    assert m["schema_version"] == "1.3" and m["context_length"] == 512
     assert m["model"]["id"] == "edgeslm/demo" and m["model"]["family"] == "llama"
     assert m["special_tokens"]["eos_ids"] == [2] and m["special_tokens"]["bos_id"] == 1
     assert {f["file"] for f in m["tokenizer"]["files"]} >= {"tokenizer.json", "tokenizer_config.json"}

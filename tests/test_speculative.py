@@ -82,11 +82,14 @@ def test_draft_with_another_tokenizer_is_refused(tmp_path):
     assert "running the transformers reference" not in res.output and not out.exists()
 
 
-def test_pair_that_cannot_run_here_is_reported_not_run(draft_dir, tmp_path):
+def test_pair_that_cannot_run_here_is_reported_not_run(tmp_path):
     """Core ML pairs cannot be measured on Linux: the speculative stage says not run, with the reason, and the
     bundle is never marked as having checked it."""
+    from edgeslm.testing.draft import layer_dropped
+
+    draft = layer_dropped(DEMO_DIR, tmp_path / "draft", (0, 3))  # acceptance is not measured: no distillation
     out = tmp_path / "b"
-    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(draft_dir), "--target", "ios", "--backend",
+    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(draft), "--target", "ios", "--backend",
                                     "coreml", "-o", str(out), "--no-bench", "--context-length", "128"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "manifest.json").read_text())

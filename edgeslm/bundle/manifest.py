@@ -21,7 +21,8 @@ from edgeslm.bundle import files as _files
 from edgeslm.errors import InputError
 from edgeslm.records import artifact_name  # noqa: F401  (re-exported: the one definition lives there)
 
-SCHEMA_VERSION = "1.2"  # 1.1: artifacts carry size_bytes and validation; 1.2: per-artifact load, app (docs/apps.md)
+SCHEMA_VERSION = "1.3"  # 1.1: size_bytes, validation; 1.2: per-artifact load, app (docs/apps.md); 1.3: not_built,
+# adapters, speculative, artifact role / adapter / model_shape (docs/npu.md, docs/adapters.md)
 SCHEMA_MAJOR = int(SCHEMA_VERSION.split(".")[0])
 MANIFEST = "manifest.json"
 _REEXPORT = "re-export the bundle with `edgeslm export`"

@@ -63,6 +63,7 @@ struct ArtifactJSON: Decodable {
     let backend: String
     let parity: String
     let recipe: String?
+    let role: String?
     let load: LoadJSON
     let inputs: [IOName]?
     let outputs: [IOName]?

@@ -26,6 +26,9 @@ public struct Artifact: Sendable {
     /// passed | failed | runtime_not_run (other values are kept as written).
     public let parity: String
     public let recipe: String?
+    /// `role`: "model", or "draft" for a speculative-decoding draft (the manifest's `speculative.pairs` pairs it with
+    /// its target; an app never chats with a draft alone).
+    public let role: String
     /// Every file to check before loading: `file` and its `files` entries (the tokenizer files are added by verify).
     public let entries: [FileEntry]
     /// Input / output names the artifact records (Core ML: tokens, input_pos → logits), when it records them.
@@ -129,6 +132,7 @@ public final class SLMBundle {
                 tokenizer: try BundlePaths.resolve(dir, a.load.tokenizer, where: "\(place).load.tokenizer"),
                 parity: a.parity,
                 recipe: a.recipe,
+                role: a.role ?? "model",
                 entries: files,
                 inputNames: (a.inputs ?? []).map(\.name),
                 outputNames: (a.outputs ?? []).map(\.name),
@@ -187,9 +191,10 @@ public final class SLMBundle {
                               (bad.isEmpty ? "; see parity.md / latency.json in the bundle" : "; parity failed for \(bad)") + ")",
                               fix: "fix the export (see the bundle's parity.md) and export again; a failed bundle is not loaded")
         }
-        guard let a = artifacts.first(where: { available.contains($0.runtime) }) else {
-            throw BundleError("no artifact in this bundle runs on this app's runtimes (\(available.sorted().joined(separator: ", "))); " +
-                              "the bundle has \(artifacts.map { "\($0.name) for \($0.runtime)" }.joined(separator: ", "))",
+        let models = artifacts.filter { $0.role != "draft" }  // a draft only proposes tokens for its target
+        guard let a = models.first(where: { available.contains($0.runtime) }) else {
+            throw BundleError("no model artifact in this bundle runs on this app's runtimes (\(available.sorted().joined(separator: ", "))); " +
+                              "the bundle has \(artifacts.map { "\($0.name) for \($0.runtime)" + ($0.role == "draft" ? " (draft)" : "") }.joined(separator: ", "))",
                               fix: "export with a backend this app supports (`edgeslm export --target ios`)")
         }
         if a.parity == "failed" {

@@ -147,4 +147,17 @@ final class BundleSafetyTests: XCTestCase {
         let notRun = try passing([(["artifacts", 0, "parity"], "runtime_not_run")])
         XCTAssertEqual(notRun.artifacts[0].name, try notRun.choose(available: [notRun.artifacts[0].runtime]).name)
     }
+
+    func testChooseNeverPicksADraft() throws {
+        // a speculative-decoding draft lowered beside its target (edgeslm export --draft) is not a chat model
+        let b = try passing([(["artifacts", 0, "role"], "draft")])
+        let draft = b.artifacts[0]
+        XCTAssertEqual(draft.role, "draft")
+        assertMentions(refused { _ = try b.choose(available: [draft.runtime]) }, "no model artifact",
+                       "\(draft.name) for \(draft.runtime) (draft)")
+        if b.artifacts.count > 1 {
+            XCTAssertEqual(b.artifacts[1].name, try b.choose(available: Set(b.artifacts.map(\.runtime))).name)
+        }
+        XCTAssertEqual(try passing().artifacts[0].role, "model")
+    }
 }

@@ -27,6 +27,9 @@ class Artifact(
     /** passed | failed | runtime_not_run (other values are kept as written). */
     val parity: String,
     val recipe: String?,
+    /** `role`: "model", or "draft" for a speculative-decoding draft (the manifest's `speculative.pairs` pairs it
+     *  with its target; an app never chats with a draft alone). */
+    val role: String,
     /** Every file to check before loading: `file`, its `files` entries (the bundle's tokenizer files are added by [Bundle.verify]). */
     val entries: List<FileEntry>,
     val json: JSONObject,
@@ -102,6 +105,7 @@ class Bundle private constructor(
                     tokenizer = BundlePaths.resolve(dir, load.str("tokenizer", "$where.load"), "$where.load.tokenizer"),
                     parity = a.str("parity", where),
                     recipe = a.strOrNull("recipe", where),
+                    role = a.strOrNull("role", where) ?: "model",
                     entries = listOf(main) + files,
                     json = a,
                 )
@@ -155,9 +159,10 @@ class Bundle private constructor(
                 (if (bad.isNotEmpty()) "; parity failed for $bad" else "; see parity.md / latency.json in the bundle") + ")",
                 "fix the export (see the bundle's parity.md) and export again; a failed bundle is not loaded")
         }
-        val a = artifacts.firstOrNull { it.runtime in available }
-            ?: throw BundleException("no artifact in this bundle runs on this app's runtimes (${available.sorted().joinToString()}); " +
-                "the bundle has ${artifacts.joinToString { "${it.name} for ${it.runtime}" }}",
+        val models = artifacts.filter { it.role != "draft" }  // a draft only proposes tokens for its target
+        val a = models.firstOrNull { it.runtime in available }
+            ?: throw BundleException("no model artifact in this bundle runs on this app's runtimes (${available.sorted().joinToString()}); " +
+                "the bundle has ${artifacts.joinToString { "${it.name} for ${it.runtime}" + if (it.role == "draft") " (draft)" else "" }}",
                 "export with a backend this app supports (`edgeslm export -b executorch -b onnx`)")
         if (a.parity == "failed")
             throw BundleException("${a.name} (${a.runtime}) failed its parity check at export (parity \"failed\")",

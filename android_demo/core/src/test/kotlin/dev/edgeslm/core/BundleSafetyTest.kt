@@ -157,4 +157,15 @@ class BundleSafetyTest {
         val notRun = passing { it.getJSONArray("artifacts").getJSONObject(0).put("parity", "runtime_not_run") }
         assertEquals(notRun.artifacts.first().name, notRun.choose(setOf(notRun.artifacts.first().runtime)).name)
     }
+
+    @Test fun chooseNeverPicksADraft() {
+        // a speculative-decoding draft lowered beside its target (edgeslm export --draft) is not a chat model
+        val b = passing { it.getJSONArray("artifacts").getJSONObject(0).put("role", "draft") }
+        val draft = b.artifacts.first()
+        assertEquals("draft", draft.role)
+        assertMentions(refused { b.choose(setOf(draft.runtime)) }, "no model artifact", "${draft.name} for ${draft.runtime} (draft)")
+        val rest = b.artifacts.drop(1)
+        if (rest.isNotEmpty()) assertEquals(rest.first().name, b.choose(b.artifacts.map { it.runtime }.toSet()).name)
+        assertEquals("model", passing().artifacts.first().role)
+    }
 }
