@@ -105,7 +105,7 @@ RECIPES: dict[str, Recipe] = {
                "last blocks at int8 weights (Qualcomm HTP)"),
         # LPBQ (low-power block quantization, HTP v69+): int4 weights in blocks of 32 input channels, the blocks'
         # scales stored as int8 per channel. ExecuTorch's QnnQuantizer only (onnxruntime's QNN quantizer has no
-        # block option). On the demo model: KL 0.028 against 0.042 per channel (docs/npu.md).
+        # block option). On the demo model: KL 0.024 against 0.037 per channel (docs/npu.md).
         Recipe("16a4w-block",
                (Rule("embed_tokens", "16a8w"), Rule("lm_head", "16a8w"), Rule("layers.0.*", "16a8w"),
                 Rule("layers.last.*", "16a8w"), Rule("*", "16a4w", 32)),
