@@ -15,20 +15,15 @@ from edgeslm.model.source import DEMO_DIR
 
 
 @pytest.fixture(scope="module")
-def draft_dir(tmp_path_factory):
+def pair(tmp_path_factory):
     from edgeslm.testing.draft import distilled_draft
     from edgeslm.testing.tiny import text_corpus
 
     root = tmp_path_factory.mktemp("spec")
     info = distilled_draft(DEMO_DIR, root / "draft", text_corpus()[:200000], keep=(0, 3), steps=600, lr=3e-3)
     assert info["agreement_after"] > info["agreement_before"] + 0.1, info  # distillation raised agreement
-    return root / "draft"
-
-
-@pytest.fixture(scope="module")
-def pair(draft_dir):
-    out = draft_dir.parent / "b"
-    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(draft_dir), "--target", "android",
+    out = root / "b"
+    res = CliRunner().invoke(main, ["export", "demo", "--draft", str(root / "draft"), "--target", "android",
                                     "-o", str(out), "--no-bench", "--context-length", "128"])
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "manifest.json").read_text())
