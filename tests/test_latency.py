@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.errors import InputError
-from edgeslm.latency.calibration import evaluate, fit
+from edgeslm.latency.calibration import evaluate, fit, leave_one_out
 from edgeslm.latency.devices import builtin_devices, load_device
 from edgeslm.latency.perf import predict
 from edgeslm.latency.report import check_budgets
@@ -19,14 +19,31 @@ from edgeslm.latency.workload import from_artifact
 from edgeslm.reports.schemas import problems
 
 
-def test_fitted_points_within_15_percent():
-    rows = [r for r in evaluate() if r["fit"]]
-    assert len(rows) >= 5
+def test_left_out_points_within_15_percent():
+    """Each fitted point predicted by a profile refitted without it (leave-one-out). Only ExecuTorch's float group
+    on the OnePlus 12 holds two fitted points; there the errors are +2.8 % / -2.7 % (decode) and -8.6 % / +9.4 %
+    (prefill). Groups of one point are checked on held-back points below."""
+    rows = leave_one_out()
+    assert len(rows) >= 2
     for r in rows:
-        if r["fit"] is True:
-            assert abs(r["decode_error"]) <= 0.15, r
+        assert abs(r["decode_error"]) <= 0.15, r
         if "prefill_error" in r:
             assert abs(r["prefill_error"]) <= 0.15, r
+
+
+def test_unfitted_onnx_points():
+    """ONNX (weight-only int4 on Jetson): 7 published points the profiles were not fitted on. Found: decode errors
+    from -13.8 % to +57.2 % (median |error| 13.8 %; Gemma 2 2B and 9B are the outliers, +57 % / +36 %: head_dim 256,
+    soft-capping and a 256k-vocabulary lm_head cost more compute per byte than a bandwidth-only model sees), TRT-LLM's 512-token prefill -29 %. The bounds
+    hold these figures with little room, so a profile change that moves them fails here."""
+    rows = [r for r in evaluate() if not r["fit"] and r["backend"] == "onnx"]
+    assert len(rows) >= 7
+    errors = sorted(abs(r["decode_error"]) for r in rows)
+    assert errors[len(errors) // 2] <= 0.20, errors
+    for r in rows:
+        assert abs(r["decode_error"]) <= 0.60, r
+        if "prefill_error" in r:
+            assert abs(r["prefill_error"]) <= 0.35, r
 
 
 def test_unfitted_executorch_points_within_25_percent():

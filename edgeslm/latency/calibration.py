@@ -7,6 +7,7 @@ would reproduce each point exactly. The device files carry the fitted numbers; a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from importlib import resources
@@ -52,12 +53,13 @@ def implied(point: dict, w: Workload, device: Device) -> dict:
     return out
 
 
-def fit() -> dict:
-    """{(device, backend, kind): {"bandwidth_efficiency": x, "prefill_gflops": y}} from the fitted points."""
+def fit(leave_out: str | None = None) -> dict:
+    """{(device, backend, kind): {"bandwidth_efficiency": x, "prefill_gflops": y}} from the fitted points (all of
+    them, or all but the point with id ``leave_out``)."""
     shapes, points = published()
     values: dict[tuple, dict[str, list[float]]] = {}
     for pt in points:
-        if not pt["fit"]:
+        if not pt["fit"] or pt["id"] == leave_out:
             continue
         got = implied(pt, point_workload(pt, shapes), load_device(pt["device"]))
         if pt["fit"] == "prefill":  # this point fits the prefill throughput only
@@ -69,21 +71,43 @@ def fit() -> dict:
             for key, slot in values.items()}
 
 
-def evaluate() -> list[dict]:
-    """Every published point predicted with the shipped device profiles: error in %."""
+def _refitted(device: Device, backend: str, kind: str, factors: dict) -> Device:
+    """``device`` with one (backend, kind)'s efficiency factors replaced by ``factors``."""
+    perf = device.perf(backend)
+    changes = {k: {**getattr(perf, k), kind: v} for k, v in factors.items()}
+    return dataclasses.replace(device, backends={**device.backends, backend: dataclasses.replace(perf, **changes)})
+
+
+def leave_one_out() -> list[dict]:
+    """Each fitted point predicted by a profile fitted without it: the model's error on a figure it was not fitted
+    to. Points that are alone in their (device, backend, kind) group cannot be left out (nothing is left to fit):
+    they are skipped here and checked through :func:`evaluate`'s held-back points instead."""
     shapes, points = published()
     rows = []
     for pt in points:
-        device = load_device(pt["device"])
-        w = point_workload(pt, shapes)
-        p = pt.get("prompt_len", 64)
-        decode = GEN_LEN / decode_seconds(w, device, pt["backend"], p, GEN_LEN)
-        row = {"id": pt["id"], "device": pt["device"], "backend": pt["backend"], "kind": pt["kind"],
-               "fit": pt["fit"], "source": pt["source"], "published_decode": pt["decode_tok_s"],
-               "predicted_decode": decode, "decode_error": decode / pt["decode_tok_s"] - 1}
-        if "prefill_tok_s" in pt:
-            prefill = p / prefill_seconds(w, device, pt["backend"], p)
-            row.update(published_prefill=pt["prefill_tok_s"], predicted_prefill=prefill,
-                       prefill_error=prefill / pt["prefill_tok_s"] - 1)
-        rows.append(row)
+        key = (pt["device"], pt["backend"], pt["kind"])
+        if not pt["fit"] or key not in (refit := fit(leave_out=pt["id"])):
+            continue
+        device = _refitted(load_device(pt["device"]), pt["backend"], pt["kind"], refit[key])
+        rows.append(_row(pt, point_workload(pt, shapes), device))
     return rows
+
+
+def evaluate() -> list[dict]:
+    """Every published point predicted with the shipped device profiles: error in %."""
+    shapes, points = published()
+    return [_row(pt, point_workload(pt, shapes), load_device(pt["device"])) for pt in points]
+
+
+def _row(pt: dict, w: Workload, device: Device) -> dict:
+    """One published point against its prediction on ``device``."""
+    p = pt.get("prompt_len", 64)
+    decode = GEN_LEN / decode_seconds(w, device, pt["backend"], p, GEN_LEN)
+    row = {"id": pt["id"], "device": pt["device"], "backend": pt["backend"], "kind": pt["kind"],
+           "fit": pt["fit"], "source": pt["source"], "published_decode": pt["decode_tok_s"],
+           "predicted_decode": decode, "decode_error": decode / pt["decode_tok_s"] - 1}
+    if "prefill_tok_s" in pt:
+        prefill = p / prefill_seconds(w, device, pt["backend"], p)
+        row.update(published_prefill=pt["prefill_tok_s"], predicted_prefill=prefill,
+                   prefill_error=prefill / pt["prefill_tok_s"] - 1)
+    return row
