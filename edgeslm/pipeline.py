@@ -66,7 +66,7 @@ def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
         ckpt.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
         names.append("tokenizer.json")
     cfg = folder / "tokenizer_config.json"
-    if cfg.is_file():  # transformers 5 writes a class name older runtimes reject (see STACK.md)
+    if cfg.is_file():  # transformers 5 writes a class name older runtimes reject (docs/stack.md)
         data = json.loads(cfg.read_text())
         if data.get("tokenizer_class") == "TokenizersBackend":
             data["tokenizer_class"] = "PreTrainedTokenizerFast"

@@ -117,3 +117,22 @@ def test_readme_commands_run(workdir):
     mine = json.loads((workdir / "out" / "my-model-android" / "manifest.json").read_text())
     assert [(a["backend"], a["recipe"]) for a in mine["artifacts"]] == [("executorch", "8da4w"), ("onnx", "int8")]
     print(f"README commands: {sum(s for s, _ in timings):.0f} s in all")
+
+
+def test_project_stands_alone():
+    """Everything README and docs cite lives in the repository: every relative Markdown link resolves, and no
+    tracked file points outside the clone (a fresh checkout has nothing beside it)."""
+    docs = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", doc.read_text()):
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links {target}, which is missing"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    outside = []
+    for name in tracked.split():
+        path = ROOT / name
+        if path.suffix in (".png", ".jpg", ".jar", ".gguf") or not path.is_file():
+            continue
+        text = path.read_text(errors="ignore")
+        outside += [f"{name}: {m}" for m in re.findall(r"\.\./(?:\.\./)*shared/\S*", text)]
+    assert not outside, outside
