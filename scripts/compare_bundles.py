@@ -25,6 +25,29 @@ VOLATILE_PATTERN = re.compile(r"^(?!.*tok_s$).*_s$")  # durations (total_s, late
 # Under these sections every number is a timing or memory figure measured on this machine.
 TIMED_SECTIONS = ("measured_here",)
 ARTIFACT_BYTES = {"sha256", "bytes", "size_bytes"}
+# Files whose bytes legitimately differ between two runs (checked: two exports of the same code from the same
+# checkout write identical .pte, .onnx and .onnx.data bytes, so those sha256 are compared):
+#  - report files that carry a timestamp (latency.json's "created"): their sha256 and bytes in manifest.reports;
+#  - Core ML packages: Manifest.json and model.mlmodel hold random UUIDs, so their sha256 (same bytes).
+# ONNX graphs record the exporting checkout's source paths (torch stack traces in node metadata): compare bundles
+# exported from the same checkout path, or pass --ignore-artifact-bytes.
+TIMESTAMPED_REPORTS = {"latency.json"}
+VARIES = "<varies between runs>"
+
+
+def normalize(doc):
+    """A manifest with the values that legitimately vary between runs replaced by a marker (in place)."""
+    if not isinstance(doc, dict) or doc.get("kind") != "edgeslm-bundle":
+        return doc
+    for r in doc.get("reports") or []:
+        if isinstance(r, dict) and r.get("file") in TIMESTAMPED_REPORTS:
+            r.update({k: VARIES for k in ("sha256", "bytes") if k in r})
+    for a in doc.get("artifacts") or []:
+        if isinstance(a, dict) and a.get("backend") == "coreml":
+            for f in [a, *(a.get("files") or [])]:
+                if isinstance(f, dict) and "sha256" in f:
+                    f["sha256"] = VARIES
+    return doc
 
 
 def volatile(key: str) -> bool:
@@ -69,7 +92,8 @@ def compare(old_root: Path, new_root: Path, ignore_bytes: bool = False) -> tuple
     compared = []
     for name in (n for n in old if n in new):
         found: list[str] = []
-        diff(json.loads(old[name].read_text()), json.loads(new[name].read_text()), "", found, ignore_bytes)
+        diff(normalize(json.loads(old[name].read_text())), normalize(json.loads(new[name].read_text())), "", found,
+             ignore_bytes)
         problems += [f"{name}: {f}" for f in found]
         compared.append(name)
     return compared, problems
@@ -90,7 +114,8 @@ def main(argv=None) -> int:
         return 1
     print(f"{'DIFFERENT' if problems else 'SAME'}: {len(compared)} files compared ({', '.join(compared)}), "
           f"{len(problems)} difference{'s' if len(problems) != 1 else ''}; ignored: timings, timestamps, "
-          "durations, host facts, provenance versions")
+          "durations, host facts, provenance versions, sha256 of timestamped reports and Core ML packages"
+          + (", artifact bytes" if args.ignore_artifact_bytes else ""))
     return 1 if problems else 0
 
 
