@@ -189,8 +189,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
                                  draft=draft)
     passed = all(r.passed for r in results)
     if as_json:
-        items = [{"output": str(r.out), "passed": r.passed, "artifacts": r.artifacts, "timings": r.timings,
-                  "forecast": r.forecast, "memory": r.memory, "parity": r.parity, "latency": r.latency} for r in results]
+        items = [r.to_json() for r in results]
         click.echo(json.dumps(items[0] if len(items) == 1 else {"passed": passed, "targets": items}, default=str))
     else:
         for r in results:
@@ -203,9 +202,11 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
 def _print_summary(res) -> None:
     from rich.table import Table
 
-    from edgeslm.records import artifact_name, artifact_size
+    from edgeslm.records import Check, Status, Validation
 
-    not_run = res.parity.get("not_run", [])
+    checks = [Check.from_json(c) for c in res.parity["checks"]]
+    validations = [Validation.from_json(v) for v in res.parity.get("validations", [])]
+    not_run = [v for v in validations if v.status is Status.NOT_RUN]
     verdict = "PASSED" if res.passed else "FAILED"
     if not_run:
         verdict += f" ({len(not_run)} stage{'s' if len(not_run) > 1 else ''} not run on this platform)"
@@ -216,40 +217,37 @@ def _print_summary(res) -> None:
     def num(v, fmt):
         return "—" if v is None else fmt.format(v)
 
-    words = {"passed": "pass", "info": "[dim]info, not gated[/dim]"}
-    for c in res.parity["checks"]:
-        m, g = c["metrics"], c["gate"]
-        gate = words.get(c["status"]) or "[red]FAIL[/red] " + "; ".join(g["failures"])
-        table.add_row(c["artifact"] or "—", c["stage"], num(m.get("top1_agreement"), "{:.3f}"),
+    words = {Status.PASSED: "pass", Status.INFO: "[dim]info, not gated[/dim]"}
+    for c in checks:
+        m = c.metrics
+        gate = words.get(c.status) or "[red]FAIL[/red] " + "; ".join(c.gate.failures)
+        table.add_row(c.artifact or "—", c.stage, num(m.get("top1_agreement"), "{:.3f}"),
                       num(m.get("kl_mean"), "{:.2g}"), num(m.get("logit_sqnr_db"), "{:.1f}"),
                       num(m.get("ppl_rise"), "{:+.1%}"), num(m.get("greedy_agreement"), "{:.3f}"), gate)
-    for v in res.parity.get("validations", []):
-        if v["status"] == "not_run":
-            table.add_row(v["artifact"], v["stage"], "", "", "", "[yellow]NOT RUN[/yellow] on this platform")
+    for v in validations:
+        if v.status is Status.NOT_RUN:
+            table.add_row(v.artifact, v.stage, "", "", "", "[yellow]NOT RUN[/yellow] on this platform")
         else:
-            failed = [c["check"] for c in v["checks"] if not c["passed"]]
-            table.add_row(v["artifact"], v["stage"], "", "", "",
+            failed = [c["check"] for c in v.checks if not c["passed"]]
+            table.add_row(v.artifact, v.stage, "", "", "",
                           "pass" if not failed else "[red]FAIL[/red] " + "; ".join(failed))
     con = _console(stderr=False)
     con.print(table)
     for a in res.artifacts:
-        size = artifact_size(a)
-        path = res.out / artifact_name(a)
-        con.print(f"{path}  {size / 1e6:.2f} MB  {a['backend']}/{a['recipe']}  parity {a['parity']}")
-    lat = res.latency or {}
-    measured = {a["artifact"]: a for a in (lat.get("measured_here") or {}).get("artifacts", [])}
-    pred = lat.get("predicted_on_device") or {}
-    for p in pred.get("artifacts", []):
-        here = measured.get(p["artifact"], {})
-        here_txt = (f"here {here['decode_tok_s']['median']:.0f} tok/s" if here.get("measured")
+        con.print(f"{res.out / a.name}  {a.size / 1e6:.2f} MB  {a.backend}/{a.recipe}  parity {a.status.parity_word}")
+    lat = res.latency
+    measured = {m.artifact: m for m in (lat.measured or [])} if lat else {}
+    for p in lat.predicted if lat else []:
+        here = measured.get(p.artifact)
+        here_txt = (f"here {here.figures['decode_tok_s']['median']:.0f} tok/s" if here and here.measured
                     else "here: not measured")
-        there = (f"on {pred['device']} ~{_rng(p['decode_tok_s'], '{:.0f}')} tok/s decode, TTFT "
-                 f"~{p['ttft_ms']['point']:.0f} ms" if p["predicted"] else p["reason"])
-        con.print(f"latency {p['artifact']}: {here_txt}; {there}")
-    for b in lat.get("budgets", []):
-        if not b["passed"]:
-            con.print(f"[red]latency budget failed[/red] {b['artifact']}: {b['budget']} {b['limit']} "
-                      f"(predicted {b['predicted']:.1f} on {b['device']})")
+        there = (f"on {lat.device} ~{_rng(p.figures['decode_tok_s'], '{:.0f}')} tok/s decode, TTFT "
+                 f"~{p.figures['ttft_ms']['point']:.0f} ms" if p.predicted else p.reason)
+        con.print(f"latency {p.artifact}: {here_txt}; {there}")
+    for b in lat.budgets if lat else []:
+        if not b.passed:
+            con.print(f"[red]latency budget failed[/red] {b.artifact}: {b.budget} {b.limit} "
+                      f"(predicted {b.predicted:.1f} on {b.device})")
     con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
 
 
@@ -468,7 +466,7 @@ def report(reports, html_path, junit_path, md_path):
     with native_output_silenced() as (out, _):
         doc = load_report(reports)
         written = render(doc, reports, html_path, junit_path, md_path)
-    click.echo(f"{'PASSED' if doc['passed'] else 'FAILED'}: " + ", ".join(str(w) for w in written))
+    click.echo(f"{'PASSED' if doc.passed else 'FAILED'}: " + ", ".join(str(w) for w in written))
 
 
 @main.command()
@@ -512,7 +510,7 @@ def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_d
                               fmt(r["current"]), r["limit"])
             con.print(table)
         else:
-            n = current["counts"]
+            n = current.counts
             con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform, "
                       f"{n['info']} reported without a gate"
                       + (", no regression against the baseline" if base is not None else "") + ")")

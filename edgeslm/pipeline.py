@@ -21,7 +21,7 @@ from edgeslm.backends import BACKEND_NAMES, get_backend, not_built_here
 from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.app import app_section, load_entries
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
-from edgeslm.bundle.manifest import MANIFEST, SCHEMA_VERSION, versions
+from edgeslm.bundle.manifest import SCHEMA_VERSION, versions
 from edgeslm.errors import InputError
 from edgeslm.latency.report import latency_for_export, write_latency
 from edgeslm.latency.rss import PeakRss
@@ -34,7 +34,7 @@ from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
 from edgeslm.quant.recipes import canonical, get_recipe, is_group_size
 from edgeslm.quant.recipes import plan as plan_recipe
-from edgeslm.records import Artifact, NotBuilt
+from edgeslm.records import Artifact, Latency, Manifest, ManifestTarget, NotBuilt, release, ships
 from edgeslm.records import Status as Verdict
 from edgeslm.target import Target, check_gate_coverage, check_target_device, load_target
 
@@ -43,15 +43,31 @@ Status = Callable[[str], None]
 
 @dataclass
 class ExportResult:
+    """One target's export: its records (``artifacts``, parity.json's document, ``latency``) as written to the
+    bundle; ``to_json`` is what ``edgeslm export --json`` prints for it."""
+
     out: Path
     passed: bool
-    artifacts: list[dict]
+    artifacts: list[Artifact]
     parity: dict
     timings: dict = field(default_factory=dict)
-    latency: dict | None = None
+    latency: Latency | None = None
     forecast: dict | None = None  # predicted peak memory and time (edgeslm/preflight.py), to set beside timings
     memory: dict | None = None  # this export's measured peak RSS (the process's own, from when export began)
     reports: list[Path] = field(default_factory=list)  # the run's release reports (``report_dir``), if asked
+    manifest: Manifest | None = field(default=None, compare=False)  # in the bundle, not in to_json
+
+    def to_json(self) -> dict:
+        d = {"output": str(self.out), "passed": self.passed, "artifacts": [a.to_json() for a in self.artifacts],
+             "timings": self.timings, "forecast": self.forecast, "memory": self.memory, "parity": self.parity,
+             "latency": self.latency.to_json() if self.latency is not None else None}
+        return {**d, "reports": [str(p) for p in self.reports]} if self.reports else d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ExportResult":
+        return cls(Path(d["output"]), d["passed"], [Artifact.from_json(a) for a in d["artifacts"]], d["parity"],
+                   d["timings"], Latency.from_json(d["latency"]) if d.get("latency") is not None else None,
+                   d.get("forecast"), d.get("memory"), [Path(p) for p in d.get("reports", [])])
 
 
 def _write_tokenizer(ckpt: Checkpoint, folder: Path) -> list[dict]:
@@ -553,53 +569,50 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
         status("writing bundle")
         doc = parity_document(source.model_id, tgt.name, checks, job.validations)
         reports = write_parity(tmp, doc)
-        passed = doc["passed"]
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "edgeslm-bundle",
-            "status": "passed" if passed else "failed",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "target": {"name": tgt.name, "description": tgt.description, "device": tgt.device},
-            "model": {
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            status=release([Verdict(doc["status"])]),  # parity's verdict; latency's budgets join it below
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            target=ManifestTarget(tgt.name, tgt.description, tgt.device),
+            model={
                 "id": source.model_id, "source": source.kind, "revision": source.revision, "commit": source.commit,
                 "architecture": ckpt.config.model_type, "family": family.name,
                 "parameters": ckpt.parameters,
                 "checkpoint_bytes": ckpt.checkpoint_bytes,
                 "shape": shape,
             },
-            "artifacts": [a.to_json() for a in artifacts],
-            **({"not_built": [a.to_json() for a in not_built]} if not_built else {}),
-            **({"adapters": [{**v.adapter.record(), "artifacts": [a.name for a in artifacts
-                                                                  if a.facts.get("adapter") == v.adapter.name]}
-                             for v in variants if v.adapter is not None]}
-               if any(v.adapter is not None for v in variants) else {}),
-            "tokenizer": {"kind": "huggingface-tokenizers", "files": tokenizer_files},
-            "special_tokens": {
+            artifacts=artifacts,
+            not_built=not_built,
+            adapters=[{**v.adapter.record(), "artifacts": [a.name for a in artifacts
+                                                           if a.facts.get("adapter") == v.adapter.name]}
+                      for v in variants if v.adapter is not None] or None,
+            tokenizer={"kind": "huggingface-tokenizers", "files": tokenizer_files},
+            special_tokens={
                 "bos_id": ckpt.special.bos_id, "bos": ckpt.special.bos,
                 "eos_ids": list(ckpt.special.eos_ids), "eos": ckpt.special.eos, "pad_id": ckpt.special.pad_id,
             },
-            "chat_template": _chat_template(ckpt),
-            "generation": app["generation"],
-            "context_length": ctx,
-            "context_length_from": ctx_from or {"source": "target"},
-            "provenance": versions(),
-            "reports": [file_entry(tmp, r) for r in reports],
-            "app": app,
-            **({"speculative": speculative} if speculative else {}),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            chat_template=_chat_template(ckpt),
+            generation=app["generation"],
+            context_length=ctx,
+            context_length_from=ctx_from or {"source": "target"},
+            provenance=versions(),
+            reports=[file_entry(tmp, r) for r in reports],
+            app=app,
+            speculative=speculative or None,
+        )
         status("latency: " + ("measuring here, " if bench else "") + "predicting on the target device")
+        if bench:  # the bench's runtimes load the bundle as an app does, manifest.json included
+            manifest.write(tmp)
         t = time.perf_counter()
-        latency = latency_for_export(tmp, out.name, tgt, status, bench=bench)
+        latency = latency_for_export(tmp, out.name, tgt, status, bench=bench, manifest=manifest)
         timings["latency_s"] = time.perf_counter() - t
-        manifest["reports"] += [file_entry(tmp, r) for r in write_latency(tmp, latency)]
-        passed = passed and latency["passed"]
-        manifest["status"] = "passed" if passed else "failed"
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest.reports += [file_entry(tmp, r) for r in write_latency(tmp, latency)]
+        manifest.status = release([manifest.status, latency.status])
+        manifest.write(tmp)
     for key, built in new:
         ref.built[key] = dict(built, folder=out)
     timings["total_s"] = time.perf_counter() - t0 + ref.seconds
-    return ExportResult(out, passed, [a.to_json() for a in artifacts], doc, timings, latency)
+    return ExportResult(out, ships(manifest.status), artifacts, doc, timings, latency, manifest=manifest)
 
 
 def _artifact_key(tgt: Target, backend: str, recipe: str, ctx: int, group_size) -> tuple:

@@ -7,6 +7,7 @@ Torch-free, so reading reports (``gate``, ``report``) never imports a model stac
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Iterable
@@ -23,6 +24,28 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    def describe(self, reason: str | None = None) -> str:
+        """The per-stage summary word (a manifest artifact's ``validation``): the one place a status gets words."""
+        if self is Status.INFO:
+            return "informational, not gated"
+        if self is Status.NOT_RUN and reason is not None:
+            return f"not run: {reason}"
+        return self.value
+
+    @property
+    def parity_word(self) -> str:
+        """A manifest artifact's ``parity`` (schema 1.0 values: a stage that could not run is runtime_not_run)."""
+        return "runtime_not_run" if self is Status.NOT_RUN else self.value
+
+    @classmethod
+    def of_parity_word(cls, word: str) -> "Status":
+        return cls.NOT_RUN if word == "runtime_not_run" else cls(word)
+
+    @classmethod
+    def of(cls, passed: bool) -> "Status":
+        """A yes/no fact (a budget held, a package fact matched) as a status."""
+        return cls.PASSED if passed else cls.FAILED
+
 
 def verdict(statuses: Iterable[Status]) -> Status:
     """The one rule: failed if anything failed; else not_run if a gated stage could not run here; else passed.
@@ -38,6 +61,12 @@ def verdict(statuses: Iterable[Status]) -> Status:
 def ships(status: Status) -> bool:
     """Whether a bundle with this verdict passes its gates (a stage not runnable here does not stop it)."""
     return status is not Status.FAILED
+
+
+def release(statuses: Iterable[Status]) -> Status:
+    """A bundle's (or report's) pass/fail as the manifest states it: the one rule, :func:`verdict`, read by
+    :func:`ships` (passed or failed; a stage that could not run here does not fail it)."""
+    return Status.of(ships(verdict(statuses)))
 
 
 @dataclass
@@ -113,8 +142,7 @@ class Validation:
 
     @classmethod
     def of_facts(cls, artifact: str, stage: str, checks: list[dict]) -> "Validation":
-        ok = all(c["passed"] for c in checks)
-        return cls(artifact, stage, Status.PASSED if ok else Status.FAILED, checks)
+        return cls(artifact, stage, Status.of(all(c["passed"] for c in checks)), checks)
 
     @classmethod
     def not_run(cls, artifact: str, stage: str, reason: str, runs_on: str) -> "Validation":
@@ -143,13 +171,29 @@ def artifact_verdict(artifact: str, checks: list[Check], validations: list[Valid
                    + [v.status for v in validations if v.artifact == artifact])
 
 
-# The manifest's per-artifact parity word (schema 1.0 values).
-PARITY_WORD = {Status.PASSED: "passed", Status.FAILED: "failed", Status.NOT_RUN: "runtime_not_run"}
+def stage_summary(artifact: str, checks: list[Check], validations: list[Validation]) -> dict:
+    """Each stage of one artifact → its status in words (:meth:`Status.describe`)."""
+    out = {}
+    for c in checks:
+        if c.artifact == artifact and c.stage != "end_to_end":
+            out[c.stage] = c.status.describe()
+    for v in validations:
+        if v.artifact == artifact:
+            out[v.stage] = v.status.describe(v.reason)
+    return out
+
+
+# The manifest's per-artifact parity word (schema 1.0 values), derived from the one vocabulary.
+PARITY_WORD = {s: s.parity_word for s in (Status.PASSED, Status.FAILED, Status.NOT_RUN)}
 
 
 def artifact_size(entry: dict) -> int:
     """The one artifact size: bytes of every file the artifact consists of (what an app ships)."""
-    return entry["bytes"] + sum(f["bytes"] for f in entry.get("files", []))
+    return files_size(entry["bytes"], entry.get("files", []))
+
+
+def files_size(main: int, files: list[dict]) -> int:
+    return main + sum(f["bytes"] for f in files)
 
 
 def artifact_name(entry: dict) -> str:
@@ -183,7 +227,7 @@ class Artifact:
 
     @property
     def size(self) -> int:
-        return self.bytes + sum(f["bytes"] for f in self.files)
+        return files_size(self.bytes, self.files)
 
     def to_json(self) -> dict:
         d = {"file": self.file, "bytes": self.bytes, "sha256": self.sha256}
@@ -192,10 +236,20 @@ class Artifact:
         if self.files:
             d["files"] = self.files
         d.update(backend=self.backend, runtime=self.runtime, recipe=self.recipe, quantization=self.quantization,
-                 parity=PARITY_WORD[self.status], size_bytes=self.size, validation=self.validation, **self.facts)
+                 parity=self.status.parity_word, size_bytes=self.size, validation=self.validation, **self.facts)
         if self.reused_from_target:
             d["reused_from_target"] = self.reused_from_target
         return d
+
+    _OWN = ("file", "bytes", "sha256", "package", "files", "backend", "runtime", "recipe", "quantization", "parity",
+            "size_bytes", "validation", "reused_from_target")
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Artifact":
+        return cls(d["file"], d["bytes"], d.get("sha256"), d["backend"], d.get("runtime"), d["recipe"],
+                   d.get("quantization", []), d.get("files", []), d.get("package"),
+                   Status.of_parity_word(d["parity"]), d.get("validation", {}),
+                   {k: v for k, v in d.items() if k not in cls._OWN}, d.get("reused_from_target"))
 
 
 @dataclass
@@ -216,5 +270,335 @@ class NotBuilt:
 
     def to_json(self) -> dict:
         return {"name": self.name, "backend": self.backend, "recipe": self.recipe, "reason": self.reason,
-                "how": self.how, "quantization": self.quantization, "parity": PARITY_WORD[self.status],
+                "how": self.how, "quantization": self.quantization, "parity": self.status.parity_word,
                 "validation": self.validation, **self.facts}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NotBuilt":
+        own = ("name", "backend", "recipe", "reason", "how", "quantization", "parity", "validation")
+        return cls(d["name"], d["backend"], d["recipe"], d["reason"], d["how"], d.get("quantization", []),
+                   Status.of_parity_word(d["parity"]), d.get("validation", {}),
+                   {k: v for k, v in d.items() if k not in own})
+
+
+def _omit_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class ManifestTarget:
+    name: str
+    description: str | None = None
+    device: str | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "description": self.description, "device": self.device}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ManifestTarget":
+        return cls(d["name"], d.get("description"), d.get("device"))
+
+
+@dataclass
+class Manifest:
+    """manifest.json: a bundle's contents and its verdict (``status``: passed / failed, :func:`release`).
+    Built once by the pipeline, read by latency, then written once; ``from_json`` reads any 1.x manifest.
+    Sections other than the target and the artifacts stay dicts (their shapes are the published schema's)."""
+
+    schema_version: str
+    status: Status
+    created: str
+    target: ManifestTarget
+    model: dict
+    artifacts: list[Artifact]
+    tokenizer: dict
+    special_tokens: dict
+    chat_template: dict
+    generation: dict | None
+    context_length: int
+    provenance: dict
+    reports: list[dict]
+    not_built: list[NotBuilt] = field(default_factory=list)
+    adapters: list[dict] | None = None
+    context_length_from: dict | None = None
+    app: dict | None = None
+    speculative: dict | None = None
+    kind: str = "edgeslm-bundle"
+
+    def to_json(self) -> dict:
+        d = {"schema_version": self.schema_version, "kind": self.kind, "status": self.status.value,
+             "created": self.created, "target": self.target.to_json(), "model": self.model,
+             "artifacts": [a.to_json() for a in self.artifacts],
+             "not_built": [a.to_json() for a in self.not_built] or None, "adapters": self.adapters,
+             "tokenizer": self.tokenizer, "special_tokens": self.special_tokens,
+             "chat_template": self.chat_template, "generation": self.generation,
+             "context_length": self.context_length, "context_length_from": self.context_length_from,
+             "provenance": self.provenance, "reports": self.reports, "app": self.app,
+             "speculative": self.speculative}
+        return _omit_none(d)
+
+    def write(self, folder) -> None:
+        (folder / "manifest.json").write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Manifest":
+        return cls(d["schema_version"], Status(d["status"]), d.get("created"), ManifestTarget.from_json(d["target"]),
+                   d["model"], [Artifact.from_json(a) for a in d["artifacts"]], d["tokenizer"], d["special_tokens"],
+                   d["chat_template"], d.get("generation"), d["context_length"], d["provenance"], d["reports"],
+                   [NotBuilt.from_json(a) for a in d.get("not_built", [])], d.get("adapters"),
+                   d.get("context_length_from"), d.get("app"), d.get("speculative"), d.get("kind", "edgeslm-bundle"))
+
+
+# --- latency.json ------------------------------------------------------------------------------------------------
+
+CONTEXT_BUDGET = "max_context_mb"  # the accelerator's own limit: its row carries the reason it is over
+
+
+@dataclass
+class Budget:
+    """One latency budget of one artifact: the pessimistic end of the prediction against the target's limit."""
+
+    artifact: str
+    device: str | None
+    budget: str
+    limit: float
+    predicted: float
+    passed: bool
+    reason: str | None = None  # written for the accelerator's own limit (max_context_mb) only
+
+    @property
+    def status(self) -> Status:
+        return Status.of(self.passed)
+
+    def message(self) -> str:
+        return "" if self.passed else \
+            f"predicted {self.predicted:.3g} vs limit {self.limit:.3g} on {self.device}"
+
+    def to_json(self) -> dict:
+        d = {"artifact": self.artifact, "device": self.device, "budget": self.budget, "limit": self.limit,
+             "predicted": self.predicted, "passed": self.passed}
+        if self.budget == CONTEXT_BUDGET:
+            d["reason"] = self.reason
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Budget":
+        return cls(d["artifact"], d.get("device"), d["budget"], d["limit"], d["predicted"], d["passed"],
+                   d.get("reason"))
+
+
+@dataclass
+class Measured:
+    """One artifact timed on this machine (``figures``: the bench's spreads, RSS...), or why it was not."""
+
+    artifact: str
+    backend: str
+    recipe: str | None
+    runtime: str | None
+    measured: bool
+    reason: str | None = None
+    figures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = {"artifact": self.artifact, "backend": self.backend, "recipe": self.recipe, "runtime": self.runtime,
+             "measured": self.measured}
+        return {**d, "reason": self.reason} if not self.measured else {**d, **self.figures}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measured":
+        own = ("artifact", "backend", "recipe", "runtime", "measured", "reason")
+        return cls(d["artifact"], d.get("backend"), d.get("recipe"), d.get("runtime"), d["measured"], d.get("reason"),
+                   {k: v for k, v in d.items() if k not in own})
+
+
+@dataclass
+class Predicted:
+    """One artifact predicted on the target device (``figures``: the performance model's output), or why not."""
+
+    artifact: str
+    predicted: bool
+    recipe: str | None = None  # written when predicted
+    backend: str | None = None  # written when not
+    reason: str | None = None
+    figures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        if self.predicted:
+            return {"artifact": self.artifact, "recipe": self.recipe, "predicted": True, **self.figures}
+        return {"artifact": self.artifact, "backend": self.backend, "predicted": False, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Predicted":
+        own = ("artifact", "predicted", "recipe", "reason") if d["predicted"] else \
+            ("artifact", "predicted", "backend", "reason")
+        return cls(d["artifact"], d["predicted"], d.get("recipe") if d["predicted"] else None,
+                   None if d["predicted"] else d.get("backend"), d.get("reason"),
+                   {k: v for k, v in d.items() if k not in own})
+
+
+@dataclass
+class Latency:
+    """latency.json: what was measured here and what is predicted on the target device, labelled apart, and the
+    target's budgets; ``passed`` is :func:`release` over the budgets."""
+
+    schema_version: str
+    created: str | None
+    bundle: str | None
+    settings: dict
+    host: dict | None
+    measured: list[Measured] | None  # None: nothing timed here (--no-bench)
+    device: str | None
+    description: str | None
+    predicted: list[Predicted]
+    assumptions: list
+    budgets: list[Budget]
+    kind: str = "edgeslm-latency"
+
+    @property
+    def status(self) -> Status:
+        return release(b.status for b in self.budgets)
+
+    @property
+    def passed(self) -> bool:
+        return ships(self.status)
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "kind": self.kind,
+            "created": self.created,
+            "bundle": self.bundle,
+            "settings": self.settings,
+            "measured_here": {"host": self.host, "artifacts": [m.to_json() for m in self.measured]}
+            if self.measured is not None else None,
+            "predicted_on_device": {"device": self.device, "description": self.description,
+                                    "artifacts": [p.to_json() for p in self.predicted],
+                                    "assumptions": self.assumptions},
+            "budgets": [b.to_json() for b in self.budgets],
+            "passed": self.passed,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Latency":
+        here, there = d.get("measured_here"), d.get("predicted_on_device") or {}
+        return cls(d["schema_version"], d.get("created"), d.get("bundle"), d["settings"],
+                   here.get("host") if here else None,
+                   [Measured.from_json(m) for m in here.get("artifacts") or []] if here else None,
+                   there.get("device"), there.get("description"),
+                   [Predicted.from_json(p) for p in there.get("artifacts", [])], there.get("assumptions", []),
+                   [Budget.from_json(b) for b in d["budgets"]], d.get("kind", "edgeslm-latency"))
+
+
+# --- summary.json (the release report) ---------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One (target, artifact, check) of the release report: what JUnit, Markdown, HTML and ``gate`` read."""
+
+    target: str
+    artifact: str
+    backend: str
+    recipe: str | None
+    check: str
+    kind: str  # parity / structure / latency
+    status: Status
+    metrics: dict
+    message: str
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "artifact": self.artifact, "backend": self.backend, "recipe": self.recipe,
+                "check": self.check, "kind": self.kind, "status": self.status.value, "metrics": self.metrics,
+                "message": self.message}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Row":
+        return cls(d["target"], d["artifact"], d["backend"], d.get("recipe"), d["check"], d["kind"],
+                   Status(d["status"]), d["metrics"], d["message"])
+
+
+@dataclass
+class ArtifactRow:
+    name: str
+    backend: str
+    recipe: str | None
+    bytes: int
+    parity: str  # the manifest's word
+    weight_bytes_by_dtype: dict | None = None
+
+    def to_json(self) -> dict:
+        d = {"name": self.name, "backend": self.backend, "recipe": self.recipe, "bytes": self.bytes,
+             "parity": self.parity}
+        return d if self.weight_bytes_by_dtype is None else {**d, "weight_bytes_by_dtype": self.weight_bytes_by_dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ArtifactRow":
+        return cls(d["name"], d["backend"], d.get("recipe"), d["bytes"], d["parity"], d.get("weight_bytes_by_dtype"))
+
+
+@dataclass
+class TargetReport:
+    """One target's part of the release report; ``status`` is its manifest's (passed / failed)."""
+
+    target: str
+    device: str | None
+    folder: str | None
+    model: str | None
+    status: Status
+    artifacts: list[ArtifactRow]
+    checks: list[Row]
+    parity: dict  # parity.json as read (any 1.x)
+    latency: dict | None  # latency.json as read (any 1.x)
+
+    @property
+    def passed(self) -> bool:
+        return ships(self.status)
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "device": self.device, "folder": self.folder, "model": self.model,
+                "status": self.status.value, "passed": self.passed,
+                "artifacts": [a.to_json() for a in self.artifacts], "checks": [c.to_json() for c in self.checks],
+                "parity": self.parity, "latency": self.latency}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TargetReport":
+        status = Status(d["status"]) if "status" in d else Status.of(d["passed"])
+        return cls(d["target"], d.get("device"), d.get("folder"), d.get("model"), status,
+                   [ArtifactRow.from_json(a) for a in d["artifacts"]], [Row.from_json(c) for c in d["checks"]],
+                   d["parity"], d.get("latency"))
+
+
+@dataclass
+class Report:
+    """summary.json: every target's rows; ``status`` is :func:`verdict` over all rows, ``passed`` read from it."""
+
+    schema_version: str
+    created: str | None
+    model: str | None
+    targets: list[TargetReport]
+    kind: str = "edgeslm-report"
+
+    @property
+    def rows(self) -> list[Row]:
+        return [c for t in self.targets for c in t.checks]
+
+    @property
+    def status(self) -> Status:
+        return verdict(c.status for c in self.rows)
+
+    @property
+    def passed(self) -> bool:
+        return ships(self.status)
+
+    @property
+    def counts(self) -> dict:
+        return {s.value: sum(c.status is s for c in self.rows) for s in Status}
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "kind": self.kind, "created": self.created,
+                "model": self.model, "passed": self.passed, "status": self.status.value, "counts": self.counts,
+                "targets": [t.to_json() for t in self.targets]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Report":
+        return cls(d["schema_version"], d.get("created"), d.get("model"),
+                   [TargetReport.from_json(t) for t in d["targets"]], d.get("kind", "edgeslm-report"))

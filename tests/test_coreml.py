@@ -71,7 +71,7 @@ def test_family_converts_and_passes_stages_1_and_2(family, recipe, tiny_dir, tin
     from edgeslm.backends.coreml.package import read_package
 
     res = export(str(tiny_dir(family)), tiny_ios, tmp_path / "b", recipe=recipe, bench=False)
-    (art,) = res.artifacts
+    (art,) = [a.to_json() for a in res.artifacts]
     q = _check(res, "quantization")
     assert q["gate"]["passed"], q["gate"]["failures"]
     if recipe == "fp16":
@@ -103,7 +103,7 @@ def test_family_converts_and_passes_stages_1_and_2(family, recipe, tiny_dir, tin
                                              ("palettize4", "constexpr_lut_to_dense", "uint4")])
 def test_int8_and_palettized_weights(recipe, op, dtype, tiny_dir, tiny_ios, tmp_path):
     res = export(str(tiny_dir("qwen3")), tiny_ios, tmp_path / "b", recipe=recipe, bench=False)
-    (art,) = res.artifacts
+    (art,) = [a.to_json() for a in res.artifacts]
     assert _validation(res, "structure")["status"] == "passed"
     # qwen3's tiny config ties lm_head to the embeddings: Core ML stores that table once
     assert art["weight_bytes_by_dtype"][dtype] > 0

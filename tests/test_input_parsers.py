@@ -394,7 +394,7 @@ def test_the_report_fixtures_are_valid(folders):
         assert problems(doc, schema) == [] and reader_problems(doc, schema) == []
     summary = json.loads((reports / "summary.json").read_text())
     assert problems(summary, "report") == [] and reader_problems(summary, "report") == []
-    assert load_report(reports)["counts"] == load_report(bundle)["counts"]
+    assert load_report(reports).counts == load_report(bundle).counts
     for folder in (bundle, reports):
         assert _cli("gate", str(folder)).exit_code == 0
         assert _cli("report", str(folder)).exit_code == 0

@@ -91,9 +91,9 @@ def test_budgets_fail_on_the_pessimistic_end():
     p = {"artifact": "a", "predicted": True, **predict(from_artifact(*_manifest(50_000_000)), dev, "executorch",
                                                        128, 64)}
     point = p["decode_tok_s"]["point"]
-    assert check_budgets({"min_decode_tok_s": point * 0.5}, [p])[0]["passed"]
-    assert not check_budgets({"min_decode_tok_s": point * 0.9}, [p])[0]["passed"]  # low end = 0.75 × point
-    assert not check_budgets({"max_memory_mb": 1.0}, [p])[0]["passed"]
+    assert check_budgets({"min_decode_tok_s": point * 0.5}, [p])[0].passed
+    assert not check_budgets({"min_decode_tok_s": point * 0.9}, [p])[0].passed  # low end = 0.75 × point
+    assert not check_budgets({"max_memory_mb": 1.0}, [p])[0].passed
 
 
 def test_device_profile_errors(tmp_path):

@@ -16,7 +16,7 @@ from typing import Callable
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe, observe_free
-from edgeslm.records import Artifact, Check, Status, Validation, artifact_verdict
+from edgeslm.records import Artifact, Check, Validation, artifact_verdict, stage_summary
 from edgeslm.target import Target
 
 
@@ -80,14 +80,7 @@ class ExportJob:
 
     def validation_summary(self, artifact: str) -> dict:
         """Each stage of one artifact → passed / failed / informational / not run (reason)."""
-        out = {}
-        for c in self.checks:
-            if c.artifact == artifact and c.stage != "end_to_end":
-                out[c.stage] = "informational, not gated" if c.status is Status.INFO else c.status.value
-        for v in self.validations:
-            if v.artifact == artifact:
-                out[v.stage] = v.status.value if v.status is not Status.NOT_RUN else f"not run: {v.reason}"
-        return out
+        return stage_summary(artifact, self.checks, self.validations)
 
     def finish(self, art: Artifact) -> Artifact:
         """Set the artifact's verdict and per-stage summary from this job's records (one rule, every backend)."""

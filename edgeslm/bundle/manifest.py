@@ -141,6 +141,13 @@ def load_manifest(bundle: Path) -> dict:
 read_manifest = load_manifest  # the name every reader has used: it validates too
 
 
+def load_manifest_record(bundle: Path):
+    """The bundle's manifest, validated as :func:`load_manifest` does, as the typed record (records.Manifest)."""
+    from edgeslm.records import Manifest
+
+    return Manifest.from_json(load_manifest(bundle))
+
+
 def _mode_problem(rel: str, st: os.stat_result) -> str | None:
     """Files must be readable, and folders listable, by other users: apps run as another user after adb push."""
     mode = stat.S_IMODE(st.st_mode)

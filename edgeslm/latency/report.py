@@ -16,15 +16,18 @@ from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
 from edgeslm.latency.workload import from_artifact, require_shape
+from edgeslm.records import CONTEXT_BUDGET, Budget, Latency, Manifest, Measured, Predicted
 
 LATENCY_SCHEMA_VERSION = "1.1"  # 1.1: peak_rss_mib is the artifact's cost above the runtime baseline
 LATENCY_FILE = "latency.json"
 BUDGET_KEYS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb")
 
 
-def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int) -> list[dict]:
-    """Every artifact the device profile has figures for, predicted on that device."""
-    m = read_manifest(bundle)
+def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int, manifest: dict | None = None) \
+        -> list[dict]:
+    """Every artifact the device profile has figures for, predicted on that device (``manifest``: the bundle's,
+    when the caller holds it; else read from ``bundle``)."""
+    m = manifest if manifest is not None else read_manifest(bundle)
     require_shape(m, bundle)
     out = []
     for art in m["artifacts"]:
@@ -43,7 +46,7 @@ def predict_bundle(bundle: Path, device: Device, prompt_len: int, gen_len: int) 
     return out
 
 
-def check_budgets(budgets: dict, predicted: list[dict]) -> list[dict]:
+def check_budgets(budgets: dict, predicted: list[dict]) -> list[Budget]:
     """One entry per (artifact, budget): the pessimistic end of the predicted range against the budget."""
     rows = []
     for p in (p for p in predicted if p["predicted"]):
@@ -52,55 +55,45 @@ def check_budgets(budgets: dict, predicted: list[dict]) -> list[dict]:
         for key, limit in budgets.items():
             value = worst[key]
             ok = value <= limit if key.startswith("max_") else value >= limit
-            rows.append({"artifact": p["artifact"], "device": p["device"], "budget": key, "limit": limit,
-                         "predicted": value, "passed": ok})
+            rows.append(Budget(p["artifact"], p["device"], key, limit, value, ok))
         limit_gb = p["inputs"].get("max_context_gb")
         if limit_gb:  # the accelerator's own limit: checked whatever the target's budgets say
-            rows.append({"artifact": p["artifact"], "device": p["device"], "budget": "max_context_mb",
-                         "limit": limit_gb * 1e3, "predicted": p["memory_mb"], "passed": p["over_limit"] is None,
-                         "reason": p["over_limit"]})
+            rows.append(Budget(p["artifact"], p["device"], CONTEXT_BUDGET, limit_gb * 1e3, p["memory_mb"],
+                               p["over_limit"] is None, p["over_limit"]))
     return rows
 
 
 def latency_document(bundle: str, measured: list[dict] | None, host: dict | None, device: Device | None,
-                     predicted: list[dict], budgets: dict, settings: dict) -> dict:
-    checks = check_budgets(budgets, predicted)
-    return {
-        "schema_version": LATENCY_SCHEMA_VERSION,
-        "kind": "edgeslm-latency",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "bundle": bundle,
-        "settings": settings,
-        "measured_here": {"host": host, "artifacts": measured} if measured is not None else None,
-        "predicted_on_device": {"device": device.name if device else None,
-                                "description": device.description if device else None,
-                                "artifacts": predicted, "assumptions": ASSUMPTIONS},
-        "budgets": checks,
-        "passed": all(c["passed"] for c in checks),
-    }
+                     predicted: list[dict], budgets: dict, settings: dict) -> Latency:
+    return Latency(LATENCY_SCHEMA_VERSION, datetime.now(timezone.utc).isoformat(timespec="seconds"), bundle,
+                   settings, host, [Measured.from_json(m) for m in measured] if measured is not None else None,
+                   device.name if device else None, device.description if device else None,
+                   [Predicted.from_json(p) for p in predicted], ASSUMPTIONS, check_budgets(budgets, predicted))
 
 
 def latency_for_export(folder: Path, label: str, target, status: Callable[[str], None], prompt_len: int = 64,
-                       gen_len: int = 32, bench: bool = True) -> dict:
-    """What export writes: a short bench of every artifact here + the target device's prediction + budgets."""
+                       gen_len: int = 32, bench: bool = True, manifest: Manifest | None = None) -> Latency:
+    """What export writes: a short bench of every artifact here + the target device's prediction + budgets.
+    ``manifest``: the bundle's record, before it is written (prediction reads it; the bench's runtimes load the
+    bundle as an app does, manifest.json included)."""
     from edgeslm.latency.bench import bench_bundle
     from edgeslm.latency.host import host_facts
 
-    m = read_manifest(folder)
+    m = manifest.to_json() if manifest is not None else read_manifest(folder)
     ctx = m["context_length"]
     prompt_len = min(prompt_len, ctx // 2)
     gen_len = min(gen_len, ctx - prompt_len)
     measured = bench_bundle(folder, prompt_len, gen_len, warmup=1, repeats=3, status=status) if bench else None
     device = load_device(target.device) if target.device else None
     budget_p, budget_g = target.latency.get("prompt_len", 128), target.latency.get("gen_len", 128)
-    predicted = predict_bundle(folder, device, budget_p, budget_g) if device else []
+    predicted = predict_bundle(folder, device, budget_p, budget_g, m) if device else []
     budgets = {k: v for k, v in target.latency.items() if k in BUDGET_KEYS}
     settings = {"measured": {"prompt_len": prompt_len, "gen_len": gen_len, "warmup": 1, "repeats": 3},
                 "predicted": {"prompt_len": budget_p, "gen_len": budget_g}}
     return latency_document(label, measured, host_facts() if bench else None, device, predicted, budgets, settings)
 
 
-def write_latency(folder: Path, doc: dict) -> list[str]:
-    (folder / LATENCY_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+def write_latency(folder: Path, doc: Latency) -> list[str]:
+    (folder / LATENCY_FILE).write_text(json.dumps(doc.to_json(), indent=2) + "\n")
     return [LATENCY_FILE]
 

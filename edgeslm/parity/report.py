@@ -51,10 +51,12 @@ def _num(x, fmt: str) -> str:
     return "n/a" if x is None else fmt.format(x)
 
 
-GATE_WORD = {"passed": "pass", "failed": "**FAIL**", "info": "info (not gated)"}
+GATE_WORD = {Status.PASSED: "pass", Status.FAILED: "**FAIL**", Status.INFO: "info (not gated)"}
 
 
 def parity_markdown(doc: dict) -> str:
+    checks = [Check.from_json(c) for c in doc["checks"]]
+    validations = [Validation.from_json(v) for v in doc.get("validations", [])]
     verdict_word = "PASSED" if doc["passed"] else "FAILED"
     lines = [
         f"# Parity: {doc['model']} → {doc['target']}: **{verdict_word}**",
@@ -66,7 +68,7 @@ def parity_markdown(doc: dict) -> str:
         "(ties) | exact | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in doc["checks"]:
+    for c, rec in zip(doc["checks"], checks):
         m = c["metrics"]
         top1 = (f"{_num(m.get('top1_agreement'), '{:.3f}')} ({m['decisive_fraction']:.0%})"
                 if "decisive_fraction" in m else "—")
@@ -75,20 +77,20 @@ def parity_markdown(doc: dict) -> str:
             f"| {c.get('artifact') or '—'} | {c['stage']} | {_fmt(m.get('max_abs_logit_diff')) if 'max_abs_logit_diff' in m else '—'} | "
             f"{top1} | {_fmt(m['kl_mean']) if 'kl_mean' in m else '—'} | "
             f"{_num(m.get('logit_sqnr_db'), '{:.1f}') if 'kl_mean' in m else '—'} | {_pct(m.get('ppl_rise'))} | "
-            f"{greedy} | {m['greedy_exact']}/{c['prompts']} | {GATE_WORD[c['status']]} |"
+            f"{greedy} | {m['greedy_exact']}/{c['prompts']} | {GATE_WORD[rec.status]} |"
         )
-    for v in doc.get("validations", []):
-        if v["status"] == "not_run":
+    for v in validations:
+        if v.status is Status.NOT_RUN:
             continue
-        lines += ["", f"## {v['artifact']}: {v['stage']} — {v['status'].upper()}", "",
+        lines += ["", f"## {v.artifact}: {v.stage} — {v.status.value.upper()}", "",
                   "| check | expected | found | |", "|---|---|---|---|"]
         lines += [f"| {c['check']} | `{json.dumps(c['expected'])}` | `{json.dumps(c['found'])}` | "
-                  f"{'ok' if c['passed'] else '**FAIL**'} |" for c in v["checks"]]
+                  f"{'ok' if c['passed'] else '**FAIL**'} |" for c in v.checks]
     if doc.get("not_run"):
         lines += ["", "## Not run on this platform (not counted as passed)", ""]
-        lines += [f"- {v['artifact']} / {v['stage']}: {v['reason']}; runs on {v['runs_on']}"
-                  for v in doc["validations"] if v["status"] == "not_run"]
-    info = [c for c in doc["checks"] if c["status"] == "info" and c["stage"] != "end_to_end"]
+        lines += [f"- {v.artifact} / {v.stage}: {v.reason}; runs on {v.runs_on}"
+                  for v in validations if v.status is Status.NOT_RUN]
+    info = [c for c in doc["checks"] if Check.from_json(c).status is Status.INFO and c["stage"] != "end_to_end"]
     if info:
         lines += ["", "## Reported, not gated (the target marks these informational)", ""]
         lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}" for c in info]

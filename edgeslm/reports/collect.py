@@ -12,8 +12,9 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeslm.records import Check, Status, Validation, artifact_name, artifact_size, verdict
 from edgeslm.errors import InputError
+from edgeslm.records import (ArtifactRow, Budget, Check, Manifest, Report, Row, Status, TargetReport, Validation,
+                             artifact_name, ships, verdict)
 
 REPORT_SCHEMA_VERSION = "1.0"
 REPORT_FILES = ("manifest.json", "parity.json", "latency.json")
@@ -90,32 +91,39 @@ def target_folders(folder: Path) -> list[Path]:
     return found
 
 
-def _flatten(target: str, manifest: dict, parity: dict, latency: dict | None) -> list[dict]:
-    names = {artifact_name(a): a for a in manifest["artifacts"]}
-    rows: list[dict] = []
+def _flatten(target: str, manifest: Manifest, parity: dict, latency: dict | None) -> list[Row]:
+    names = {a.name: a for a in manifest.artifacts}
+    rows: list[Row] = []
 
-    def row(art: str | None, check: str, kind: str, status: str, metrics: dict, message: str) -> None:
+    def row(art: str | None, check: str, kind: str, status: Status, metrics: dict, message: str) -> None:
         a = names.get(art)
-        rows.append({"target": target, "artifact": art or "model", "backend": a["backend"] if a else "model",
-                     "recipe": a["recipe"] if a else None, "check": check, "kind": kind, "status": status,
-                     "metrics": metrics, "message": message})
+        rows.append(Row(target, art or "model", a.backend if a else "model", a.recipe if a else None, check, kind,
+                        status, metrics, message))
 
     for d in parity["checks"]:
         c = Check.from_json(d)  # status from the record (a 1.0 report's is derived from its gate)
-        row(c.artifact, c.stage, "parity", c.status.value, c.metrics, "; ".join(c.gate.failures + c.gate.notes))
+        row(c.artifact, c.stage, "parity", c.status, c.metrics, "; ".join(c.gate.failures + c.gate.notes))
     for d in parity.get("validations", []):
         v = Validation.from_json(d)
-        row(v.artifact, v.stage, "structure" if v.status is not Status.NOT_RUN else "parity", v.status.value, {},
+        row(v.artifact, v.stage, "structure" if v.status is not Status.NOT_RUN else "parity", v.status, {},
             v.message())
-    for name, a in names.items():  # never trust a failed artifact to a missing row (reports written by hand, 1.0)
-        if a["parity"] == "failed" and not any(r["artifact"] == name and r["status"] == "failed" for r in rows):
-            row(name, "artifact parity", "parity", "failed", {},
-                "the manifest marks this artifact failed but no failing check explains it (see manifest.json)")
-    for b in (latency or {}).get("budgets", []):
-        row(b["artifact"], f"latency {b['budget']}", "latency", "passed" if b["passed"] else "failed",
-            {"predicted": b["predicted"], "limit": b["limit"]},
-            "" if b["passed"] else f"predicted {b['predicted']:.3g} vs limit {b['limit']:.3g} on {b['device']}")
+    for b in (Budget.from_json(b) for b in (latency or {}).get("budgets", [])):
+        row(b.artifact, f"latency {b.budget}", "latency", b.status, {"predicted": b.predicted, "limit": b.limit},
+            b.message())
     return rows
+
+
+def unexplained(manifest: Manifest, rows: list[Row]) -> list[str]:
+    """Where the manifest's verdicts and the rows disagree: a failed artifact (or bundle) no failing row explains,
+    or a bundle marked passed that a row fails. The rows are the one source of a verdict; a disagreement is a
+    bug in the writer or a hand-edited report, never papered over."""
+    out = [f"artifact {a.name} is marked failed but no failing check explains it" for a in manifest.artifacts
+           if a.status is Status.FAILED
+           and not any(r.artifact == a.name and r.status is Status.FAILED for r in rows)]
+    if ships(manifest.status) != ships(verdict(r.status for r in rows)):
+        out.append(f"the bundle is marked {manifest.status} but its checks say "
+                   f"{'passed' if ships(verdict(r.status for r in rows)) else 'failed'}")
+    return out
 
 
 def _size_by_dtype(folder: Path, art: dict) -> dict:
@@ -135,45 +143,30 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
     return {"mixed (delegate blobs)": art["bytes"]}
 
 
-def load_target(folder: Path) -> dict:
-    manifest = _manifest(folder)
+def load_target(folder: Path) -> TargetReport:
+    manifest = Manifest.from_json(_manifest(folder))
     parity = _read(folder / "parity.json")
     latency = _read(folder / "latency.json") if (folder / "latency.json").is_file() else None
-    name = manifest["target"]["name"]
+    name = manifest.target.name
     checks = _flatten(name, manifest, parity, latency)
-    return {
-        "target": name,
-        "device": manifest["target"].get("device"),
-        "folder": folder.name,
-        "model": manifest["model"]["id"],
-        "status": manifest["status"],
-        "passed": manifest["status"] == "passed",
-        "artifacts": [{"name": artifact_name(a), "backend": a["backend"], "recipe": a["recipe"],
-                       "bytes": artifact_size(a), "parity": a["parity"],
-                       "weight_bytes_by_dtype": _size_by_dtype(folder, a)} for a in manifest["artifacts"]],
-        "checks": checks,
-        "parity": parity,
-        "latency": latency,
-    }
+    wrong = unexplained(manifest, checks)
+    if wrong:
+        raise InputError(f"{folder} does not agree with itself: {wrong[0]} (manifest.json vs parity.json and "
+                         "latency.json)", FIX)
+    return TargetReport(name, manifest.target.device, folder.name, manifest.model["id"], manifest.status,
+                        [ArtifactRow(a.name, a.backend, a.recipe, a.size, a.status.parity_word,
+                                     _size_by_dtype(folder, a.to_json())) for a in manifest.artifacts],
+                        checks, parity, latency)
 
 
-def load_report(folder: Path) -> dict:
+def load_report(folder: Path) -> Report:
     """The whole report from a reports folder, a bundle, or a folder of bundles."""
     summary = folder / "summary.json"
     if summary.is_file():
-        return _read(summary)
+        return Report.from_json(_read(summary))
     return summarize([load_target(f) for f in target_folders(folder)])
 
 
-def summarize(targets: list[dict]) -> dict:
-    return {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "kind": "edgeslm-report",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": targets[0]["model"] if targets else None,
-        "passed": all(t["passed"] for t in targets),
-        "status": verdict(Status(c["status"]) for t in targets for c in t["checks"]).value,
-        "counts": {s: sum(c["status"] == s for t in targets for c in t["checks"])
-                   for s in ("passed", "failed", "not_run", "info")},
-        "targets": targets,
-    }
+def summarize(targets: list[TargetReport]) -> Report:
+    return Report(REPORT_SCHEMA_VERSION, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  targets[0].model if targets else None, targets)

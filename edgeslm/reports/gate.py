@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.gates import Thresholds, judge
+from edgeslm.records import Report, Row, Status
 
 
 @dataclass(frozen=True)
@@ -23,53 +24,48 @@ class Tolerance:
     measured_decode_drop: float = 0.30  # relative; timings on shared CI machines are noisy
 
 
-def _row(c: dict, what: str, base, cur, limit: str) -> dict:
-    return {"target": c["target"], "artifact": c["artifact"], "backend": c["backend"], "check": c["check"],
+def _row(c: Row, what: str, base, cur, limit: str) -> dict:
+    return {"target": c.target, "artifact": c.artifact, "backend": c.backend, "check": c.check,
             "what": what, "baseline": base, "current": cur, "limit": limit}
 
 
-def current_failures(report: dict, gates: dict | None = None) -> list[dict]:
+def current_failures(report: Report, gates: dict | None = None) -> list[dict]:
     """Failed checks; with ``gates`` ({recipe or 'reauthoring': {stage: Thresholds}}), parity metrics are
     re-judged against those thresholds too."""
     rows = []
-    for t in report["targets"]:
-        for c in t["checks"]:
-            if c["status"] == "failed":
-                rows.append(_row(c, "failed", None, c["message"], "must pass"))
-            if gates and c["kind"] == "parity" and c["metrics"]:
-                th = gates.get("reauthoring") if c["check"] == "reauthoring" else \
-                    gates.get(c.get("recipe") or "", {}).get(c["check"])
-                if isinstance(th, Thresholds):
-                    failures, _ = judge(th, dict(c["metrics"]), [])
-                    rows += [_row(c, "gate file", None, f, "gate file") for f in failures]
+    for c in report.rows:
+        if c.status is Status.FAILED:
+            rows.append(_row(c, "failed", None, c.message, "must pass"))
+        if gates and c.kind == "parity" and c.metrics:
+            th = gates.get("reauthoring") if c.check == "reauthoring" else \
+                gates.get(c.recipe or "", {}).get(c.check)
+            if isinstance(th, Thresholds):
+                failures, _ = judge(th, dict(c.metrics), [])
+                rows += [_row(c, "gate file", None, f, "gate file") for f in failures]
     return rows
 
 
-def _index(report: dict) -> dict:
-    out = {}
-    for t in report["targets"]:
-        for c in t["checks"]:
-            out[(t["target"], c["backend"], c["check"])] = c
-    return out
+def _index(report: Report) -> dict[tuple, Row]:
+    return {(t.target, c.backend, c.check): c for t in report.targets for c in t.checks}
 
 
-def _latency(report: dict) -> dict:
+def _latency(report: Report) -> dict:
     out = {}
-    for t in report["targets"]:
-        lat = t.get("latency") or {}
-        backend = {a["name"]: a["backend"] for a in t["artifacts"]}
+    for t in report.targets:
+        lat = t.latency or {}
+        backend = {a.name: a.backend for a in t.artifacts}
         for a in (lat.get("predicted_on_device") or {}).get("artifacts", []):
             if a.get("predicted"):
-                out.setdefault((t["target"], backend.get(a["artifact"])), {})["predicted"] = \
+                out.setdefault((t.target, backend.get(a["artifact"])), {})["predicted"] = \
                     (a["artifact"], a["decode_tok_s"]["point"])
         for a in ((lat.get("measured_here") or {}).get("artifacts") or []):
             if a.get("measured"):
-                out.setdefault((t["target"], backend.get(a["artifact"])), {})["measured"] = \
+                out.setdefault((t.target, backend.get(a["artifact"])), {})["measured"] = \
                     (a["artifact"], a["decode_tok_s"]["median"])
     return out
 
 
-def regressions(current: dict, baseline: dict, tol: Tolerance = Tolerance()) -> list[dict]:
+def regressions(current: Report, baseline: Report, tol: Tolerance = Tolerance()) -> list[dict]:
     rows = []
     base = _index(baseline)
     for key, c in _index(current).items():
@@ -78,7 +74,7 @@ def regressions(current: dict, baseline: dict, tol: Tolerance = Tolerance()) -> 
             continue
         # Only the metrics both rows have are compared: parity rows carry top-1 / KL / greedy, latency budget
         # rows {predicted, limit} (judged by their status below; decode speed is compared from latency.json).
-        m, bm = c.get("metrics") or {}, b.get("metrics") or {}
+        m, bm = c.metrics or {}, b.metrics or {}
         both = {k for k in ("top1_agreement", "kl_mean", "greedy_prefix_mean")
                 if isinstance(m.get(k), (int, float)) and isinstance(bm.get(k), (int, float))}
         if "top1_agreement" in both and bm["top1_agreement"] - m["top1_agreement"] > tol.top1_drop:
@@ -90,8 +86,8 @@ def regressions(current: dict, baseline: dict, tol: Tolerance = Tolerance()) -> 
         if "greedy_prefix_mean" in both and bm["greedy_prefix_mean"] - m["greedy_prefix_mean"] > tol.greedy_drop:
             rows.append(_row(c, "greedy agreement", bm["greedy_prefix_mean"], m["greedy_prefix_mean"],
                              f"drop ≤ {tol.greedy_drop}"))
-        if b["status"] == "passed" and c["status"] in ("failed", "not_run"):
-            rows.append(_row(c, "status", b["status"], c["status"], "no longer passing"))
+        if b.status is Status.PASSED and c.status in (Status.FAILED, Status.NOT_RUN):
+            rows.append(_row(c, "status", b.status.value, c.status.value, "no longer passing"))
     base_lat = _latency(baseline)
     for key, cur in _latency(current).items():
         for kind, limit in (("predicted", tol.predicted_decode_drop), ("measured", tol.measured_decode_drop)):

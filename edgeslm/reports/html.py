@@ -7,6 +7,8 @@ from __future__ import annotations
 from html import escape
 from importlib import resources
 
+from edgeslm.records import Report, Status, TargetReport
+
 COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04"]
 
 
@@ -71,10 +73,15 @@ def dtype_bars(artifacts: list[dict], width: int = 520) -> str:
     return "".join(out)
 
 
-def _target_view(t: dict) -> dict:
+def status_word(s: Status) -> str:
+    """A row's status as the page shows it."""
+    return "info (not gated)" if s is Status.INFO else s.value.replace("_", " ")
+
+
+def _target_view(t: TargetReport) -> dict:
     charts = []
     for stage in ("quantization", "lowering", "end_to_end"):
-        checks = [c for c in t["parity"]["checks"] if c["stage"] == stage and c.get("artifact")]
+        checks = [c for c in t.parity["checks"] if c["stage"] == stage and c.get("artifact")]
         if not checks:
             continue
         top1 = [(c["artifact"], c["top1_by_position"]) for c in checks]
@@ -82,7 +89,7 @@ def _target_view(t: dict) -> dict:
         charts.append({"stage": stage,
                        "top1": line_chart(top1, f"{stage}: top-1 agreement by position (decisive)", "top-1", 1.0),
                        "kl": line_chart(kl, f"{stage}: mean KL by position", "KL")})
-    lat = t.get("latency") or {}
+    lat = t.latency or {}
     here = {a["artifact"]: a for a in ((lat.get("measured_here") or {}).get("artifacts") or [])}
     pred = lat.get("predicted_on_device") or {}
     latency_rows = []
@@ -97,12 +104,14 @@ def _target_view(t: dict) -> dict:
                           f"{p['decode_tok_s']['high']:.0f}) tok/s, TTFT {p['ttft_ms']['point']:.0f} ms, "
                           f"{p['memory_mb']:.0f} MB") if p.get("predicted") else p.get("reason", "—"),
         })
-    return {"t": t, "charts": charts, "sizes": dtype_bars(t["artifacts"]), "latency": latency_rows}
+    return {"t": t, "charts": charts, "sizes": dtype_bars([a.to_json() for a in t.artifacts]),
+            "latency": latency_rows}
 
 
-def to_html(report: dict) -> str:
+def to_html(report: Report) -> str:
     from jinja2 import Environment
 
     env = Environment(autoescape=True)
     template = env.from_string(resources.files("edgeslm.reports").joinpath("report.html.j2").read_text())
-    return template.render(report=report, targets=[_target_view(t) for t in report["targets"]])
+    return template.render(report=report, targets=[_target_view(t) for t in report.targets],
+                           status_word=status_word)

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from edgeslm.records import Report, Status
 
-def to_junit(report: dict) -> str:
-    suites = ET.Element("testsuites", name=f"edgeslm {report.get('model') or ''}".strip())
-    for t in report["targets"]:
-        cases = t["checks"]
-        suite = ET.SubElement(suites, "testsuite", name=t["target"], tests=str(len(cases)),
-                              failures=str(sum(c["status"] == "failed" for c in cases)),
-                              skipped=str(sum(c["status"] == "not_run" for c in cases)), errors="0")
+
+def to_junit(report: Report) -> str:
+    suites = ET.Element("testsuites", name=f"edgeslm {report.model or ''}".strip())
+    for t in report.targets:
+        cases = t.checks
+        suite = ET.SubElement(suites, "testsuite", name=t.target, tests=str(len(cases)),
+                              failures=str(sum(c.status is Status.FAILED for c in cases)),
+                              skipped=str(sum(c.status is Status.NOT_RUN for c in cases)), errors="0")
         for c in cases:
-            case = ET.SubElement(suite, "testcase", classname=f"edgeslm.{t['target']}.{c['backend']}",
-                                 name=f"{c['artifact']}: {c['check']}")
-            if c["status"] == "failed":
-                ET.SubElement(case, "failure", message=c["message"] or "failed", type=c["kind"]).text = c["message"]
-            elif c["status"] == "not_run":
-                ET.SubElement(case, "skipped", message=c["message"])
-            if c["metrics"]:
+            case = ET.SubElement(suite, "testcase", classname=f"edgeslm.{t.target}.{c.backend}",
+                                 name=f"{c.artifact}: {c.check}")
+            if c.status is Status.FAILED:
+                ET.SubElement(case, "failure", message=c.message or "failed", type=c.kind).text = c.message
+            elif c.status is Status.NOT_RUN:
+                ET.SubElement(case, "skipped", message=c.message)
+            if c.metrics:
                 ET.SubElement(case, "system-out").text = ", ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["metrics"].items())
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.metrics.items())
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

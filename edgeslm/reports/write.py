@@ -8,13 +8,14 @@ import shutil
 from pathlib import Path
 
 from edgeslm.bundle.files import atomic_folder
+from edgeslm.records import Report
 from edgeslm.reports.collect import REPORT_FILES, load_target, summarize
 from edgeslm.reports.html import to_html
 from edgeslm.reports.junit import to_junit
 from edgeslm.reports.markdown import to_markdown
 
 
-def render(report: dict, folder: Path, html: Path | None = None, junit: Path | None = None,
+def render(report: Report, folder: Path, html: Path | None = None, junit: Path | None = None,
            markdown: Path | None = None) -> list[Path]:
     outputs = [(html or folder / "index.html", to_html), (junit or folder / "junit.xml", to_junit),
                (markdown or folder / "summary.md", to_markdown)]
@@ -31,11 +32,11 @@ def write_reports(bundles: list[Path], folder: Path, force: bool = False) -> lis
     report = summarize(targets)
     with atomic_folder(folder, force) as tmp:
         for b, t in zip(bundles, targets):
-            dst = tmp / t["target"]
+            dst = tmp / t.target
             dst.mkdir(exist_ok=True)
             for name in REPORT_FILES:
                 if (b / name).is_file():
                     shutil.copyfile(b / name, dst / name)
-        (tmp / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
         render(report, tmp)
     return [folder / n for n in ("summary.json", "index.html", "junit.xml", "summary.md")]
