@@ -1,4 +1,5 @@
-"""Command line: a thin layer over ``edgeslm.pipeline``. Status goes to stderr, results to stdout."""
+"""Command line: parsing and printing over ``edgeslm.api`` (one function per command, which does the work).
+Status goes to stderr, results to stdout."""
 
 from __future__ import annotations
 
@@ -13,15 +14,49 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from edgeslm import api  # torch-free to import: only api.export loads torch (when called), so gate/report stay light
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
 from edgeslm.quiet import native_output_silenced
+from edgeslm.records import Check, Status, Validation
+from edgeslm.reports.gate import Tolerance
+from edgeslm.request import ExportRequest
+
+JSON_FLAG = "--json"
 
 
-def _console(stderr: bool = True):
-    from rich.console import Console
+def json_option(help: str = "Print JSON on stdout."):  # noqa: A002 — click's own keyword
+    return click.option(JSON_FLAG, "as_json", is_flag=True, help=help)
 
+
+bundle_argument = click.argument("bundle", type=click.Path(path_type=Path))
+reports_argument = click.argument("reports", type=click.Path(path_type=Path))
+
+
+def _console(stderr: bool = True) -> Console:
     return Console(stderr=stderr, highlight=False)
+
+
+@contextmanager
+def _spinner():
+    """An API ``status`` callback: a transient spinner on stderr, shown from the first message on."""
+    shown = []
+
+    def update(msg: str) -> None:
+        if shown:
+            shown[0].update(msg)
+        else:
+            shown.append(_console().status(msg))
+            shown[0].start()
+
+    try:
+        yield update
+    finally:
+        if shown:
+            shown[0].stop()
 
 
 def _disk_full(e: BaseException | None) -> OSError | None:
@@ -103,7 +138,7 @@ class _Cli(click.Group):
             if os.environ.get("EDGESLM_DEBUG") and not isinstance(e, (EdgeslmError, click.ClickException)):
                 click.echo("".join(traceback.format_exception(e)), err=True)
             click.echo(f"error: {problem}" + (f" — fix: {fix}" if fix else ""), err=True)
-            if "--json" in argv:
+            if JSON_FLAG in argv:
                 click.echo(json.dumps({"error": problem, "fix": fix or None, "exit_code": code}))
             sys.exit(code)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
@@ -152,7 +187,7 @@ def main() -> None:
               "artifact per adapter in the same bundle (shared tokenizer).")
 @click.option("--draft", metavar="DRAFT_MODEL", help="A small model (same tokenizer) to ship with MODEL as a "
               "speculative-decoding draft: both lowered for the target, acceptance measured for k = 2, 4, 6.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@json_option("Print the result as JSON on stdout.")
 def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
            no_memory_check, force, adapters, draft, as_json):
     """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
@@ -160,18 +195,10 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
     Exit code: 0 when every parity gate and latency budget passes, 1 when one fails (the bundles are still
     written, marked failed), 2 on bad input or an internal error.
     """
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from edgeslm.pipeline import export_targets
-
-    targets = targets or ("android",)
-    name = Path(model).name
-    if len(targets) == 1:
-        outs = [output or Path("out") / f"{name}-{Path(targets[0]).stem}"]
-    else:
-        parent = output or Path("out") / name
-        outs = [parent / Path(t).stem for t in targets]
+    request = ExportRequest.of(model, targets, output, report_dir=report_dir, backends=backends, recipes=recipes,
+                               group_size=group_size, revision=revision, context_length=context_length,
+                               bench=not no_bench, memory_check=not no_memory_check, force=force,
+                               adapters=adapters, draft=draft)
     with native_output_silenced() as (_, err), Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=Console(file=err, highlight=False), transient=True,
@@ -182,11 +209,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
             progress.update(task, description=msg)
             progress.console.print(f"[dim]·[/dim] {msg}")
 
-        results = export_targets(model, list(zip(targets, outs)), recipe=recipes or None, backends=backends or None,
-                                 revision=revision, force=force, context_length=context_length,
-                                 group_size=group_size, status=status, bench=not no_bench,
-                                 memory_check=not no_memory_check, report_dir=report_dir, adapters=adapters,
-                                 draft=draft)
+        results = api.export(request, status)
     passed = all(r.passed for r in results)
     if as_json:
         items = [r.to_json() for r in results]
@@ -200,10 +223,6 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
 
 
 def _print_summary(res) -> None:
-    from rich.table import Table
-
-    from edgeslm.records import Check, Status, Validation
-
     checks = [Check.from_json(c) for c in res.parity["checks"]]
     validations = [Validation.from_json(v) for v in res.parity.get("validations", [])]
     not_run = [v for v in validations if v.status is Status.NOT_RUN]
@@ -252,7 +271,7 @@ def _print_summary(res) -> None:
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@bundle_argument
 @click.option("--prompt", "-p", required=True)
 @click.option("--max-new-tokens", "-n", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 = greedy.")
@@ -260,22 +279,8 @@ def _print_summary(res) -> None:
               "manifest that can run on this machine).")
 def run(bundle, prompt, max_new_tokens, temperature, artifact):
     """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
-    from edgeslm.backends import get_backend, unavailable_here
-    from edgeslm.bundle.manifest import artifact_name, read_manifest
-    from edgeslm.errors import InputError
-
-    m = read_manifest(bundle)
-    arts = m["artifacts"]
-
-    if artifact:
-        chosen = next((a for a in arts if artifact in (a["file"], artifact_name(a))), None)
-    else:
-        chosen = next((a for a in arts if unavailable_here(a["backend"]) is None), arts[0])
-    if chosen is None:
-        raise InputError(f"no artifact {artifact!r} in {bundle}",
-                         f"artifacts are {', '.join(artifact_name(a) for a in arts)}")
-    backend = get_backend(chosen["backend"])
-    _console().print(f"[dim]{artifact_name(chosen)} in {backend.RUNTIME}[/dim]")
+    chosen = api.choose_artifact(bundle, artifact)
+    _console().print(f"[dim]{chosen.name} in {chosen.runtime}[/dim]")
 
     with native_output_silenced() as (out, _):
 
@@ -283,19 +288,17 @@ def run(bundle, prompt, max_new_tokens, temperature, artifact):
             out.write(piece)
             out.flush()
 
-        backend.generate(bundle, chosen, prompt, max_new_tokens, temperature, on_token)
+        api.run(bundle, prompt, max_new_tokens, temperature, chosen, on_token)
         out.write("\n")
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@bundle_argument
+@json_option()
 def inspect(bundle, as_json):
     """Show each artifact's inputs/outputs, opset, ops and weight bytes by dtype, read from the files."""
-    from edgeslm.bundle.inspect import inspect_bundle
-
     with native_output_silenced() as (out, _):
-        arts = inspect_bundle(bundle)
+        arts = api.inspect(bundle)
         if as_json:
             out.write(json.dumps(arts, indent=2) + "\n")
             return
@@ -324,12 +327,10 @@ def inspect(bundle, as_json):
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@bundle_argument
 def verify(bundle):
     """Re-check a bundle: manifest schema, every listed file present with its size and sha256."""
-    from edgeslm.bundle.manifest import verify as verify_bundle
-
-    problems = verify_bundle(bundle)
+    problems = api.verify(bundle)
     for p in problems:
         click.echo(f"FAIL {p}")
     if problems:
@@ -338,17 +339,15 @@ def verify(bundle):
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@bundle_argument
 @click.option("--serial", "-s", help="Which device, when adb sees several (`adb devices`).")
 @click.option("--device-dir", default="/data/local/tmp/edgeslm", show_default=True,
               help="Folder on the device; the demo app lists the bundles in it.")
 def push(bundle, serial, device_dir):
     """Verify BUNDLE and copy it onto an Android device with adb (replacing an earlier copy of the same name),
     readable by apps: then open it in android_demo (docs/apps.md)."""
-    from edgeslm.bundle.push import push as push_bundle
-
     with _console().status(f"pushing {bundle}"):
-        remote = push_bundle(bundle, serial, device_dir)
+        remote = api.push(bundle, serial, device_dir)
     click.echo(f"pushed {bundle} to {remote}")
 
 
@@ -357,36 +356,28 @@ def _rng(band: dict, fmt: str = "{:.1f}") -> str:
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@bundle_argument
 @click.option("--prompt-len", default=128, show_default=True, type=click.IntRange(min=1), help="Prompt tokens prefilled per run.")
 @click.option("--gen-len", default=64, show_default=True, type=click.IntRange(min=1), help="Tokens decoded per run.")
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0), help="Untimed runs first.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs (median, min and max reported).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@json_option()
 def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
     """Time every artifact of BUNDLE in its real runtime here: TTFT, prefill and decode tok/s, peak RSS."""
-    from rich.table import Table
-
-    from edgeslm.latency.bench import bench_bundle
-    from edgeslm.latency.host import host_facts
-
-    err = _console()
-    with err.status("measuring this machine's memory bandwidth"):
-        host = host_facts()
-    with err.status("benchmarking") as st:
-        rows = bench_bundle(bundle, prompt_len, gen_len, warmup, repeats, status=lambda m: st.update(m))
+    with _spinner() as status:
+        doc = api.bench(bundle, prompt_len, gen_len, warmup, repeats, status=status)
     if as_json:
-        click.echo(json.dumps({"host": host, "prompt_len": prompt_len, "gen_len": gen_len, "warmup": warmup,
-                               "repeats": repeats, "artifacts": rows}, indent=2))
+        click.echo(json.dumps(doc, indent=2))
         return
     con = _console(stderr=False)
+    host = doc["host"]
     bw = host["memory_bandwidth"]["read_gb_s"]
     con.print(f"host: {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB, measured read bandwidth "
               f"{bw} GB/s, fp32 GEMM {host['fp32_gemm_gflops']} GFLOP/s")
     table = Table(title=f"measured here: prompt {prompt_len}, {gen_len} new tokens, median (min–max) of {repeats}")
     for col in ("artifact", "runtime", "TTFT ms", "prefill tok/s", "decode tok/s", "RSS MiB (over runtime)"):
         table.add_column(col)
-    for r in rows:
+    for r in doc["artifacts"]:
         if not r["measured"]:
             table.add_row(r["artifact"], r["runtime"], "[yellow]not measured[/yellow]", r["reason"], "", "")
             continue
@@ -398,47 +389,25 @@ def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@bundle_argument
 @click.option("--device", "-d", help="Device profile (name or .toml), or `host` for this machine "
               "[default: the bundle's target device].")
 @click.option("--prompt-len", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--gen-len", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@json_option()
 def predict(bundle, device, prompt_len, gen_len, as_json):
     """Predict TTFT, prefill/decode speed and memory of every artifact of BUNDLE on a device, from the artifacts'
     own bytes and FLOPs (performance model calibrated on published figures: docs/latency.md)."""
-    from rich.table import Table
-
-    from edgeslm.bundle.manifest import read_manifest
-    from edgeslm.errors import InputError
-    from edgeslm.latency.devices import builtin_devices, host_device, load_device
-    from edgeslm.latency.perf import ASSUMPTIONS
-    from edgeslm.latency.report import predict_bundle
-
-    m = read_manifest(bundle)
-    name = device or m["target"].get("device")
-    if not name:
-        raise InputError("the bundle's target names no device", f"pass --device ({', '.join(builtin_devices())})")
-    if name == "host":
-        from edgeslm.latency.host import host_facts
-
-        with _console().status("measuring this machine's memory bandwidth"):
-            dev = host_device(host_facts())
-    else:
-        dev = load_device(name)
-    rows = predict_bundle(bundle, dev, prompt_len, gen_len)
-    refused = [r for r in rows if r.get("over_limit")]
-    if refused:
-        raise InputError(f"{refused[0]['artifact']} cannot run on {dev.name}: {refused[0]['over_limit']}",
-                         "export with a shorter --context-length, a smaller model or a lower-bit recipe")
+    with _spinner() as status:
+        doc = api.predict(bundle, device, prompt_len, gen_len, status=status)
     if as_json:
-        click.echo(json.dumps({"device": dev.name, "description": dev.description, "artifacts": rows,
-                               "assumptions": ASSUMPTIONS}, indent=2))
+        click.echo(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"predicted on {dev.name} ({dev.description}): prompt {prompt_len}, {gen_len} new tokens")
+    table = Table(title=f"predicted on {doc['device']} ({doc['description']}): prompt {prompt_len}, "
+                  f"{gen_len} new tokens")
     for col in ("artifact", "TTFT ms", "prefill tok/s", "decode tok/s", "memory MB", "fits"):
         table.add_column(col)
-    for r in rows:
+    for r in doc["artifacts"]:
         if not r["predicted"]:
             table.add_row(r["artifact"], "[yellow]no prediction[/yellow]", r["reason"], "", "", "")
             continue
@@ -448,29 +417,25 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
     con = _console(stderr=False)
     con.print(table)
     con.print("[dim]assumptions:[/dim]")
-    for a in ASSUMPTIONS:
+    for a in doc["assumptions"]:
         con.print(f"[dim]- {a}[/dim]")
 
 
 @main.command()
-@click.argument("reports", type=click.Path(path_type=Path))
+@reports_argument
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write the HTML report here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), help="Write the Markdown summary here.")
 def report(reports, html_path, junit_path, md_path):
     """Render REPORTS (a --report-dir folder, a bundle, or a folder of bundles) as HTML, JUnit XML and Markdown
     [default: index.html, junit.xml, summary.md inside REPORTS]."""
-    from edgeslm.reports.collect import load_report
-    from edgeslm.reports.write import render
-
-    with native_output_silenced() as (out, _):
-        doc = load_report(reports)
-        written = render(doc, reports, html_path, junit_path, md_path)
-    click.echo(f"{'PASSED' if doc.passed else 'FAILED'}: " + ", ".join(str(w) for w in written))
+    with native_output_silenced():
+        done = api.report(reports, html_path, junit_path, md_path)
+    click.echo(f"{'PASSED' if done.passed else 'FAILED'}: " + ", ".join(str(w) for w in done.written))
 
 
 @main.command()
-@click.argument("reports", type=click.Path(path_type=Path))
+@reports_argument
 @click.option("--baseline", type=click.Path(path_type=Path), help="Earlier reports (e.g. the last release's): "
               "fail on regressions beyond tolerance.")
 @click.option("--gates", "gate_file", type=click.Path(path_type=Path), help="TOML file with [gates.*] tables "
@@ -480,24 +445,15 @@ def report(reports, html_path, junit_path, md_path):
 @click.option("--greedy-drop", default=0.10, show_default=True, type=click.FloatRange(0, 1), help="Tolerated absolute drop in greedy agreement.")
 @click.option("--decode-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="Tolerated relative drop in predicted decode tok/s (measured: 0.30, timings are noisy).")
-@click.option("--json", "as_json", is_flag=True, help="Print the failures and regressions as JSON on stdout.")
+@json_option("Print the failures and regressions as JSON on stdout.")
 def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_drop, as_json):
     """Exit 0 if REPORTS may ship, 1 if a check failed or (with --baseline) something regressed; a table says
     what and by how much. REPORTS is a --report-dir folder, a bundle, or a folder of bundles."""
-    from rich.table import Table
-
-    from edgeslm.reports.collect import load_report
-    from edgeslm.reports.gate import Tolerance, current_failures, load_gate_file, regressions
-
     with native_output_silenced():
-        current = load_report(reports)
-        base = load_report(baseline) if baseline else None
-    gates = load_gate_file(gate_file) if gate_file else None
-    rows = current_failures(current, gates)
-    if base is not None:
-        rows += regressions(current, base, Tolerance(top1_drop, kl_rise, greedy_drop, decode_drop))
+        verdict = api.gate(reports, baseline, gate_file, Tolerance(top1_drop, kl_rise, greedy_drop, decode_drop))
+    rows = verdict.problems
     if as_json:
-        click.echo(json.dumps({"passed": not rows, "problems": rows}, indent=2, default=str))
+        click.echo(json.dumps(verdict.to_json(), indent=2, default=str))
     else:
         con = _console(stderr=False)
         if rows:
@@ -510,11 +466,11 @@ def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_d
                               fmt(r["current"]), r["limit"])
             con.print(table)
         else:
-            n = current.counts
+            n = verdict.counts
             con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform, "
                       f"{n['info']} reported without a gate"
-                      + (", no regression against the baseline" if base is not None else "") + ")")
-    sys.exit(EXIT_GATE_FAILED if rows else EXIT_OK)
+                      + (", no regression against the baseline" if verdict.baseline else "") + ")")
+    sys.exit(EXIT_OK if verdict.passed else EXIT_GATE_FAILED)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     from edgeslm.pipeline import export
     result = export("demo", "android", Path("out/demo-android"))
 
-The CLI (``edgeslm.cli``) is a thin layer over this module.
+or, for several targets in one run, ``export_targets(ExportRequest.of(...))`` (edgeslm/request.py). The Python
+API (``edgeslm.api``) and the CLI (``edgeslm.cli``) are thin layers over this module.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import GREEDY_TOKENS, compare, default_prompts, heldout_chunks, observe
-from edgeslm.quant.recipes import canonical, get_recipe, is_group_size
+from edgeslm.quant.recipes import canonical, get_recipe
 from edgeslm.quant.recipes import plan as plan_recipe
 from edgeslm.records import Artifact, Latency, Manifest, ManifestTarget, NotBuilt, release, ships
 from edgeslm.records import Status as Verdict
+from edgeslm.request import ExportRequest
 from edgeslm.target import Target, check_gate_coverage, check_target_device, load_target
 
 Status = Callable[[str], None]
@@ -323,24 +325,10 @@ def load_adapters(specs: tuple[str, ...], ckpt: Checkpoint) -> list:
     return out
 
 
-def export(
-    model: str,
-    target: str | Target,
-    out: Path,
-    recipe: Recipes = None,
-    backends: tuple[str, ...] | None = None,
-    revision: str | None = None,
-    force: bool = False,
-    context_length: int | None = None,
-    group_size: int | None = None,
-    prompts: list[str] | None = None,
-    status: Status = lambda msg: None,
-    bench: bool = True,
-    memory_check: bool = True,
-    adapters: tuple[str, ...] = (),
-    draft: str | None = None,
-) -> ExportResult:
-    """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring).
+def export(model: str | ExportRequest, target: str | Target | None = None, out: Path | None = None,
+           recipe: Recipes = None, *, status: Status = lambda msg: None, **options) -> ExportResult:
+    """Export ``model`` for ``target`` into the bundle folder ``out`` (see the module docstring), or run a
+    one-target ``ExportRequest``. ``options`` are ``ExportRequest``'s fields (``recipe`` is its ``recipes``):
 
     ``recipe``: ``"R"`` for every backend that supports R (the others keep the target's recipe),
     ``{backend: R}``, or a sequence mixing ``"R"`` and ``"backend=R"`` (as ``--recipe`` repeats).
@@ -350,34 +338,32 @@ def export(
     prediction only (and says so). ``memory_check=False`` goes on when the predicted peak memory exceeds what
     this machine has available (see edgeslm/preflight.py).
     """
-    return export_targets(model, [(target, out)], recipe, backends, revision, force, context_length, group_size,
-                          prompts, status, bench, memory_check, adapters=adapters, draft=draft)[0]
+    if isinstance(model, ExportRequest):
+        request = model
+    else:
+        if target is None or out is None:
+            raise InputError("export needs a target and a bundle folder", "call export(model, target, out)")
+        request = ExportRequest(model, ((target, out),), recipes=recipe, **options)
+    if len(request.targets) != 1:
+        raise InputError(f"export writes one bundle; this request has {len(request.targets)} targets",
+                         "call export_targets(request) for several")
+    return export_targets(request, status)[0]
 
 
-def export_targets(
-    model: str,
-    targets: list[tuple[str | Target, Path]],
-    recipe: Recipes = None,
-    backends: tuple[str, ...] | None = None,
-    revision: str | None = None,
-    force: bool = False,
-    context_length: int | None = None,
-    group_size: int | None = None,
-    prompts: list[str] | None = None,
-    status: Status = lambda msg: None,
-    bench: bool = True,
-    memory_check: bool = True,
-    report_dir: Path | None = None,
-    adapters: tuple[str, ...] = (),
-    draft: str | None = None,
-) -> list[ExportResult]:
-    """Export ``model`` for several ``(target, bundle folder)`` pairs: loading, the transformers reference and
-    the fp32 decoder's observations are done once and shared; every target is then built, checked and written
-    on its own (each bundle atomically). ``report_dir``: also write the release reports of all targets there
-    (summary.json, junit.xml, summary.md, index.html; atomically, replaced only with ``force``)."""
+def export_targets(request: ExportRequest, status: Status = lambda msg: None) -> list[ExportResult]:
+    """Export ``request.model`` for each of its ``(target, bundle folder)`` pairs: loading, the transformers
+    reference and the fp32 decoder's observations are done once and shared; every target is then built, checked
+    and written on its own (each bundle atomically). ``request.report_dir``: also write the release reports of
+    all targets there (summary.json, junit.xml, summary.md, index.html; atomically, replaced only with
+    ``force``)."""
+    r = request
+    model, targets, report_dir, recipe, backends = r.model, r.targets, r.report_dir, r.recipes, r.backends
+    group_size, revision, context_length, force = r.group_size, r.revision, r.context_length, r.force
+    bench, memory_check, adapters, draft = r.bench, r.memory_check, r.adapters, r.draft
+    prompts = list(r.prompts) if r.prompts is not None else None
     tgts = [(t if isinstance(t, Target) else load_target(t), out) for t, out in targets]
     extra = ((report_dir, "--report-dir folder"),) if report_dir is not None else ()
-    plans = check_request(tgts, backends, recipe, group_size, context_length, force, status, extra)
+    plans = check_request(tgts, backends, recipe, group_size, force, status, extra)
     probe = PeakRss()
     probe.start()
     loaded = load(model, revision, status)
@@ -411,17 +397,12 @@ def export_targets(
 
 
 def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, group_size: int | None,
-                  context_length: int | None, force: bool, status: Status = lambda msg: None,
+                  force: bool, status: Status = lambda msg: None,
                   extra_outputs: tuple[tuple[Path, str], ...] = ()) -> list[list[tuple[str, str]]]:
-    """Everything about a request that can be checked before the checkpoint is read, each refusal one
-    InputError: sizes, each target's plan, gates and device, and the output folders (writable, replaceable,
-    not colliding). ``extra_outputs``: other folders the run will write, as (path, what). Returns the plans."""
-    if context_length is not None and (isinstance(context_length, bool) or context_length < 1):
-        raise InputError(f"--context-length must be a positive number of positions, not {context_length}",
-                         "pass e.g. --context-length 512, or leave it out for the target's")
-    if group_size is not None and not is_group_size(group_size):
-        raise InputError(f"--group-size must be a power of two of at least 16, not {group_size}",
-                         "pass 32, 64 or 128 (4-bit kernels take power-of-two blocks), or leave it out")
+    """Everything about a request that can be checked before the checkpoint is read (its plain values were
+    checked by ``ExportRequest``), each refusal one InputError: each target's plan, gates and device, and the
+    output folders (writable, replaceable, not colliding). ``extra_outputs``: other folders the run will
+    write, as (path, what). Returns the plans."""
     plans = [_plan(t, backends, recipe, group_size, status) for t, _ in tgts]
     for (t, _), plan in zip(tgts, plans):
         check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from edgeslm.pipeline import export_targets
+from edgeslm.request import ExportRequest
 
 FAMILIES = ("llama", "qwen3", "gemma3", "phi3")
 
@@ -24,8 +25,7 @@ def test_default_init_family_passes_android_and_ios(family, tokenizer, tmp_path)
         extra["head_dim"] = 32
     model = make_tiny(family, tmp_path / family, tokenizer, seed=1, init_std=None, hidden_size=128,
                       intermediate_size=384, num_hidden_layers=4, **extra)
-    res = export_targets(str(model), [("android", tmp_path / "out" / "android"), ("ios", tmp_path / "out" / "ios")],
-                         bench=False)
+    res = export_targets(ExportRequest.of(str(model), ["android", "ios"], tmp_path / "out", bench=False))
     rows = [(r.parity["target"], c["artifact"], c["stage"], c["status"], c["gate"]["failures"])
             for r in res for c in r.parity["checks"]]
     assert all(r.passed for r in res), rows
