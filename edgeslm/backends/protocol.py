@@ -61,9 +61,9 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "runs_on": str,  # where a stage that cannot run here does run
     "runtime_modules": tuple,  # Python modules an app-like process imports before loading (RSS baseline)
     "kv_bytes": int,  # KV-cache element bytes (a 16-bit float recipe keeps a 2-byte cache whatever this says)
-    "lowering_per_fp32_byte": float,  # preflight: lowering-phase bytes per fp32 model byte
+    "lowering_per_fp32_byte": (int, float),  # preflight: lowering-phase bytes per fp32 model byte
     "lowering_bytes_per_layer": int,  # preflight: ...plus bytes per decoder layer
-    "seconds_per_layer": float,  # preflight: lowering seconds per decoder layer
+    "seconds_per_layer": (int, float),  # preflight: lowering seconds per decoder layer
     "host_cpu": bool,  # runs on a CPU like this machine's (the host device profile models it)
     "option_section": (str, type(None)),  # the target file's [section] of its options, or None
     "has_verifier": bool,  # verifier() works: speculative decoding can be measured

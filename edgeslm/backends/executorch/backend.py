@@ -178,6 +178,4 @@ class ExecuTorch(Backend):
         return verifier(bundle, artifact)
 
     def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
-        import torch  # noqa: F401  (the runtime's tensors; already imported by its kernel libraries)
-
         run_bare(bundle / artifact["file"], ids, gen_len)
