@@ -79,7 +79,7 @@ from edgeslm.quant import recipes as R
 R.RECIPES["8da4w-all"] = R.Recipe("8da4w-all", (R.Rule("embed_tokens", "8w"), R.Rule("*", "8da4w", 32)),
                                   "8da4w on every linear incl. lm_head, int8 embeddings (optimum's recipe)")
 import edgeslm.backends.executorch.backend as B
-B.RECIPES = B.RECIPES + ("8da4w-all",)
+B.ExecuTorch.recipes = B.ExecuTorch.recipes + ("8da4w-all",)
 from edgeslm.pipeline import export
 from edgeslm.target import load_target
 t = load_target("android")

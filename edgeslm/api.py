@@ -74,7 +74,7 @@ def choose_artifact(bundle: Path, artifact: str | None = None) -> Choice:
     if chosen is None:
         raise InputError(f"no artifact {artifact!r} in {bundle}",
                          f"artifacts are {', '.join(artifact_name(a) for a in arts)}")
-    return Choice(chosen, artifact_name(chosen), get_backend(chosen["backend"]).RUNTIME)
+    return Choice(chosen, artifact_name(chosen), get_backend(chosen["backend"]).runtime)
 
 
 def run(bundle: Path, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,

@@ -118,6 +118,25 @@ def _signals_raise():
             signal.signal(s, h)
 
 
+def _backends():
+    import edgeslm.backends
+
+    return edgeslm.backends
+
+
+class _RegistryHelp(click.Option):
+    """An option whose help names the registered backends and their recipes, read from the backend registry when
+    the help is shown (``help`` is a function)."""
+
+    def __init__(self, *args, help, **kwargs):  # noqa: A002 — click's keyword
+        super().__init__(*args, **kwargs)
+        self._help = help
+
+    def get_help_record(self, ctx):
+        self.help = self._help()
+        return super().get_help_record(ctx)
+
+
 class _Cli(click.Group):
     """The one place errors become output: one ``error: PROBLEM — fix: HINT`` line on stderr and the exit code
     (2 for bad input, 130/143 for SIGINT/SIGTERM); with ``--json`` also one JSON object on stdout. A command
@@ -165,14 +184,13 @@ def main() -> None:
               "with several targets, the parent of one bundle per target [default: out/MODEL].")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Also write the release reports there: "
               "summary.json, junit.xml, summary.md, index.html, and each target's JSON reports.")
-@click.option("--backend", "-b", "backends", multiple=True,
-              help="Backend(s) to build instead of the target's: executorch, onnx, coreml, onnx-qnn, executorch-qnn "
-              "(repeatable).")
-@click.option("--recipe", "recipes", multiple=True, metavar="[BACKEND=]RECIPE",
-              help="Quantization recipe instead of the target's (repeatable). A bare RECIPE applies to every "
+@click.option("--backend", "-b", "backends", multiple=True, cls=_RegistryHelp,
+              help=lambda: "Backend(s) to build instead of the target's: {} (repeatable).".format(
+                  ", ".join(_backends().backend_names())))
+@click.option("--recipe", "recipes", multiple=True, metavar="[BACKEND=]RECIPE", cls=_RegistryHelp,
+              help=lambda: "Quantization recipe instead of the target's (repeatable). A bare RECIPE applies to every "
               "backend being built that supports it (the others keep the target's); BACKEND=RECIPE sets one "
-              "backend's. Recipes: fp32, 8da4w, int8w (executorch); fp32, fp16, int4, int8 (onnx); fp16, int8, "
-              "int4 (alias int4-block32), palettize4 (coreml).")
+              f"backend's. Recipes: {_backends().recipes_help()}.")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports "

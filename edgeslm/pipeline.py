@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeslm import preflight
-from edgeslm.backends import BACKEND_NAMES, get_backend, not_built_here
+from edgeslm.backends import backend_names, get_backend, not_built_here
 from edgeslm.backends.base import ExportJob
 from edgeslm.bundle.app import app_section, load_entries
 from edgeslm.bundle.files import atomic_folder, check_output, file_entry
@@ -121,7 +121,7 @@ def _split_recipes(recipe: Recipes) -> tuple[list[str], dict[str, str]]:
         backend, eq, name = item.rpartition("=")
         if not name.strip() or (eq and not backend.strip()):
             raise InputError(f"--recipe {item!r} names no {'recipe' if not name.strip() else 'backend'}",
-                             f"write --recipe RECIPE or --recipe BACKEND=RECIPE (backends: {', '.join(BACKEND_NAMES)})")
+                             f"write --recipe RECIPE or --recipe BACKEND=RECIPE (backends: {', '.join(backend_names())})")
         if not eq:
             bare.append(canonical(name))
         elif per.get(backend, canonical(name)) != canonical(name):
@@ -141,23 +141,23 @@ def _plan(tgt: Target, backends, recipe: Recipes, group_size, status: Status = l
     recipe it lacks, is an error listing the backends and their recipes."""
     chosen = tuple(backends or tgt.backends)
     for b in chosen:
-        if b not in BACKEND_NAMES:
-            raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(BACKEND_NAMES)}")
+        if b not in backend_names():
+            raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(backend_names())}")
     bare, per = _split_recipes(recipe)
     for r in [*bare, *per.values()]:
         get_recipe(r, group_size)
-    offered = "; ".join(f"{b} supports {', '.join(get_backend(b).RECIPES)}" for b in chosen)
+    offered = "; ".join(f"{b} supports {', '.join(get_backend(b).recipes)}" for b in chosen)
     for b, r in per.items():
         if b not in chosen:
             raise InputError(f"--recipe {b}={r}: the {b} backend is not being built (target {tgt.name} builds "
                              f"{', '.join(chosen)})", f"name one of them ({offered})")
-        if r not in get_backend(b).RECIPES:
+        if r not in get_backend(b).recipes:
             raise InputError(f"recipe {r!r} is not available for the {b} backend",
-                             f"{b} supports {', '.join(get_backend(b).RECIPES)}")
+                             f"{b} supports {', '.join(get_backend(b).recipes)}")
     takers: dict[str, str] = {}
     for r in bare:
-        takes = [b for b in chosen if b not in per and r in get_backend(b).RECIPES]
-        if not takes and not any(r in get_backend(b).RECIPES for b in chosen):
+        takes = [b for b in chosen if b not in per and r in get_backend(b).recipes]
+        if not takes and not any(r in get_backend(b).recipes for b in chosen):
             raise InputError(f"recipe {r!r} is not available for the {' or '.join(chosen)} backend"
                              f"{'s' if len(chosen) > 1 else ''} being built",
                              f"pass a recipe one of them supports ({offered}), or choose backends with --backend")
@@ -170,7 +170,7 @@ def _plan(tgt: Target, backends, recipe: Recipes, group_size, status: Status = l
     for b in chosen:
         r = per.get(b) or takers.get(b) or canonical(tgt.recipe_for(b))
         get_recipe(r, group_size)
-        supported = get_backend(b).RECIPES
+        supported = get_backend(b).recipes
         if r not in supported:
             raise InputError(f"recipe {r!r} is not available for the {b} backend",
                              f"{b} supports {', '.join(supported)}")
@@ -543,7 +543,7 @@ def _export_one(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: b
                     job.validate("speculative", pair["target"], validation_checks(pair))
                 else:  # reported as not run, never as passed
                     job.not_run("speculative", pair["target"], pair["reason"],
-                                getattr(get_backend(pair["backend"]), "RUNS_ON", "the artifacts' own runtime"))
+                                get_backend(pair["backend"]).runs_on)
             artifacts = [job.finish(a) for a in artifacts]
         status("golden vectors for apps")
         app = app_section(ckpt, tmp, [a.to_json() for a in artifacts], status)
@@ -600,5 +600,5 @@ def _artifact_key(tgt: Target, backend: str, recipe: str, ctx: int, group_size) 
     """Artifacts with equal keys are byte-identical whichever target asks; a backend whose artifact depends on
     target options (ONNX execution providers, Core ML's Neural Engine form, ...) names them in
     ``build_options(target)``, so they are part of its key."""
-    options = getattr(get_backend(backend), "build_options", lambda t: {})(tgt)
+    options = get_backend(backend).build_options(tgt)
     return backend, recipe, ctx, group_size, json.dumps(options, sort_keys=True, default=str)

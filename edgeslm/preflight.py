@@ -19,19 +19,10 @@ GiB = 1024**3
 BASE_BYTES = int(0.75 * GiB)
 # Parity phase: one fp32 model (transformers reference, then the decoder) plus activations, per fp32 byte.
 PARITY_PER_FP32_BYTE = 1.1
-# Lowering phase per fp32 byte of the model, by backend: ExecuTorch holds the quantized model, the exported and
-# delegated programs and the serialized .pte (1B: 4.0 GB over base); torch.onnx export traces the fp32 model and
-# writes it with its external data (SmolLM2-135M: 1.9 GB over base); Core ML converts an fp16 copy.
-LOWERING_PER_FP32_BYTE = {"executorch": 0.85, "onnx": 3.6, "coreml": 1.5,
-                          # QNN: two static graphs exported, then QDQ-quantized one at a time (assumed like ONNX);
-                          # PT2E keeps the fp32 model and its quant-dequant copy (assumed 2x ExecuTorch's)
-                          "onnx-qnn": 3.6, "executorch-qnn": 1.7}
-# ...plus, per decoder layer, the graphs and traced metadata lowering keeps (SmolLM2-135M, 30 layers: 1.9 GB peak
-# for a 0.5 GB fp32 model).
-LOWERING_BYTES_PER_LAYER = {"executorch": 24 * 2**20}
-# Seconds on that host: lowering per decoder layer and artifact, and per parameter for loading, the fp32
-# reference and decoder, and each artifact's eager and runtime parity passes.
-SECONDS_PER_LAYER = {"executorch": 10.0, "onnx": 6.0, "coreml": 2.0, "onnx-qnn": 8.0, "executorch-qnn": 8.0}
+# Lowering phase per fp32 byte of the model, plus per decoder layer, and seconds per decoder layer and artifact:
+# each backend's own (lowering_per_fp32_byte, lowering_bytes_per_layer, seconds_per_layer in
+# edgeslm/backends/<name>/backend.py). Seconds on that host per parameter for loading, the fp32 reference and
+# decoder, and each artifact's eager and runtime parity passes:
 SECONDS_PER_PARAMETER = 4e-8
 
 
@@ -90,13 +81,16 @@ def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int
              backends: list[str], available: int | None = None) -> Forecast:
     """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
     the parity phase and the most demanding lowering, over the base."""
+    from edgeslm.backends import get_backend
+
     fp32 = 4 * parameters
+    chosen = [get_backend(b) for b in backends]
     untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
     peak = BASE_BYTES + max([PARITY_PER_FP32_BYTE * fp32,
-                             *(LOWERING_PER_FP32_BYTE.get(b, 1.5) * fp32 + LOWERING_BYTES_PER_LAYER.get(b, 0)
-                               * num_layers for b in backends)])
+                             *(b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers
+                               for b in chosen)])
     seconds = SECONDS_PER_PARAMETER * untied * (2 + len(backends)) + sum(
-        SECONDS_PER_LAYER.get(b, 2.0) * num_layers for b in backends)
+        b.seconds_per_layer * num_layers for b in chosen)
     return Forecast(int(peak), seconds, available, fp32)
 
 

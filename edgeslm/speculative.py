@@ -156,22 +156,21 @@ def pair_section(bundle, artifacts: list, draft_ref, ref, tgt, context_length: i
             continue
         backend = get_backend(t.backend)
         entry = {"target": t.name, "draft": d.name, "backend": t.backend, "recipe": t.recipe}
-        why = unavailable_here(t.backend) or (None if hasattr(backend.module, "verifier") else
+        why = unavailable_here(t.backend) or (None if backend.has_verifier else
                                               f"the {t.backend} backend has no multi-token verifier here")
         if why:
             pairs.append({**entry, "measured": False, "reason": why})
             continue
         status(f"speculative decoding: {t.name} verifying {d.name}")
         tv, dv = backend.verifier(bundle, t.to_json()), backend.verifier(bundle, d.to_json())
-        entry.update(measured=True, runtime=backend.RUNTIME,
+        entry.update(measured=True, runtime=backend.runtime,
                      verification=("one pass over the k+1 tokens" if getattr(tv, "batched", False) else
                                    "one call per token (the artifact returns the last position's logits only)"),
                      prompts=len(ref.prompt_ids), new_tokens=GREEDY_TOKENS,
                      k=measure(tv, dv, ref.prompt_ids, GREEDY_TOKENS))
-        native = getattr(backend.module, "native_speculative", None)
-        if native is not None:
+        if backend.has_native_speculative:
             status(f"speculative decoding: {t.name} with the runtime's own draft support")
-            entry["native"] = native(bundle, t.to_json(), d.to_json(), 4, ref.prompt_ids, GREEDY_TOKENS)
+            entry["native"] = backend.native_speculative(bundle, t.to_json(), d.to_json(), 4, ref.prompt_ids, GREEDY_TOKENS)
             t.files.append(file_entry(bundle, entry["native"]["file"]))
         if device is not None and t.backend in device.backends:
             tw, dw = from_artifact(model, t.to_json()), from_artifact(model, d.to_json())

@@ -13,7 +13,7 @@ from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
 from edgeslm.gates import Thresholds, _show, _suggest, parse_gate_tables, toml_key
 
-from edgeslm.backends import BACKEND_NAMES as BACKENDS  # noqa: E402
+from edgeslm.backends import backend_names, option_sections  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,8 @@ class Target:
     group_size: int | None = None
     device: str | None = None
     gates: dict = field(default_factory=dict)  # {"reauthoring": Thresholds, recipe: {stage: Thresholds}}
-    onnx: dict = field(default_factory=dict)  # provider_options written into genai_config.json
-    qnn: dict = field(default_factory=dict)  # Qualcomm NPU: calibration text, QNN EP options, SoC (see _qnn_options)
-    coreml: dict = field(default_factory=dict)  # {"neural_engine": bool}: convert for the ANE (see _coreml_options)
+    # each backend's [section] of options, parsed by the backend (its option_section / parse_options)
+    options: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)  # budgets on the device prediction, + prompt_len / gen_len
     path: Path | None = None
 
@@ -46,7 +45,11 @@ class Target:
         return self.gates.get(recipe, {}).get(stage)
 
 
-_TOP_KEYS = {f.name for f in fields(Target)} - {"path"}
+_FIELDS = {f.name for f in fields(Target)} - {"path", "options"}
+
+
+def _top_keys() -> set[str]:
+    return _FIELDS | set(option_sections())
 
 
 def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> None:
@@ -80,7 +83,8 @@ def _text(data: dict, key: str, path: Path, example: str, empty_ok: bool = True)
 
 
 def _backends(v, path: Path) -> tuple[str, ...]:
-    example = 'backends = ["executorch", "onnx"]'
+    BACKENDS = backend_names()
+    example = f"backends = {list(BACKENDS[:2])}".replace("'", '"')
     if not isinstance(v, list) or not v:
         raise _bad(path, "backends", "a non-empty list of backend names", v, example)
     for b in v:
@@ -96,7 +100,11 @@ def _backends(v, path: Path) -> tuple[str, ...]:
 
 
 def _recipe(v, path: Path) -> str | dict:
-    example = 'recipe = "int4", or recipe = { executorch = "8da4w", onnx = "int4" }'
+    from edgeslm.backends import get_backend
+
+    BACKENDS = backend_names()
+    (b0, r0), (b1, r1) = [(b, get_backend(b).recipes[-1]) for b in BACKENDS[:2]]
+    example = f'recipe = "{r1}", or recipe = {{ {b0} = "{r0}", {b1} = "{r1}" }}'
     if isinstance(v, str):
         if not v.strip():
             raise _bad(path, "recipe", "a recipe name", v, example)
@@ -108,7 +116,8 @@ def _recipe(v, path: Path) -> str | dict:
             raise InputError(f"unknown backend {backend!r} in the recipe table of target file {path}",
                              f"{_suggest(backend, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
         if not isinstance(r, str) or not r.strip():
-            raise _bad(path, f"recipe.{backend}", "a recipe name (a string)", r, f'{backend} = "int4"')
+            raise _bad(path, f"recipe.{backend}", "a recipe name (a string)", r,
+                       f'{backend} = "{get_backend(backend).recipes[-1]}"')
     return dict(v)
 
 
@@ -129,9 +138,9 @@ def _group_size(v, path: Path) -> int | None:
     return v
 
 
-def _provider_options(v, path: Path, key: str = "onnx.provider_options",
-                      example: str = 'provider_options = [{ cuda = { enable_cuda_graph = "0" } }]') -> list[dict]:
-    """onnxruntime-genai's ``session_options.provider_options``: a list of {provider: {option: "value"}}."""
+def _provider_options(v, path: Path, key: str, example: str) -> list[dict]:
+    """onnxruntime-genai's ``session_options.provider_options``: a list of {provider: {option: "value"}} (a
+    backend's option parser names its ``key``, e.g. ``SECTION.provider_options``, and an example)."""
     if not isinstance(v, list):
         raise _bad(path, key, "a list of {provider = {option = \"value\"}} tables", v, example)
     out = []
@@ -153,68 +162,6 @@ def _provider_options(v, path: Path, key: str = "onnx.provider_options",
                            f'{toml_key(name)} = "{shown}"')
         out.append({provider: dict(options)})
     return out
-
-
-def _onnx_options(table, path: Path) -> dict:
-    if not isinstance(table, dict):
-        raise _bad(path, "onnx", "a table ([onnx])", table, '[onnx] with provider_options = [{ xnnpack = {} }]')
-    _reject_unknown(table, {"provider_options"}, "onnx", path)
-    if "provider_options" in table:
-        return {"provider_options": _provider_options(table["provider_options"], path)}
-    return {}
-
-
-# SoCs ExecuTorch 1.5.1's Qualcomm backend compiles for (executorch.backends.qualcomm.serialization.qc_schema
-# QcomChipset, copied so target files parse without importing executorch; tests/test_qnn.py checks the copy).
-QNN_SOCS = ("SA8295", "SA8797", "SC8380XP", "SM8350", "SM8450", "SM8475", "SM8550", "SM8650", "SM8750", "SM8850",
-            "SSG2115P", "SSG2125P", "SXR1230P", "SXR2230P", "SXR2330P", "QCS9100", "SAR2230P", "SA8255", "SW6100",
-            "QCM6490", "SM8845")
-QNN_KEYS = {"calibration_text", "calibration_samples", "provider_options", "soc"}
-
-
-def _qnn_options(table, path: Path) -> dict:
-    """``[qnn]``: text the activation ranges are calibrated on (a file, relative to the target file; default: the
-    built-in calibration text), how many windows of it, the QNN EP options written into the ONNX folder's
-    genai_config.json, and the SoC ExecuTorch's Qualcomm backend compiles for."""
-    if not isinstance(table, dict):
-        raise _bad(path, "qnn", "a table ([qnn])", table, '[qnn] with soc = "SM8650"')
-    _reject_unknown(table, QNN_KEYS, "qnn", path)
-    out: dict = {}
-    if "calibration_text" in table:
-        text = _text(table, "calibration_text", path, 'calibration_text = "calibration.txt"', empty_ok=False)
-        f = (path.parent / text) if not Path(text).is_absolute() else Path(text)
-        if not f.is_file():
-            raise InputError(f"qnn.calibration_text in target file {path} names {f}, which is not a file",
-                             "give the path of a UTF-8 text file, relative to the target file")
-        out["calibration_text"] = f.resolve()
-    if "calibration_samples" in table:
-        v = table["calibration_samples"]
-        if not _is_int(v) or not 1 <= v <= 4096:
-            raise _bad(path, "qnn.calibration_samples", "a whole number of text windows in 1..4096", v,
-                       "calibration_samples = 32")
-        out["calibration_samples"] = v
-    if "provider_options" in table:
-        out["provider_options"] = _provider_options(
-            table["provider_options"], path, "qnn.provider_options",
-            'provider_options = [{ qnn = { backend_path = "libQnnHtp.so" } }]')
-    if "soc" in table:
-        soc = _text(table, "soc", path, 'soc = "SM8650"', empty_ok=False)
-        if soc not in QNN_SOCS:
-            raise InputError(f"qnn.soc in target file {path} is {soc!r}, which ExecuTorch's Qualcomm backend does "
-                             "not know", f"{_suggest(soc, QNN_SOCS)}supported SoCs are {', '.join(QNN_SOCS)}")
-        out["soc"] = soc
-    return out
-
-
-def _coreml_options(table, path: Path) -> dict:
-    """``[coreml]``: ``neural_engine = true`` converts for the Apple Neural Engine (fixed one-token inputs; the
-    package's ANE readiness becomes a gated stage). Default: flexible 1..context tokens per prediction (GPU/CPU)."""
-    if not isinstance(table, dict):
-        raise _bad(path, "coreml", "a table ([coreml])", table, "[coreml] with neural_engine = true")
-    _reject_unknown(table, {"neural_engine"}, "coreml", path)
-    if "neural_engine" in table and not isinstance(table["neural_engine"], bool):
-        raise _bad(path, "coreml.neural_engine", "true or false", table["neural_engine"], "neural_engine = true")
-    return dict(table)
 
 
 _LATENCY_LENS = ("prompt_len", "gen_len")
@@ -248,7 +195,7 @@ def _latency(table, path: Path) -> dict:
 
 def parse_target(path: Path) -> Target:
     data = read_toml(path, "target file", "see edgeslm/targets/android.toml")
-    _reject_unknown(data, _TOP_KEYS, "the top level", path)
+    _reject_unknown(data, _top_keys(), "the top level", path)
     missing = sorted({"name", "backends", "recipe", "context_length"} - set(data))
     if missing:
         raise InputError(f"target file {path} lacks {', '.join(missing)}", "add them (see edgeslm/targets/android.toml)")
@@ -269,9 +216,8 @@ def parse_target(path: Path) -> Target:
         group_size=group_size,
         device=device,
         gates=gates,
-        onnx=_onnx_options(data.get("onnx", {}), path),
-        qnn=_qnn_options(data.get("qnn", {}), path),
-        coreml=_coreml_options(data.get("coreml", {}), path),
+        options={section: backend.parse_options(data.get(section, {}), path)
+                 for section, backend in option_sections().items()},
         latency=_latency(data.get("latency", {}), path),
         path=path,
     )

@@ -100,8 +100,8 @@ def test_builtin_targets_and_devices_parse():
     assert {"android", "ios", "jetson-orin"} <= set(targets)
     for t in targets.values():
         check_target_device(t)  # every built-in target's device profile loads
-    assert targets["jetson-orin"].onnx == {"provider_options": [{"cuda": {"enable_cuda_graph": "0"}}]}
-    assert targets["android"].onnx == {"provider_options": [{"xnnpack": {}}]}
+    assert targets["jetson-orin"].options["onnx"] == {"provider_options": [{"cuda": {"enable_cuda_graph": "0"}}]}
+    assert targets["android"].options["onnx"] == {"provider_options": [{"xnnpack": {}}]}
     devices = {n: parse_device(p) for n, p in builtin_devices().items()}
     assert devices["snapdragon-8-gen-3"].perf("executorch").bandwidth_efficiency["int8_dynamic"] == 0.576
 
@@ -115,7 +115,7 @@ def test_a_good_target_with_every_key_parses(tmp_path):
                                   '[gates.reauthoring]\nmin_top1 = 1\nmax_kl_mean = 0\n'))
     assert (t.group_size, t.context_length, t.device) == (64, 128, "pixel-8-pro")
     assert t.latency == {"prompt_len": 32, "gen_len": 16, "min_decode_tok_s": 20.0, "max_memory_mb": 900.5}
-    assert t.onnx["provider_options"][1] == {"cpu": {}}
+    assert t.options["onnx"]["provider_options"][1] == {"cpu": {}}
     assert t.gates["reauthoring"].min_top1 == 1.0
 
 
@@ -614,7 +614,7 @@ def test_any_target_file_parses_or_is_an_input_error(doc):
         assert isinstance(t.name, str) and t.name and t.backends and isinstance(t.context_length, int)
         assert t.context_length >= 1 and not isinstance(t.context_length, bool)
         assert t.group_size is None or (t.group_size >= 16 and t.group_size & (t.group_size - 1) == 0)
-        for entry in t.onnx.get("provider_options", []):
+        for entry in t.options["onnx"].get("provider_options", []):
             (options,) = entry.values()
             assert all(isinstance(v, str) for v in options.values())
         try:

@@ -143,7 +143,7 @@ def test_htp_limit_separates_1b_from_8b():
 def test_qnn_soc_list_matches_executorch():
     from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
 
-    from edgeslm.target import QNN_SOCS
+    from edgeslm.backends.qnn_options import QNN_SOCS
 
     assert set(QNN_SOCS) == {c.name for c in QcomChipset} - {"UNKNOWN_SM"}
 

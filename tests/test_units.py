@@ -69,7 +69,7 @@ def test_builtin_android_target_parses():
     assert t.backends == ("executorch", "onnx")
     assert t.recipe_for("executorch") == "8da4w" and t.recipe_for("onnx") == "int4"
     assert t.thresholds("8da4w", "quantization").min_top1 is not None
-    assert t.onnx["provider_options"] == [{"xnnpack": {}}]
+    assert t.options["onnx"]["provider_options"] == [{"xnnpack": {}}]
     assert t.thresholds("fp32", "reauthoring") == t.gates["reauthoring"]
 
 

@@ -1,74 +1,98 @@
 """Backend registry: each backend lowers the decoder to its artifact and checks it in its real runtime.
 
-A backend module has ``RECIPES`` (names it supports), ``RUNTIME`` (what runs the artifact here),
-``export(job, recipe, tmp) -> manifest entry`` and ``generate(bundle, entry, prompt, ...)``. Adding a backend
-means one module and one line here; the pipeline never branches on backend names.
+A backend is a :class:`~edgeslm.backends.protocol.Backend` subclass in ``edgeslm/backends/<name>/backend.py``;
+adding one means that folder and one line in :data:`REGISTRY`. Nothing else in edgeslm names a backend: the
+pipeline, target files, the latency model, preflight, ``inspect``, reports and the CLI's help ask the registry.
 
-:func:`get_backend` hands out the module behind a thin :class:`Backend` wrapper whose ``generate`` first checks
-the artifact's files against the manifest (:func:`edgeslm.bundle.integrity.check_artifact`): one check for
-every backend, so no runtime ever loads bytes the manifest does not vouch for.
+:func:`get_backend` hands out the backend instance; its ``generate`` first checks the artifact's files against the
+manifest (:func:`edgeslm.bundle.integrity.check_artifact`): one check for every backend, so no runtime ever loads
+bytes the manifest does not vouch for. This module and the backend modules import nothing heavy (the bare-runtime
+RSS reference imports them before its baseline).
 """
 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-from types import ModuleType
+from functools import cache
+from typing import TYPE_CHECKING
 
 from edgeslm.errors import InputError
 
-_MODULES = {
-    "executorch": "edgeslm.backends.executorch.backend",
-    "onnx": "edgeslm.backends.onnx.backend",
-    "coreml": "edgeslm.backends.coreml.backend",
-    "onnx-qnn": "edgeslm.backends.onnx_qnn.backend",  # QDQ ONNX for the QNN EP (Qualcomm NPU)
-    "executorch-qnn": "edgeslm.backends.executorch_qnn.backend",  # ExecuTorch Qualcomm backend (needs QNN SDK)
+if TYPE_CHECKING:
+    from edgeslm.backends.protocol import Backend
+
+# name → "module:Class", in the order help texts and reports list them
+REGISTRY: dict[str, str] = {
+    "executorch": "edgeslm.backends.executorch.backend:ExecuTorch",
+    "onnx": "edgeslm.backends.onnx.backend:Onnx",
+    "coreml": "edgeslm.backends.coreml.backend:CoreML",
+    "onnx-qnn": "edgeslm.backends.onnx_qnn.backend:OnnxQnn",  # QDQ ONNX for the QNN EP (Qualcomm NPU)
+    "executorch-qnn": "edgeslm.backends.executorch_qnn.backend:ExecuTorchQnn",  # ExecuTorch Qualcomm (QNN SDK)
 }
-BACKEND_NAMES = tuple(_MODULES)
 
 
-class Backend:
-    """A backend module (every attribute is the module's), with ``generate`` going through the integrity check."""
+def backend_names() -> tuple[str, ...]:
+    """Every registered backend's name."""
+    return tuple(REGISTRY)
 
-    def __init__(self, module: ModuleType):
-        self.module = module
 
-    def __getattr__(self, name: str):
-        if name == "module":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.module, name)
+@cache
+def _load(spec: str) -> Backend:
+    from edgeslm.backends.protocol import Backend
 
-    @property
-    def __name__(self) -> str:  # the module's (the timing worker imports its sibling runtime module by it)
-        return self.module.__name__
-
-    def generate(self, bundle: Path, artifact: dict, *args, **kwargs):
-        """The module's ``generate``, after checking every file of ``artifact`` (and the tokenizer) against the
-        manifest. A runtime that cannot run here says so itself, without hashing first."""
-        check = getattr(self.module, "unavailable_here", None)
-        if not (check and check()):
-            from edgeslm.bundle.integrity import check_artifact
-
-            check_artifact(Path(bundle), artifact)
-        return self.module.generate(bundle, artifact, *args, **kwargs)
+    module, _, cls_name = spec.partition(":")
+    cls = vars(importlib.import_module(module))[cls_name]
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise TypeError(f"{spec} is not a Backend subclass")
+    return cls()
 
 
 def get_backend(name: str) -> Backend:
-    if name not in _MODULES:
-        raise InputError(f"unknown backend {name!r}", f"this edgeslm knows {', '.join(BACKEND_NAMES)}; a bundle "
+    if name not in REGISTRY:
+        raise InputError(f"unknown backend {name!r}", f"this edgeslm knows {', '.join(backend_names())}; a bundle "
                          "written by a newer edgeslm may need an upgrade (pip install -U edgeslm)")
-    return Backend(importlib.import_module(_MODULES[name]))
+    backend = _load(REGISTRY[name])
+    if backend.name != name:
+        raise TypeError(f"registry entry {name!r} names a backend called {backend.name!r}")
+    return backend
+
+
+def all_backends() -> list[Backend]:
+    return [get_backend(n) for n in REGISTRY]
 
 
 def unavailable_here(name: str) -> str | None:
-    """Why backend ``name``'s runtime cannot run on this machine, or None if it can (backends whose runtime
-    runs everywhere define no ``unavailable_here``)."""
-    check = getattr(get_backend(name), "unavailable_here", None)
-    return check() if check else None
+    """Why backend ``name``'s runtime cannot run on this machine, or None if it can."""
+    return get_backend(name).unavailable_here()
 
 
 def not_built_here(name: str) -> str | None:
     """Why backend ``name`` cannot write its artifact on this machine (it then reports its stages and lists the
-    artifact as not built), or None if it can (backends that always build define no ``not_built_here``)."""
-    check = getattr(get_backend(name), "not_built_here", None)
-    return check() if check else None
+    artifact as not built), or None if it can."""
+    return get_backend(name).not_built_here()
+
+
+def option_sections() -> dict[str, Backend]:
+    """Target-file option sections → the backend whose parser reads it (backends sharing a section share its
+    parser: the first registered one parses)."""
+    out: dict[str, Backend] = {}
+    for b in all_backends():
+        if b.option_section is not None:
+            out.setdefault(b.option_section, b)
+    return out
+
+
+def format_of(name: str):
+    """The artifact format (reader, description) of backend ``name``'s artifacts."""
+    return get_backend(name).artifact_format
+
+
+def recipes_help() -> str:
+    """``fp32, 8da4w, int8w (executorch); ...``: each backend's recipes, aliases named (CLI help)."""
+    from edgeslm.quant.recipes import ALIASES
+
+    def show(r: str) -> str:
+        aliases = [a for a, n in ALIASES.items() if n == r]
+        return f"{r} (alias {', '.join(aliases)})" if aliases else r
+
+    return "; ".join(f"{', '.join(map(show, b.recipes))} ({b.name})" for b in all_backends())

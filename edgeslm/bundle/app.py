@@ -194,10 +194,10 @@ def load_entries(artifacts: list) -> None:
 
     for a in artifacts:
         backend = get_backend(a.backend)
-        version = runtime_version(backend.APP["package"])
+        version = runtime_version(backend.app.package)
         # The oldest runtime known to load it is the one parity ran it with: formats only promise to be read by
         # the same or newer runtimes (ExecuTorch's .pte, onnxruntime-genai's genai_config).
-        a.facts["load"] = {**backend.load_entry(a.to_json()), "runtime": backend.APP["runtime"],
+        a.facts["load"] = {**backend.load_entry(a.to_json()), "runtime": backend.app.runtime,
                            "runtime_version": version, "min_runtime_version": version}
 
 
@@ -214,7 +214,7 @@ def app_section(ckpt, bundle, artifacts: list[dict], status=lambda msg: None) ->
                          status)
     honoured = {}
     for a in artifacts:
-        app = get_backend(a["backend"]).APP
-        honoured[app["runtime"]] = list(app["honoured"])
+        app = get_backend(a["backend"]).app
+        honoured[app.runtime] = list(app.honoured)
     return {"prompt": prompt, "stop": stop, "chat": chat, "generation": generation_defaults(ckpt.generation),
             "honoured": honoured, "golden": file_entry(bundle, write_golden(bundle, doc))}

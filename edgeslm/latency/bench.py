@@ -68,7 +68,7 @@ def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup:
     for i, art in enumerate(m["artifacts"]):
         name = artifact_name(art)
         entry = {"artifact": name, "backend": art["backend"], "recipe": art["recipe"],
-                 "runtime": get_backend(art["backend"]).RUNTIME}
+                 "runtime": get_backend(art["backend"]).runtime}
         why_not = unavailable_here(art["backend"])
         if why_not:
             out.append({**entry, "measured": False, "reason": why_not})

@@ -94,12 +94,12 @@ def _per_kind(v, key: str, path: Path, high: float | None, want: str, example: f
 
 
 def _backend(name: str, table, path: Path) -> BackendPerf:
-    from edgeslm.backends import BACKEND_NAMES
+    from edgeslm.backends import backend_names
 
     where = f"[backends.{toml_key(name)}]"
-    if name not in BACKEND_NAMES:
+    if name not in backend_names():
         raise InputError(f"unknown backend {name!r} ({where}) in device file {path}",
-                         f"supported backends are {', '.join(BACKEND_NAMES)}")
+                         f"supported backends are {', '.join(backend_names())}")
     if not isinstance(table, dict):
         raise InputError(f"{where} in device file {path} must be a table, not {_show(table)}",
                          "write it as a [backends.NAME] table with bandwidth_efficiency and prefill_gflops")
@@ -182,11 +182,14 @@ def host_device(facts: dict) -> Device:
     Measured bandwidth is already an achieved figure, not a datasheet peak, so the efficiencies are applied
     relative to the reference phone's own achievable share of its peak (``STREAM_SHARE``).
     """
+    from edgeslm.backends import all_backends
+
     ref = load_device(HOST_REFERENCE)
     bw = facts["memory_bandwidth"]["read_gb_s"] / STREAM_SHARE
-    scale = facts["fp32_gemm_gflops"] / ref.perf("executorch").prefill_gflops["float"]
+    host = [b.name for b in all_backends() if b.host_cpu]  # backends that run on a CPU like this one
+    scale = facts["fp32_gemm_gflops"] / ref.perf(host[0]).prefill_gflops["float"]  # the first: fp32 GEMM yardstick
     backends = {}
-    for name in ("executorch", "onnx"):
+    for name in host:
         r = ref.perf(name)
         backends[name] = BackendPerf(dict(r.bandwidth_efficiency), {k: v * scale for k, v in r.prefill_gflops.items()},
                                      "this machine's CPU", r.step_overhead_us)

@@ -6,16 +6,16 @@ fresh interpreter (:func:`reference_rss`) it is the yardstick ``bench`` is check
         → JSON, one row per artifact: bench's figure beside the fresh bare-runtime one, and their ratio
 
 :func:`reference_rss` runs the artifact in a fresh interpreter (``python -s -c``) that imports only the
-runtime (:data:`edgeslm.latency.rss.RUNTIME_MODULES`: for ExecuTorch ``executorch.runtime`` plus the custom-ops and
+runtime (its backend's ``runtime_modules``: for ExecuTorch ``executorch.runtime`` plus the custom-ops and
 quantized-kernel libraries; for ONNX ``numpy`` and ``onnxruntime_genai``), reads the manifest with ``json``, takes
-its RSS, then loads the artifact the way an app does and generates once: a ``prompt_len``-token prefill and
-``gen_len`` decode steps. Reported: peak RSS over load + generation minus that baseline. None of edgeslm's
-backends, model code or transformers is imported (``edgeslm`` and ``edgeslm.latency`` are empty packages; the
-ExecuTorch kernel libraries themselves pull in torch and torchao).
+its RSS, then loads the artifact the way an app does and generates once (the backend's ``run_bare``): a
+``prompt_len``-token prefill and ``gen_len`` decode steps. Reported: peak RSS over load + generation minus that
+baseline. None of edgeslm's export harness, model code or transformers is imported (``edgeslm``,
+``edgeslm.latency`` and the backend registry and backend modules import nothing heavy; the ExecuTorch kernel
+libraries themselves pull in torch and torchao).
 
-ExecuTorch: ``Runtime.get().load_program(pte).load_method("forward")``, ``forward(tokens, positions)`` as the
-app's runner calls it. ONNX: ``onnxruntime_genai`` on the CPU provider, ``append_tokens(prompt)`` then
-``generate_next_token()``, ``max_length`` = the bundle's context length (genai sizes its KV cache by it).
+Backends with a bare loop (``has_bare_runtime``): ExecuTorch (``Runtime.get().load_program(pte)``,
+``forward(tokens, positions)`` as the app's runner calls it) and ONNX (``onnxruntime_genai`` on the CPU provider).
 """
 
 from __future__ import annotations
@@ -26,63 +26,34 @@ import subprocess
 import sys
 from pathlib import Path
 
-SUPPORTED = ("executorch", "onnx")
+def has_bare_runtime(backend: str) -> bool:
+    """Whether artifacts of ``backend`` have a bare-runtime loop (a reference for their RSS)."""
+    from edgeslm.backends import get_backend
 
-
-def _run_executorch(path: Path, ids: list[int], gen_len: int) -> None:
-    import torch
-    from executorch.runtime import Runtime
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def last_argmax(out) -> int:
-        return int(out.reshape(-1, out.shape[-1])[-1].argmax())
-
-    n = len(ids)
-    tok = last_argmax(method.execute([torch.tensor([ids], dtype=torch.long), torch.arange(n, dtype=torch.long)])[0])
-    for pos in range(n, n + gen_len):
-        tok = last_argmax(method.execute([torch.tensor([[tok]], dtype=torch.long),
-                                          torch.tensor([pos], dtype=torch.long)])[0])
-
-
-def _run_onnx(folder: Path, ids: list[int], gen_len: int, context_length: int) -> None:
-    import onnxruntime_genai as og
-
-    config = og.Config(str(folder))
-    config.clear_providers()  # the CPU here; the folder's configured EPs are the device's
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=context_length)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    for _ in range(gen_len):
-        gen.generate_next_token()
+    return get_backend(backend).has_bare_runtime
 
 
 def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict:
     """In *this* process (a fresh interpreter, or bench's worker before it imports anything else): import the runtime, baseline, load, generate."""
+    from edgeslm.backends import backend_names, get_backend  # light: no backend's heavy imports
     from edgeslm.latency.rss import PeakRss, import_runtime
     from edgeslm.latency.worker import prompt_ids  # stdlib-only module: the same prompt bench feeds
 
     m = json.loads((bundle / "manifest.json").read_text())
     art = m["artifacts"][index]
-    backend = art["backend"]
-    if backend not in SUPPORTED:
-        raise ValueError(f"no bare-runtime reference for {backend} artifacts (supported: {', '.join(SUPPORTED)})")
-    import_runtime(backend)
-    if backend == "executorch":
-        import torch  # noqa: F401  (the runtime's tensors; already imported by its kernel libraries)
+    backend = get_backend(art["backend"])
+    if not backend.has_bare_runtime:
+        supported = [b for b in backend_names() if get_backend(b).has_bare_runtime]
+        raise ValueError(f"no bare-runtime reference for {backend.name} artifacts (supported: {', '.join(supported)})")
+    import_runtime(backend.runtime_modules)
     ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
     probe = PeakRss()
     probe.start()
-    if backend == "executorch":
-        _run_executorch(bundle / art["file"], ids, gen_len)
-    else:
-        _run_onnx((bundle / art["file"]).parent, ids, gen_len, m["context_length"])
+    backend.run_bare(bundle, art, m, ids, gen_len)
     rss = probe.stop()
-    tooling = sorted(k for k in ("transformers", "edgeslm.backends", "edgeslm.model", "edgeslm.pipeline", "onnx")
+    tooling = sorted(k for k in ("transformers", "edgeslm.backends.base", "edgeslm.model", "edgeslm.pipeline", "onnx")
                      if k in sys.modules)  # none: asserted by the tests
-    return {"artifact": art["file"], "backend": backend, "rss_baseline_mib": rss["baseline_mib"],
+    return {"artifact": art["file"], "backend": backend.name, "rss_baseline_mib": rss["baseline_mib"],
             "rss_peak_mib": rss["peak_mib"], "rss_above_baseline_mib": rss["above_baseline_mib"],
             "rss_method": rss["method"], "tooling_imported": tooling}
 
@@ -109,7 +80,7 @@ def bench_vs_runtime(bundle: Path, prompt_len: int = 128, gen_len: int = 64, war
     rows = []
     for i, b in enumerate(bench_bundle(Path(bundle), prompt_len, gen_len, warmup, repeats)):
         row = {"artifact": b["artifact"], "backend": b["backend"]}
-        if not b["measured"] or b["backend"] not in SUPPORTED:
+        if not b["measured"] or not has_bare_runtime(b["backend"]):
             rows.append({**row, "reason": b.get("reason", f"no bare-runtime reference for {b['backend']}")})
             continue
         ref = reference_rss(Path(bundle), i, prompt_len, gen_len)
@@ -133,7 +104,7 @@ if __name__ == "__main__":
     if a.reference_only:
         arts = json.loads((a.bundle / "manifest.json").read_text())["artifacts"]
         out = [reference_rss(a.bundle, i, a.prompt_len, a.gen_len) for i, art in enumerate(arts)
-               if art["backend"] in SUPPORTED]
+               if has_bare_runtime(art["backend"])]
     else:
         out = bench_vs_runtime(a.bundle, a.prompt_len, a.gen_len)
     print(json.dumps(out, indent=2))

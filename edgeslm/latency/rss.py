@@ -26,19 +26,10 @@ from pathlib import Path
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
-# The Python modules each runtime needs to load and run its artifact, imported before the baseline (as an app
-# links the runtime before it loads a model). ExecuTorch: the runtime plus the kernel libraries our .pte files
-# use (llama:: custom ops, quantized kernels; both register into the runtime and pull in torch).
-RUNTIME_MODULES: dict[str, tuple[str, ...]] = {
-    "executorch": ("executorch.extension.llm.custom_ops.custom_ops", "executorch.kernels.quantized",
-                   "executorch.runtime"),
-    "onnx": ("numpy", "onnxruntime_genai"),  # genai's Python API hands back numpy arrays (imported on first use)
-    "coreml": ("coremltools",),
-}
-
-
-def import_runtime(backend: str) -> None:
-    for name in RUNTIME_MODULES.get(backend, ()):
+def import_runtime(modules: tuple[str, ...]) -> None:
+    """Import the Python modules a runtime needs to load and run its artifact (a backend's
+    ``runtime_modules``), before the baseline, as an app links the runtime before it loads a model."""
+    for name in modules:
         importlib.import_module(name)
 
 

@@ -18,7 +18,6 @@ an app runs (onnxruntime-genai's step model copies the prefill's full logits out
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import random
 import sys
@@ -31,26 +30,14 @@ def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
     return [rng.randrange(3, vocab_size) for _ in range(n)]  # skip the usual pad/bos/eos ids
 
 
-def _import_everything_load_needs(backend_name: str, backend) -> None:
-    """The runtime's modules and the backend's runtime glue (``<backend package>.runtime``, which step models
-    import lazily), so that no import lands inside a measured stretch."""
-    from edgeslm.latency.rss import import_runtime
-
-    import_runtime(backend_name)
-    try:
-        importlib.import_module(backend.__name__.rsplit(".", 1)[0] + ".runtime")
-    except ModuleNotFoundError:
-        pass
-
-
 def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict | None:
     """Pass 1, before anything but the runtime is imported: the artifact loaded and one response generated the
     way an app does (:func:`edgeslm.latency.reference_rss.measure_here`). None for runtimes it has no loop for."""
-    from edgeslm.latency.reference_rss import SUPPORTED, measure_here
+    from edgeslm.latency.reference_rss import has_bare_runtime, measure_here
     from edgeslm.quiet import native_output_silenced
 
     backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
-    if backend not in SUPPORTED:
+    if not has_bare_runtime(backend):
         return None
     with native_output_silenced():
         rss = measure_here(bundle, index, prompt_len, gen_len)
@@ -70,7 +57,7 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
     m = read_manifest(bundle)
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
-    _import_everything_load_needs(art["backend"], backend)
+    backend.preload_runtime()  # the runtime and its glue: no import lands inside a measured stretch
     ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
     probe = PeakRss() if memory is None else None  # no bare loop for this runtime: the step model stands in
     if probe:

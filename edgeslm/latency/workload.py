@@ -10,20 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeslm.errors import InputError
+from edgeslm.quant.recipes import KINDS  # noqa: F401  (the kernel kinds; device profiles read them here)
 
-# Which kernels a recipe runs, for the efficiency factors of the device profiles:
-# float = fp32/fp16/bf16 matmuls; int8_dynamic = int8 activations × int4/int8 weights (XNNPACK 8da4w, int8w);
-# weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights);
-# fixed_point = an NPU's integer pipeline: static 16-bit activations × int4/int8 weights (Qualcomm HTP).
-KINDS = ("float", "int8_dynamic", "weight_only", "fixed_point")
-RECIPE_KIND = {"fp32": "float", "fp16": "float", "bf16": "float", "8da4w": "int8_dynamic", "int8w": "int8_dynamic",
-               "int4": "weight_only", "int8": "weight_only", "palettize4": "weight_only",
-               "16a4w": "fixed_point", "16a8w": "fixed_point"}
-# Bits per embedding element as each recipe stores the table (scales included), for the rows decode skips.
-EMBED_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "8da4w": 8, "int8w": 8,
-              "int4": 4 + 16 / 32, "int8": 8 + 16 / 32, "palettize4": 4, "16a4w": 8, "16a8w": 8}
-# Cache element size (ONNX fp16 recipe: 2; the NPU recipes keep a 16-bit quantized cache).
-KV_BYTES = {"executorch": 4, "onnx": 4, "coreml": 2, "onnx-qnn": 2, "executorch-qnn": 2}
+# Which kernels a recipe runs (KINDS: float, int8_dynamic, weight_only, fixed_point), for the efficiency factors of
+# the device profiles, comes from the recipe's rules (edgeslm.quant.recipes), as do the embedding table's bits.
 
 
 @dataclass(frozen=True)
@@ -67,13 +57,17 @@ def from_shape(shape: dict, weight_bytes: float, embed_bytes_skipped: float, kv_
 
 def from_artifact(manifest: dict, artifact: dict) -> Workload:
     """The workload of one artifact of a bundle: bytes from the files the runtime loads, dimensions from the
-    manifest's model shape, kernels and embedding storage from the recipe."""
+    manifest's model shape, kernels and embedding storage from the recipe, the KV cache's element size from the
+    backend."""
+    from edgeslm.backends import get_backend
+    from edgeslm.quant.recipes import get_recipe
+
     shape = artifact.get("model_shape") or manifest["model"]["shape"]  # a draft model's artifact has its own
-    recipe = artifact["recipe"]
+    recipe = get_recipe(artifact["recipe"])
     files = [artifact, *artifact.get("files", [])]
     weight_bytes = sum(f["bytes"] for f in files if not f["file"].endswith((".json", ".txt", ".model")))
-    embed = shape["vocab_size"] * shape["hidden_size"] * EMBED_BITS.get(recipe, 16) / 8
+    embed = shape["vocab_size"] * shape["hidden_size"] * recipe.embed_bits / 8
     if any("tied" in q for q in artifact.get("quantization", [])):
         embed = 0.0  # one table serves the lm_head too: every decode step reads it whole
-    kv = 2 if recipe == "fp16" else KV_BYTES.get(artifact["backend"], 4)
-    return from_shape(shape, weight_bytes, embed, kv, RECIPE_KIND.get(recipe, "float"), manifest["context_length"])
+    kv = get_backend(artifact["backend"]).kv_element_bytes(recipe)
+    return from_shape(shape, weight_bytes, embed, kv, recipe.kind, manifest["context_length"])

@@ -29,6 +29,17 @@ if TYPE_CHECKING:  # torch is imported where quantization runs, so recipe names 
 LINEAR_SCHEMES = ("8da4w", "8da8w", "4w", "8w", "pal4", "16a4w", "16a8w", "fp16", "fp32")
 EMBEDDING_SCHEMES = ("4w", "8w", "pal4", "16a8w", "fp16", "fp32")
 NPU_SCHEMES = ("16a4w", "16a8w")  # calibrated static activations: only the NPU backends apply them
+# Which kernels a scheme runs (the latency model's kernel kinds; device profiles give efficiencies per kind):
+# float = fp32/fp16 matmuls; int8_dynamic = int8 activations × int4/int8 weights (XNNPACK 8da4w, int8w);
+# weight_only = low-bit weights dequantized into float matmuls (MatMulNBits, Core ML constexpr weights);
+# fixed_point = an NPU's integer pipeline: static 16-bit activations × int4/int8 weights (Qualcomm HTP).
+KINDS = ("float", "int8_dynamic", "weight_only", "fixed_point")
+SCHEME_KIND = {"fp32": "float", "fp16": "float", "8da4w": "int8_dynamic", "8da8w": "int8_dynamic",
+               "4w": "weight_only", "8w": "weight_only", "pal4": "weight_only",
+               "16a4w": "fixed_point", "16a8w": "fixed_point"}
+# Bits per stored weight of a scheme (its scales aside).
+SCHEME_BITS = {"fp32": 32, "fp16": 16, "8da4w": 4, "8da8w": 8, "4w": 4, "8w": 8, "pal4": 4, "16a4w": 4, "16a8w": 8}
+SCALE_BITS = 16  # one fp16 scale per block of a block-wise weight-only scheme (4w / 8w with a group size)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,13 @@ class Rule:
     pattern: str
     scheme: str
     group_size: int = 0  # 0 = per output channel
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits one weight takes as stored, a block-wise weight-only scheme's fp16 scales included (palettization
+        tables and per-channel scales are negligible)."""
+        scales = SCALE_BITS / self.group_size if self.group_size and self.scheme in ("4w", "8w") else 0
+        return SCHEME_BITS[self.scheme] + scales
 
     def describe(self) -> str:
         g = f", group {self.group_size}" if self.group_size else ", per channel"
@@ -54,6 +72,30 @@ class Recipe:
         if num_layers and fqn.startswith(f"layers.{num_layers - 1}."):
             names.append("layers.last." + fqn.split(".", 2)[2])
         return next((r for r in self.rules if any(fnmatch.fnmatchcase(n, r.pattern) for n in names)), None)
+
+    @property
+    def main_rule(self) -> Rule:
+        """The rule most of the model gets: the catch-all (``*``) rule, else the last one."""
+        return self.rule_for("*") or self.rules[-1]
+
+    @property
+    def kind(self) -> str:
+        """The kernels most of the model runs (one of :data:`KINDS`), from the main rule's scheme."""
+        return SCHEME_KIND[self.main_rule.scheme]
+
+    @property
+    def bits(self) -> int:
+        """Bits per weight of most of the model (the main rule's scheme, scales aside)."""
+        return SCHEME_BITS[self.main_rule.scheme]
+
+    @property
+    def embed_bits(self) -> float:
+        """Bits per embedding element as this recipe stores the table (scales included): the embedding rule's;
+        the NPU schemes quantize the table to 8 bits per tensor whatever the rule's weight bits."""
+        rule = self.rule_for("embed_tokens") or Rule("embed_tokens", "fp32")
+        if rule.scheme in NPU_SCHEMES:
+            return 8
+        return rule.bits_per_weight
 
     def with_group_size(self, group_size: int) -> Recipe:
         """The same recipe with every grouped 4-bit rule at another group size."""

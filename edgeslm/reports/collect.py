@@ -126,8 +126,14 @@ def unexplained(manifest: Manifest, rows: list[Row]) -> list[str]:
     return out
 
 
+def _reads_weight_bytes(backend: str) -> bool:
+    from edgeslm.backends import get_backend
+
+    return get_backend(backend).artifact_format.reads_weight_bytes
+
+
 def _size_by_dtype(folder: Path, art: dict) -> dict:
-    """Artifact bytes by storage dtype, read from the artifact where a reader exists (ONNX, Core ML); a .pte
+    """Artifact bytes by storage dtype, read from the artifact where its format's reader gives them (ONNX); a .pte
     stores its weights inside delegate blobs, so it is one figure."""
     if art.get("weight_bytes_by_dtype"):
         return art["weight_bytes_by_dtype"]
@@ -136,7 +142,7 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
         present = path.is_file()
     except (OSError, ValueError):  # a name the file system refuses (too long, ...): not a file here
         present = False
-    if present and art["file"].endswith(".onnx"):
+    if present and _reads_weight_bytes(art["backend"]):
         from edgeslm.bundle.inspect import read_artifact
 
         return read_artifact(folder, art["backend"], artifact_name(art))["weight_bytes_by_dtype"]

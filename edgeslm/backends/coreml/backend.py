@@ -16,22 +16,33 @@ import json
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from edgeslm.backends.base import ExportJob
-from edgeslm.bundle.files import file_entry
+from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend
 from edgeslm.errors import InputError, InternalError
-from edgeslm.model.build import build_decoder
-from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
-from edgeslm.quant.recipes import get_recipe
-from edgeslm.records import Artifact
+
+if TYPE_CHECKING:  # torch and coremltools are imported where the work runs
+    import torch
+
+    from edgeslm.backends.base import ExportJob
+    from edgeslm.records import Artifact
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
-FORMAT = "coreml"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("fp16", "int8", "int4", "palettize4")
 # Core ML runs one forward per call; the app's own loop samples (ios_demo: temperature and a token budget).
-APP = {"runtime": "coreml", "package": "coremltools", "honoured": ("temperature", "max_new_tokens")}
+APP = AppRuntime(runtime="coreml", package="coremltools", honoured=("temperature", "max_new_tokens"))
+
+
+def read_mlpackage(path: Path) -> dict:
+    """``edgeslm inspect``: the package's spec read without loading it (inputs with shape ranges, states,
+    deployment target, ops, compressed-weight ops, weight bytes by dtype, metadata)."""
+    from edgeslm.backends.coreml.package import read_package
+
+    return read_package(path)
+
+
+FORMAT = ArtifactFormat("coreml", "a Core ML package", read_mlpackage)
+OPTION_SECTION = "coreml"
 
 
 def load_entry(artifact: dict) -> dict:
@@ -47,12 +58,25 @@ def gated_stages(recipe: str) -> dict:
 
 def build_options(target) -> dict:
     """Target options the package depends on (part of its reuse key): the Neural Engine form."""
-    return target.coreml
+    return target.options.get(OPTION_SECTION, {})
+
+
+def parse_options(table, path: Path) -> dict:
+    """``[coreml]``: ``neural_engine = true`` converts for the Apple Neural Engine (fixed one-token inputs; the
+    package's ANE readiness becomes a gated stage). Default: flexible 1..context tokens per prediction (GPU/CPU)."""
+    from edgeslm.target import _bad, _reject_unknown
+
+    if not isinstance(table, dict):
+        raise _bad(path, "coreml", "a table ([coreml])", table, "[coreml] with neural_engine = true")
+    _reject_unknown(table, {"neural_engine"}, "coreml", path)
+    if "neural_engine" in table and not isinstance(table["neural_engine"], bool):
+        raise _bad(path, "coreml.neural_engine", "true or false", table["neural_engine"], "neural_engine = true")
+    return dict(table)
 
 
 def _tokens_per_call(target) -> int | None:
     """One token per prediction for the Neural Engine (fixed shapes); else a flexible 1..context."""
-    return 1 if target.coreml.get("neural_engine") else None
+    return 1 if build_options(target).get("neural_engine") else None
 
 
 RUNS_ON = "macOS 15+ with coremltools (see .github/workflows/coreml-macos.yml)"
@@ -78,6 +102,8 @@ def package_metadata(job: ExportJob, recipe: str, vocab_size: int) -> dict[str, 
 def simulated_decoder(dec: torch.nn.Module, weights: dict) -> torch.nn.Module:
     """``dec`` carrying the package's dense weights, in fp16 like Core ML's compute (rope angles stay fp32, as
     in the package)."""
+    import torch
+
     from edgeslm.backends.coreml.convert import tied_to
 
     params = dict(dec.named_parameters())
@@ -117,7 +143,12 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     from edgeslm.backends.coreml.convert import compress, convert, describe, describe_rule, save, tied_to
     from edgeslm.backends.coreml.package import package_weights, read_package, structure_checks
     from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel
+    from edgeslm.bundle.files import file_entry
+    from edgeslm.model.build import build_decoder
+    from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
+    from edgeslm.quant.recipes import get_recipe
     from edgeslm.quiet import native_output_silenced
+    from edgeslm.records import Artifact
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     name = f"model-{recipe_name}{job.tag}.mlpackage"
@@ -146,7 +177,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.validate("structure", name, structure_checks(facts, _expected_structure(dec, job, chosen, meta)))
 
     ane = ane_readiness(tmp / name)
-    if job.target.coreml.get("neural_engine"):  # converted for the ANE: its readiness is gated
+    if build_options(job.target).get("neural_engine"):  # converted for the ANE: its readiness is gated
         job.validate("ane_readiness", name, [{"check": c.check, "expected": "ANE-compatible", "found": c.found,
                                               "passed": c.ok} for c in ane.reasons if c.blocking])
 
@@ -206,3 +237,42 @@ def step_model(bundle: Path, artifact: dict):
     if why_not:
         raise InputError(f"cannot run {artifact['package']} here: {why_not}", "run it on a Mac (macOS 15+)")
     return CoreMLModel(bundle / artifact["package"], "ALL")
+
+
+class CoreML(Backend):
+    name = "coreml"
+    runtime = RUNTIME
+    artifact_format = FORMAT
+    recipes = RECIPES
+    app = APP
+    runs_on = RUNS_ON
+    runtime_modules = ("coremltools",)
+    kv_bytes = 2  # the package computes in fp16
+    # Preflight: Core ML converts an fp16 copy.
+    lowering_per_fp32_byte = 1.5
+    seconds_per_layer = 2.0
+    option_section = OPTION_SECTION
+
+    def gated_stages(self, recipe: str) -> dict:
+        return gated_stages(recipe)
+
+    def build_options(self, target) -> dict:
+        return build_options(target)
+
+    def parse_options(self, table, path: Path) -> dict:
+        return parse_options(table, path)
+
+    def unavailable_here(self) -> str | None:
+        return unavailable_here()
+
+    def load_entry(self, artifact: dict) -> dict:
+        return load_entry(artifact)
+
+    def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact:
+        return export(job, recipe, tmp)
+
+    def _generate(self, bundle, artifact, prompt, max_new_tokens, temperature, on_token):
+        return generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
+
+    def step_model(self, bundle: Path, artifact: dict):
+        return step_model(bundle, artifact)

@@ -14,21 +14,19 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from edgeslm.backends.executorch.backend import FORMAT
+from edgeslm.backends.protocol import AppRuntime, Backend
+from edgeslm.backends.qnn_options import SECTION, parse_qnn_options, qnn_options
 
-from edgeslm.backends.base import ExportJob
-from edgeslm.bundle.files import file_entry
-from edgeslm.model.build import build_decoder
-from edgeslm.parity.models import RuntimeStepModel
-from edgeslm.quant.calibration import DEFAULT_SAMPLES, calibration_windows
-from edgeslm.quant.recipes import get_recipe, plan
-from edgeslm.records import Artifact, NotBuilt
+if TYPE_CHECKING:  # torch and the quantizer are imported where the work runs
+    from edgeslm.backends.base import ExportJob
+    from edgeslm.records import Artifact, NotBuilt
 
 RUNTIME = "ExecuTorch, Qualcomm backend (QNN HTP)"
-FORMAT = "executorch"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("16a4w", "16a8w", "16a4w-block")
-APP = {"runtime": "executorch", "package": "executorch", "honoured": ("temperature", "max_new_tokens")}
+APP = AppRuntime(runtime="executorch", package="executorch", honoured=("temperature", "max_new_tokens"))
 RUNS_ON = "an Android phone with a Snapdragon HTP (ExecuTorch built with the Qualcomm backend)"
 HOW = ("install Qualcomm's AI Engine Direct (QNN) SDK, export QNN_SDK_ROOT and "
        "LD_LIBRARY_PATH=$QNN_SDK_ROOT/lib/x86_64-linux-clang, and run the same edgeslm export command (docs/npu.md)")
@@ -41,7 +39,7 @@ def load_entry(artifact: dict) -> dict:
 
 def build_options(target) -> dict:
     """What the quantized program depends on besides the recipe: the calibration text and the SoC."""
-    q = target.qnn
+    q = qnn_options(target)
     return {"calibration_text": str(q.get("calibration_text", "")), "samples": q.get("calibration_samples"),
             "soc": q.get("soc")}
 
@@ -69,10 +67,12 @@ class _DecodeGraph:
     def __init__(self, graph):
         self.graph = graph
 
-    @torch.no_grad()
-    def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
-        for i, t in enumerate(tokens):
-            out = self.graph(torch.tensor([[t]]), torch.tensor([start_pos + i]))
+    def step(self, tokens: list[int], start_pos: int):
+        import torch
+
+        with torch.no_grad():
+            for i, t in enumerate(tokens):
+                out = self.graph(torch.tensor([[t]]), torch.tensor([start_pos + i]))
         return out.reshape(-1, out.shape[-1])[-1].float()
 
 
@@ -81,6 +81,10 @@ def _schemes(dec, recipe) -> tuple[str, int, list[str]]:
     its rule has a group size: LPBQ blocks of that many input channels), the block size (32 when unused), and the
     linears (lm_head, first and last blocks...) that keep another one. The embedding is quantized by the
     quantizer's own rule (16-bit activations, per tensor)."""
+    import torch
+
+    from edgeslm.quant.recipes import plan
+
     chosen = plan(dec, recipe)
     linears = {n: r for n, r in chosen.items() if isinstance(dec.get_submodule(n), torch.nn.Linear)}
     catch_all = recipe.rule_for("*")  # the recipe's default (its last, catch-all rule)
@@ -94,15 +98,21 @@ def _schemes(dec, recipe) -> tuple[str, int, list[str]]:
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
     from edgeslm.backends.executorch.export import runner_metadata
     from edgeslm.backends.executorch_qnn import quantize as Q
+    from edgeslm.bundle.files import file_entry
+    from edgeslm.model.build import build_decoder
+    from edgeslm.parity.models import RuntimeStepModel
+    from edgeslm.quant.calibration import DEFAULT_SAMPLES, calibration_windows
+    from edgeslm.quant.recipes import get_recipe
+    from edgeslm.records import Artifact, NotBuilt
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     name = f"model-{recipe_name}-qnn{job.tag}.pte"
-    soc = job.target.qnn.get("soc", "SM8650")
+    soc = qnn_options(job.target).get("soc", "SM8650")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)
     main, block, sensitive = _schemes(dec, rec)
-    cal = calibration_windows(ckpt.tokenizer, job.target.qnn.get("calibration_text"),
-                              job.target.qnn.get("calibration_samples", DEFAULT_SAMPLES),
+    cal = calibration_windows(ckpt.tokenizer, qnn_options(job.target).get("calibration_text"),
+                              qnn_options(job.target).get("calibration_samples", DEFAULT_SAMPLES),
                               min(CALIBRATION_WINDOW, job.context_length), ckpt.special.bos_id)
     job.status(f"executorch-qnn: QnnQuantizer {main} ({len(sensitive)} sensitive linears at 16a8w), calibrating "
                f"on {len(cal.windows)} windows")
@@ -154,3 +164,44 @@ def step_model(bundle: Path, artifact: dict):
     from edgeslm.errors import InputError
 
     raise InputError(f"cannot run {artifact['file']} here: {unavailable_here()}", "run it on the phone")
+
+
+class ExecuTorchQnn(Backend):
+    name = "executorch-qnn"
+    runtime = RUNTIME
+    artifact_format = FORMAT
+    recipes = RECIPES
+    app = APP
+    runs_on = RUNS_ON
+    kv_bytes = 2  # a 16-bit quantized cache
+    # Preflight: PT2E keeps the fp32 model and its quant-dequant copy (assumed 2x ExecuTorch's).
+    lowering_per_fp32_byte = 1.7
+    seconds_per_layer = 8.0
+    option_section = SECTION
+
+    def gated_stages(self, recipe: str) -> dict:
+        return gated_stages(recipe)
+
+    def build_options(self, target) -> dict:
+        return build_options(target)
+
+    def parse_options(self, table, path: Path) -> dict:
+        return parse_qnn_options(table, path)
+
+    def unavailable_here(self) -> str | None:
+        return unavailable_here()
+
+    def not_built_here(self) -> str | None:
+        return not_built_here()
+
+    def load_entry(self, artifact: dict) -> dict:
+        return load_entry(artifact)
+
+    def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact | NotBuilt:
+        return export(job, recipe, tmp)
+
+    def _generate(self, bundle, artifact, prompt, max_new_tokens, temperature, on_token):
+        return generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
+
+    def step_model(self, bundle: Path, artifact: dict):
+        return step_model(bundle, artifact)

@@ -10,23 +10,60 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeslm.backends.base import ExportJob
-from edgeslm.bundle.files import file_entry
+from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend
 from edgeslm.errors import InputError
 from edgeslm.gates import Thresholds
-from edgeslm.model.build import build_decoder
-from edgeslm.model.checkpoint import TOKENIZER_FILES
-from edgeslm.parity.models import RuntimeStepModel
-from edgeslm.quant.recipes import get_recipe
-from edgeslm.records import Artifact
+
+if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtime RSS reference imports it)
+    from edgeslm.backends.base import ExportJob
+    from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
-FORMAT = "onnx"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("fp32", "fp16", "int4", "int8")
-APP = {"runtime": "onnxruntime-genai", "package": "onnxruntime-genai",
-       "honoured": ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
+APP = AppRuntime(runtime="onnxruntime-genai", package="onnxruntime-genai",
+                 honoured=("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"))
+# genai's Python API hands back numpy arrays (imported on first use)
+RUNTIME_MODULES = ("numpy", "onnxruntime_genai")
+
+
+def read_onnx(path: Path) -> dict:
+    """``edgeslm inspect``: inputs/outputs with symbolic shapes, opset, op counts, weight bytes by dtype
+    (initializers, external data included)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+
+    def shape(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    def dtype(elem: int) -> str:
+        return helper.tensor_dtype_to_np_dtype(elem).name if elem != onnx.TensorProto.BFLOAT16 else "bfloat16"
+
+    by_dtype: Counter = Counter()
+    for init in g.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        np_dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+        by_dtype[dtype(init.data_type)] += n * np_dtype.itemsize
+    return {
+        "format": FORMAT.name,
+        "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "inputs": [{"name": v.name, "dtype": dtype(v.type.tensor_type.elem_type), "shape": shape(v)} for v in g.input],
+        "outputs": [{"name": v.name, "dtype": dtype(v.type.tensor_type.elem_type), "shape": shape(v)}
+                    for v in g.output],
+        "ops": dict(Counter(n.op_type for n in g.node).most_common()),
+        "weight_bytes_by_dtype": dict(by_dtype),
+    }
+
+
+FORMAT = ArtifactFormat("onnx", "an ONNX model", read_onnx, reads_weight_bytes=True)
 
 
 def load_entry(artifact: dict) -> dict:
@@ -41,7 +78,24 @@ RUNTIME_AGREEMENT = Thresholds(min_greedy_prefix=1.0, tie_margin=0.02)
 
 def build_options(target) -> dict:
     """Target options the artifact depends on (part of its reuse key): the execution providers it names."""
-    return target.onnx
+    return target.options.get(OPTION_SECTION, {})
+
+
+OPTION_SECTION = "onnx"
+
+
+def parse_options(table, path: Path) -> dict:
+    """``[onnx]``: ``provider_options`` written into genai_config.json."""
+    from edgeslm.target import _bad, _provider_options, _reject_unknown
+
+    if not isinstance(table, dict):
+        raise _bad(path, "onnx", "a table ([onnx])", table, '[onnx] with provider_options = [{ xnnpack = {} }]')
+    _reject_unknown(table, {"provider_options"}, "onnx", path)
+    if "provider_options" in table:
+        return {"provider_options": _provider_options(
+            table["provider_options"], path, f"{OPTION_SECTION}.provider_options",
+            'provider_options = [{ cuda = { enable_cuda_graph = "0" } }]')}
+    return {}
 
 
 def gated_stages(recipe: str) -> dict:
@@ -78,6 +132,12 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         write_genai_config,
     )
     from edgeslm.backends.onnx.runtime import OrtModel, genai_greedy_tokens
+    from edgeslm.bundle.files import file_entry
+    from edgeslm.model.build import build_decoder
+    from edgeslm.model.checkpoint import TOKENIZER_FILES
+    from edgeslm.parity.models import RuntimeStepModel
+    from edgeslm.quant.recipes import get_recipe
+    from edgeslm.records import Artifact
 
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     scheme = _matmul_scheme(rec)
@@ -92,7 +152,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     dec = build_decoder(ckpt, job.context_length)
     facts = export_onnx(dec, folder / MODEL_FILE)
     lowering_s = time.perf_counter() - t
-    providers = job.target.onnx.get("provider_options", [])
+    providers = build_options(job.target).get("provider_options", [])
     sp = ckpt.special
     write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, ckpt.generation, providers)
     for f in TOKENIZER_FILES:  # onnxruntime-genai reads the tokenizer from the model folder
@@ -192,3 +252,69 @@ def native_speculative(bundle: Path, target: dict, draft: dict, k: int, prompt_i
             "acceptance_rate": sum(s.get("draft_tokens_accepted", 0) for s in stats) / proposed if proposed else None,
             "target_forward_passes": sum(s.get("target_forward_passes", 0) for s in stats),
             "apply": "og.Config(folder).overlay(open(folder + '/speculative.json').read())"}
+
+
+def run_bare(folder: Path, ids: list[int], gen_len: int, context_length: int) -> None:
+    """The folder in bare onnxruntime-genai on the CPU provider: ``append_tokens(prompt)`` then
+    ``generate_next_token()``, ``max_length`` = the bundle's context length (genai sizes its KV cache by it)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.clear_providers()  # the CPU here; the folder's configured EPs are the device's
+    model = og.Model(config)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=context_length)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    for _ in range(gen_len):
+        gen.generate_next_token()
+
+
+class Onnx(Backend):
+    name = "onnx"
+    runtime = RUNTIME
+    artifact_format = FORMAT
+    recipes = RECIPES
+    app = APP
+    runtime_modules = RUNTIME_MODULES
+    kv_bytes = 4  # the fp16 recipe's cache is 2 bytes (Backend.kv_element_bytes)
+    # Preflight: torch.onnx export traces the fp32 model and writes it with its external data (SmolLM2-135M:
+    # 1.9 GB over base).
+    lowering_per_fp32_byte = 3.6
+    seconds_per_layer = 6.0
+    host_cpu = True
+    option_section = OPTION_SECTION
+    has_verifier = True
+    has_native_speculative = True
+    has_bare_runtime = True
+
+    def gated_stages(self, recipe: str) -> dict:
+        return gated_stages(recipe)
+
+    def build_options(self, target) -> dict:
+        return build_options(target)
+
+    def parse_options(self, table, path: Path) -> dict:
+        return parse_options(table, path)
+
+    def load_entry(self, artifact: dict) -> dict:
+        return load_entry(artifact)
+
+    def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact:
+        return export(job, recipe, tmp)
+
+    def _generate(self, bundle, artifact, prompt, max_new_tokens, temperature, on_token):
+        return generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
+
+    def step_model(self, bundle: Path, artifact: dict):
+        return step_model(bundle, artifact)
+
+    def verifier(self, bundle: Path, artifact: dict):
+        return verifier(bundle, artifact)
+
+    def native_speculative(self, bundle: Path, target: dict, draft: dict, k: int, prompt_ids: list[list[int]],
+                           n: int) -> dict:
+        return native_speculative(bundle, target, draft, k, prompt_ids, n)
+
+    def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
+        run_bare((bundle / artifact["file"]).parent, ids, gen_len, manifest["context_length"])

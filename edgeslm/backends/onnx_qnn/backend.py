@@ -16,22 +16,22 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeslm.backends.base import ExportJob
-from edgeslm.bundle.files import file_entry
+from edgeslm.backends.onnx.backend import FORMAT
+from edgeslm.backends.protocol import AppRuntime, Backend
+from edgeslm.backends.qnn_options import SECTION, parse_qnn_options, qnn_options
 from edgeslm.errors import InputError
 from edgeslm.gates import Thresholds
-from edgeslm.model.build import build_decoder
-from edgeslm.model.checkpoint import TOKENIZER_FILES
-from edgeslm.quant.calibration import DEFAULT_SAMPLES, calibration_windows
-from edgeslm.quant.recipes import get_recipe, plan
-from edgeslm.records import Artifact
+
+if TYPE_CHECKING:  # torch and the runtimes are imported where the work runs
+    from edgeslm.backends.base import ExportJob
+    from edgeslm.records import Artifact
 
 RUNTIME = "onnxruntime-genai, QNN EP (HTP) on the phone; CPU EP here (simulated)"
-FORMAT = "onnx"  # the file format (edgeslm inspect reads artifacts by it)
 RECIPES = ("16a8w", "16a4w")
-APP = {"runtime": "onnxruntime-genai", "package": "onnxruntime-genai",
-       "honoured": ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
+APP = AppRuntime(runtime="onnxruntime-genai", package="onnxruntime-genai",
+                 honoured=("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"))
 WINDOW = 64  # prompt tokens per ctx run (genai's sliding window; needs context >= 2 windows)
 DEFAULT_PROVIDERS = [{"qnn": {"backend_path": "libQnnHtp.so"}}]
 RUNS_ON = "an Android phone with a Snapdragon HTP (onnxruntime-genai built with the QNN EP)"
@@ -46,7 +46,7 @@ def load_entry(artifact: dict) -> dict:
 
 
 def build_options(target) -> dict:
-    q = target.qnn
+    q = qnn_options(target)
     return {"calibration_text": str(q.get("calibration_text", "")), "samples": q.get("calibration_samples"),
             "providers": q.get("provider_options")}
 
@@ -72,6 +72,12 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         kv_scales,
         write_pipeline_config,
     )
+    from edgeslm.bundle.files import file_entry
+    from edgeslm.model.build import build_decoder
+    from edgeslm.model.checkpoint import TOKENIZER_FILES
+    from edgeslm.quant.calibration import DEFAULT_SAMPLES, calibration_windows
+    from edgeslm.quant.recipes import get_recipe, plan
+    from edgeslm.records import Artifact
 
     ckpt, rec, ctx = job.ckpt, get_recipe(recipe_name, job.group_size), job.context_length
     dec = build_decoder(ckpt, ctx)
@@ -85,15 +91,15 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     fp32_dir.mkdir()
     folder.mkdir()
     name = f"{folder_name}/ctx.onnx"
-    cal = calibration_windows(ckpt.tokenizer, job.target.qnn.get("calibration_text"),
-                              job.target.qnn.get("calibration_samples", DEFAULT_SAMPLES),
+    cal = calibration_windows(ckpt.tokenizer, qnn_options(job.target).get("calibration_text"),
+                              qnn_options(job.target).get("calibration_samples", DEFAULT_SAMPLES),
                               min(window * 2, ctx - 1 - CALIBRATION_DECODE), ckpt.special.bos_id)
     t = time.perf_counter()
     job.status(f"onnx-qnn: exporting static graphs (prompt window {window}, context {ctx})")
     scales = kv_scales(dec, [list(w) for w in cal.windows])
     del dec
     facts = export_static(lambda: build_decoder(ckpt, ctx), fp32_dir, window, ctx, scales)
-    providers = job.target.qnn.get("provider_options", DEFAULT_PROVIDERS)
+    providers = qnn_options(job.target).get("provider_options", DEFAULT_PROVIDERS)
     for d in (fp32_dir, folder):
         write_pipeline_config(d, _spec(ckpt, ctx), ckpt.special, ctx, window, ckpt.generation, providers)
     job.status("onnx-qnn: lowering parity (static fp32 graphs in onnxruntime)")
@@ -168,3 +174,38 @@ def step_model(bundle: Path, artifact: dict):
     from edgeslm.backends.onnx_qnn.runtime import WindowedModel
 
     return WindowedModel((bundle / artifact["file"]).parent)
+
+
+class OnnxQnn(Backend):
+    name = "onnx-qnn"
+    runtime = RUNTIME
+    artifact_format = FORMAT
+    recipes = RECIPES
+    app = APP
+    runs_on = RUNS_ON
+    kv_bytes = 2  # a 16-bit quantized cache
+    # Preflight: two static graphs exported, then QDQ-quantized one at a time (assumed like ONNX).
+    lowering_per_fp32_byte = 3.6
+    seconds_per_layer = 8.0
+    option_section = SECTION
+
+    def gated_stages(self, recipe: str) -> dict:
+        return gated_stages(recipe)
+
+    def build_options(self, target) -> dict:
+        return build_options(target)
+
+    def parse_options(self, table, path: Path) -> dict:
+        return parse_qnn_options(table, path)
+
+    def load_entry(self, artifact: dict) -> dict:
+        return load_entry(artifact)
+
+    def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact:
+        return export(job, recipe, tmp)
+
+    def _generate(self, bundle, artifact, prompt, max_new_tokens, temperature, on_token):
+        return generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
+
+    def step_model(self, bundle: Path, artifact: dict):
+        return step_model(bundle, artifact)

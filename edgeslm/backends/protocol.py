@@ -1,0 +1,208 @@
+"""The one typed contract every backend implements: everything backend-specific lives behind it.
+
+A backend is a subclass of :class:`Backend` in ``edgeslm/backends/<name>/backend.py`` plus one registry line in
+``edgeslm/backends/__init__.py``. The rest of edgeslm (pipeline, target files, latency model, preflight, inspect,
+reports, CLI help) asks it through these members only: no attribute is probed, none falls back to a default
+elsewhere. Its class attributes are checked when the class is defined (:meth:`Backend.__init_subclass__`), so a
+missing or misspelled member fails at import, not as a silently different figure.
+
+Backend modules stay importable without torch or any runtime (heavy imports live inside methods): the registry
+imports them for their facts (CLI help, target files, predictions, the bare-runtime RSS reference).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:
+    from edgeslm.backends.base import ExportJob
+    from edgeslm.gates import Thresholds
+    from edgeslm.quant.recipes import Recipe
+    from edgeslm.records import Artifact, NotBuilt
+    from edgeslm.target import Target
+
+
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """A file format backends write: its id (``inspect``'s ``format``), what a file of it is ("an ONNX model"),
+    the reader ``edgeslm inspect`` uses (path → facts), and whether that reader reports the weights'
+    ``weight_bytes_by_dtype`` (reports read it from the file when the manifest has none)."""
+
+    name: str
+    what: str
+    reader: Callable[[Path], dict]
+    reads_weight_bytes: bool = False
+
+    def read(self, path: Path) -> dict:
+        return self.reader(path)
+
+
+@dataclass(frozen=True)
+class AppRuntime:
+    """For apps (manifest ``load`` / ``app.honoured``): the runtime's id, the Python package whose version ran
+    parity here, and the generation settings that runtime applies."""
+
+    runtime: str
+    package: str
+    honoured: tuple[str, ...]
+
+
+# Class attributes every backend sets, with the type each must have (checked at class definition).
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "name": str,  # the registry key, as written in target files, manifests and --backend
+    "runtime": str,  # what runs the artifact here (reports, bench)
+    "artifact_format": ArtifactFormat,
+    "recipes": tuple,  # names in edgeslm.quant.recipes.RECIPES it implements (its own quantizer applies them)
+    "app": AppRuntime,
+    "runs_on": str,  # where a stage that cannot run here does run
+    "runtime_modules": tuple,  # Python modules an app-like process imports before loading (RSS baseline)
+    "kv_bytes": int,  # KV-cache element bytes (a 16-bit float recipe keeps a 2-byte cache whatever this says)
+    "lowering_per_fp32_byte": (int, float),  # preflight: lowering-phase bytes per fp32 model byte
+    "lowering_bytes_per_layer": int,  # preflight: ...plus bytes per decoder layer
+    "seconds_per_layer": (int, float),  # preflight: lowering seconds per decoder layer
+    "host_cpu": bool,  # runs on a CPU like this machine's (the host device profile models it)
+    "option_section": (str, type(None)),  # the target file's [section] of its options, or None
+    "has_verifier": bool,  # verifier() works: speculative decoding can be measured
+    "has_native_speculative": bool,  # native_speculative() works: the runtime's own draft support
+    "has_bare_runtime": bool,  # run_bare() works: the bare-runtime RSS reference
+}
+
+
+class Backend(abc.ABC):
+    """One backend: lowering to its artifact, its runtime, and every fact about it the rest of edgeslm needs."""
+
+    name: ClassVar[str]
+    runtime: ClassVar[str]
+    artifact_format: ClassVar[ArtifactFormat]
+    recipes: ClassVar[tuple[str, ...]]
+    app: ClassVar[AppRuntime]
+    runs_on: ClassVar[str] = "the artifacts' own runtime"
+    runtime_modules: ClassVar[tuple[str, ...]] = ()
+    kv_bytes: ClassVar[int]
+    lowering_per_fp32_byte: ClassVar[float]
+    lowering_bytes_per_layer: ClassVar[int] = 0
+    seconds_per_layer: ClassVar[float]
+    host_cpu: ClassVar[bool] = False
+    option_section: ClassVar[str | None] = None
+    has_verifier: ClassVar[bool] = False
+    has_native_speculative: ClassVar[bool] = False
+    has_bare_runtime: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [k for k in REQUIRED if _inherited(cls, k) is _MISSING]
+        wrong = [k for k, t in REQUIRED.items() if k not in missing and not isinstance(_inherited(cls, k), t)]
+        if missing or wrong:
+            raise TypeError(f"backend class {cls.__qualname__}: missing {missing}, mistyped {wrong}")
+        if cls.has_verifier != (cls.verifier is not Backend.verifier):
+            raise TypeError(f"backend class {cls.__qualname__}: has_verifier must say whether it defines verifier()")
+        if cls.has_native_speculative != (cls.native_speculative is not Backend.native_speculative):
+            raise TypeError(f"backend class {cls.__qualname__}: has_native_speculative must say whether it defines "
+                            "native_speculative()")
+        if cls.has_bare_runtime != (cls.run_bare is not Backend.run_bare):
+            raise TypeError(f"backend class {cls.__qualname__}: has_bare_runtime must say whether it defines "
+                            "run_bare()")
+        if (cls.option_section is None) != (cls.parse_options is Backend.parse_options):
+            raise TypeError(f"backend class {cls.__qualname__}: option_section and parse_options() go together")
+
+    # -- export -------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def gated_stages(self, recipe: str) -> dict[str, Thresholds | None]:
+        """Stages this backend gates for ``recipe`` → its own default gate (None: the target must give one)."""
+
+    def build_options(self, target: Target) -> dict:
+        """Target options the artifact depends on besides the recipe (part of its reuse key); none by default."""
+        return {}
+
+    def parse_options(self, table: Any, path: Path) -> dict:
+        """The target file's ``[option_section]`` table, validated (unknown keys rejected). Only for backends
+        with an ``option_section``."""
+        raise NotImplementedError(f"the {self.name} backend takes no target options")
+
+    def options(self, target: Target) -> dict:
+        """This backend's parsed options of ``target`` (empty without a section)."""
+        return target.options.get(self.option_section, {}) if self.option_section else {}
+
+    def not_built_here(self) -> str | None:
+        """Why this backend cannot write its artifact on this machine, or None if it can."""
+        return None
+
+    @abc.abstractmethod
+    def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact | NotBuilt:
+        """Lower the job's checkpoint with ``recipe`` into ``tmp``, recording its stages on ``job``."""
+
+    # -- runtime ------------------------------------------------------------------------------------------------
+
+    def unavailable_here(self) -> str | None:
+        """Why this backend's runtime cannot run on this machine, or None if it can."""
+        return None
+
+    @abc.abstractmethod
+    def load_entry(self, artifact: dict) -> dict:
+        """What the app's runtime opens (``path``, ``tokenizer``), for the manifest's ``load``."""
+
+    def generate(self, bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float,
+                 on_token: Callable[[str], None]):
+        """Stream a response: every file of ``artifact`` (and the tokenizer) is first checked against the manifest
+        (one check for every backend, so no runtime loads bytes the manifest does not vouch for); a runtime that
+        cannot run here says so itself, without hashing first."""
+        if not self.unavailable_here():
+            from edgeslm.bundle.integrity import check_artifact
+
+            check_artifact(Path(bundle), artifact)
+        return self._generate(Path(bundle), artifact, prompt, max_new_tokens, temperature, on_token)
+
+    @abc.abstractmethod
+    def _generate(self, bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float,
+                  on_token: Callable[[str], None]):
+        """The runtime's own generation (called by :meth:`generate` after the integrity check)."""
+
+    @abc.abstractmethod
+    def step_model(self, bundle: Path, artifact: dict):
+        """The artifact loaded in its runtime: ``step(tokens, start_pos) -> logits`` (bench, golden vectors)."""
+
+    def verifier(self, bundle: Path, artifact: dict):
+        """For speculative decoding: ``score(tokens, start) -> logits`` (only where ``has_verifier``)."""
+        raise NotImplementedError(f"the {self.name} backend has no multi-token verifier")
+
+    def native_speculative(self, bundle: Path, target: dict, draft: dict, k: int, prompt_ids: list[list[int]],
+                           n: int) -> dict:
+        """The runtime's own speculative decoding, checked here (only where ``has_native_speculative``)."""
+        raise NotImplementedError(f"the {self.name} runtime has no speculative decoding of its own")
+
+    def preload_runtime(self) -> None:
+        """Import the runtime's modules and this backend's runtime glue (``<its package>.runtime``, which step
+        models import lazily), so that no import lands inside a measured stretch."""
+        for module in self.runtime_modules:
+            importlib.import_module(module)
+        try:
+            importlib.import_module(type(self).__module__.rsplit(".", 1)[0] + ".runtime")
+        except ModuleNotFoundError:
+            pass
+
+    def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
+        """Load ``artifact`` the way an app does and generate once (a prefill of ``ids``, ``gen_len`` decode
+        steps), importing nothing but the runtime (only where ``has_bare_runtime``)."""
+        raise NotImplementedError(f"no bare-runtime reference for {self.name} artifacts")
+
+    # -- latency model ------------------------------------------------------------------------------------------
+
+    def kv_element_bytes(self, recipe: Recipe) -> int:
+        """Bytes per KV-cache element for an artifact of ``recipe``: a 16-bit float recipe keeps a 16-bit cache."""
+        return 2 if recipe.kind == "float" and recipe.bits == 16 else self.kv_bytes
+
+
+_MISSING = object()
+
+
+def _inherited(cls: type, key: str):
+    """``key``'s value as the class defines or inherits it (class attributes only), or ``_MISSING``."""
+    for base in cls.__mro__:
+        if key in base.__dict__:
+            return base.__dict__[key]
+    return _MISSING
