@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "edgeslm"
-EXPORT_PATH = ("pipeline.py", "export", "backends/base.py", "backends/job.py")  # files and folders of one export
+EXPORT_PATH = ("pipeline", "backends/base.py")  # files and folders of one export
 
 
 def _module(path: Path) -> str:

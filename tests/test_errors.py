@@ -140,12 +140,12 @@ def test_context_too_long(tiny_dir, tmp_path):
 
 def test_no_half_written_bundle_on_failure(copy_model, tmp_path, monkeypatch):
     """An error in the middle of writing leaves neither the output nor a temp folder behind."""
-    import edgeslm.pipeline as pipeline
+    from edgeslm.pipeline import target_build
 
     def boom(*a, **k):
         raise RuntimeError("lowering exploded")
 
-    monkeypatch.setattr(pipeline, "write_parity", boom)
+    monkeypatch.setattr(target_build, "write_parity", boom)
     res = run_cli("export", str(copy_model()), "--recipe", "fp32", "--context-length", "64",
                   "-o", str(tmp_path / "o"))
     assert res.exit_code == 2 and "internal error" in res.output

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.errors import InputError
-from edgeslm.pipeline import _plan
+from edgeslm.pipeline.plan import plan_target
 from edgeslm.target import load_target
 
 
 def plan(target, recipe, backends=None):
     said = []
-    pairs = _plan(load_target(target), backends, recipe, None, said.append)
+    pairs = plan_target(load_target(target), backends, recipe, None, said.append)
     return pairs, said
 
 

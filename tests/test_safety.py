@@ -160,7 +160,7 @@ def test_disk_full_is_named_and_cleaned_up(bundle, tiny_dir, tmp_path, monkeypat
     (Simulated at the first file written into the bundle; the message and clean-up are what is tested.)"""
     import shutil
 
-    import edgeslm.pipeline as pipeline
+    from edgeslm.pipeline import target_build
 
     out = tmp_path / "b"
     shutil.copytree(bundle, out)
@@ -169,14 +169,14 @@ def test_disk_full_is_named_and_cleaned_up(bundle, tiny_dir, tmp_path, monkeypat
     def full(ckpt, folder):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "tokenizer.json"))
 
-    monkeypatch.setattr(pipeline, "_write_tokenizer", full)
+    monkeypatch.setattr(target_build, "write_tokenizer", full)
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "-o", str(out), "--force", *FAST])
     one_error(res, "disk full", "tokenizer.json")
     assert leftovers(tmp_path) == [] and snapshot(out) == before
 
 
 def test_disk_full_wrapped_by_a_library_is_still_named(tiny_dir, tmp_path, monkeypatch):
-    import edgeslm.pipeline as pipeline
+    from edgeslm.pipeline import target_build
 
     def full(ckpt, folder):
         try:
@@ -184,7 +184,7 @@ def test_disk_full_wrapped_by_a_library_is_still_named(tiny_dir, tmp_path, monke
         except OSError as e:
             raise RuntimeError("PytorchStreamWriter failed writing file data/0") from e
 
-    monkeypatch.setattr(pipeline, "_write_tokenizer", full)
+    monkeypatch.setattr(target_build, "write_tokenizer", full)
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "-o", str(tmp_path / "b"), *FAST, "--json"])
     one_error(res, "disk full")
     assert json.loads(res.stdout.strip().splitlines()[-1])["error"].startswith("disk full")

@@ -179,14 +179,15 @@ def test_quantizing_while_loading_equals_quantizing_after():
 
 def test_memory_check_override_goes_on(monkeypatch):
     """With the check off, a forecast above the available memory is printed and the export proceeds."""
-    from edgeslm import pipeline
+    from edgeslm.pipeline.checks import check_memory
+    from edgeslm.pipeline.plan import plan_target
     from edgeslm.target import load_target
 
     monkeypatch.setenv("EDGESLM_MEMORY_BYTES", str(64 * 2**20))
     ckpt = load_checkpoint(resolve("demo"))
-    plans = [pipeline._plan(load_target("android"), ("executorch",), None, None)]
+    plans = [plan_target(load_target("android"), ("executorch",), None, None)]
     said: list[str] = []
     with pytest.raises(InputError, match="GiB of memory at its peak"):
-        pipeline._preflight(ckpt, plans, True, said.append)
-    fc = pipeline._preflight(ckpt, plans, False, said.append)
+        check_memory(ckpt, plans, True, said.append)
+    fc = check_memory(ckpt, plans, False, said.append)
     assert not fc.fits and len(said) == 2 and "64 MiB" not in said[0] and "0.1 GiB available" in said[1]

@@ -11,7 +11,7 @@ import copy
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
@@ -19,9 +19,25 @@ from edgeslm.parity.stages import Observations, compare, compare_greedy, observe
 from edgeslm.records import Artifact, Check, Validation, artifact_verdict, stage_summary
 from edgeslm.target import Target
 
+if TYPE_CHECKING:  # annotations only: the pipeline builds jobs, backends never import it
+    from edgeslm.pipeline.reference import Reference, Variant
+
 
 @dataclass
+class JobRecords:
+    """What one target's jobs add to together (one object, shared by every job of the target): metric checks,
+    stages that are not metric comparisons (validations), and timings."""
+
+    checks: list[Check] = field(default_factory=list)
+    validations: list[Validation] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class ExportJob:
+    """One model variant built for one target: what every backend reads (checkpoint, target, context length,
+    prompts and the shared reference observations, gates) and the target's records it adds to."""
+
     ckpt: Checkpoint
     target: Target
     context_length: int
@@ -32,11 +48,30 @@ class ExportJob:
     heldout_ids: list[list[int]] = field(default_factory=list)  # held-out text chunks (perplexity)
     group_size: int | None = None
     status: Callable[[str], None] = lambda msg: None
-    checks: list[Check] = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-    validations: list[Validation] = field(default_factory=list)  # stages that are not metric comparisons
+    records: JobRecords = field(default_factory=JobRecords)  # shared by the target's jobs
     tag: str = ""  # artifact name suffix: "-NAME" for each LoRA adapter when a bundle holds several
     role: str = "model"  # "draft": a speculative-decoding draft (a backend may place it beside its target)
+
+    @classmethod
+    def for_variant(cls, reference: Reference, variant: Variant, target: Target, context_length: int,
+                    group_size: int | None, status: Callable[[str], None], records: JobRecords) -> ExportJob:
+        """The job for one variant (base, adapter or draft) of the export's shared reference."""
+        return cls(ckpt=variant.ckpt, target=target, context_length=context_length, prompts=reference.prompts,
+                   prompt_ids=reference.prompt_ids, obs_ref=variant.obs_ref, obs_fp32=variant.obs_fp32,
+                   heldout_ids=reference.heldout_ids, group_size=group_size, status=status, records=records,
+                   tag=variant.tag, role="draft" if variant.draft is not None else "model")
+
+    @property
+    def checks(self) -> list[Check]:
+        return self.records.checks
+
+    @property
+    def validations(self) -> list[Validation]:  # stages that are not metric comparisons
+        return self.records.validations
+
+    @property
+    def timings(self) -> dict:
+        return self.records.timings
 
     def observe(self, model) -> Observations:
         """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers
@@ -98,7 +133,7 @@ class ExportJob:
         for recipe, default, c in built["checks"]:
             c = copy.deepcopy(c)
             self.checks.append(c.judge(self.gate(recipe, c.stage, default) if c.stage != "end_to_end" else None))
-        self.validations += copy.deepcopy(built["validations"])
+        self.validations.extend(copy.deepcopy(built["validations"]))
         art.reused_from_target = built["target"]
         return self.finish(art)
 
