@@ -50,7 +50,7 @@ def _read(path: Path) -> dict:
         raise InputError(f"{path} is not a valid {kind}: it holds a JSON {type(doc).__name__}, not an object", FIX)
     if path.name == "summary.json" and doc.get("kind") != "edgeslm-report":
         raise InputError(f"{path} is not an edgeslm report (its kind is {str(doc.get('kind'))[:40]!r})", FIX)
-    from edgeslm.reports.schemas import SCHEMAS, problems
+    from edgeslm.json_schemas import SCHEMAS, problems
 
     _check(path, doc, problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
     return doc
@@ -59,7 +59,7 @@ def _read(path: Path) -> dict:
 def _check(path: Path, doc: dict, found: list[str] | None = None) -> None:
     """Raise on the first of ``found`` (published-schema problems), else of what the readers need of ``doc``
     (``READER_SHAPES``: the published schemas leave some types open that gate and report format or compare)."""
-    from edgeslm.reports.schemas import SCHEMAS, reader_problems
+    from edgeslm.json_schemas import SCHEMAS, reader_problems
 
     found = found or (reader_problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
     if found:

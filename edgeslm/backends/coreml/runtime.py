@@ -6,29 +6,15 @@ this module runs; :func:`unavailable_here` says why, and the pipeline reports th
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from edgeslm.backends.coreml.backend import unavailable_here  # noqa: F401  (where Core ML can predict)
+
 COMPUTE_UNITS = "CPU_ONLY"  # parity runs on the CPU: deterministic, available on every Mac (and CI runner)
-
-
-def unavailable_here() -> str | None:
-    """None where Core ML can predict; otherwise the reason it cannot."""
-    system = platform.system()
-    if system != "Darwin":
-        return f"Core ML runs only on Apple platforms (macOS 15+ / iOS 18+); this machine runs {system}"
-    major = int(platform.mac_ver()[0].split(".")[0] or 0)
-    if major < 15:
-        return f"stateful Core ML models need macOS 15 or later; this Mac runs {platform.mac_ver()[0]}"
-    try:
-        import coremltools.libcoremlpython  # noqa: F401
-    except ImportError:
-        return "this coremltools build has no native Core ML runtime (libcoremlpython)"
-    return None
 
 
 class CoreMLModel:
