@@ -23,7 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from edgeslm.integrity import check_artifact
 
 if TYPE_CHECKING:
     from edgeslm.backends.base import ExportJob
@@ -178,6 +177,10 @@ class Backend(abc.ABC):
         (one check for every backend, so no runtime loads bytes the manifest does not vouch for); a runtime that
         cannot run here says so itself, without hashing first."""
         if not self.unavailable_here():
+            # Lazy on purpose: the bare-runtime RSS reference imports every backend module (and so this one)
+            # before its baseline, and must not carry the manifest validator (jsonschema) into it.
+            from edgeslm.integrity import check_artifact
+
             check_artifact(Path(bundle), artifact)
         return self._generate(Path(bundle), artifact, prompt, max_new_tokens, temperature, on_token)
 
