@@ -15,11 +15,7 @@ import torch
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.generation import generation_defaults
 
-MODEL_FILE = "model.onnx"
-
-
-def io_names(n_layers: int, leading: tuple[str, ...] = ("input_ids", "attention_mask", "position_ids")
-             ) -> tuple[list[str], list[str]]:
+def io_names(n_layers: int, leading=("input_ids", "attention_mask", "position_ids")) -> tuple[list[str], list[str]]:
     """A decoder graph's input and output names as onnxruntime-genai reads them: the ``leading`` inputs in the
     order the graph's ``forward`` takes them, then every layer's past key and value; logits, then the presents."""
     past = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
@@ -36,6 +32,9 @@ class _WithPast(torch.nn.Module):
         logits, presents = self.decoder.forward_with_past(input_ids, position_ids[0], list(past),
                                                           key_mask=attention_mask[0] > 0)
         return (logits, *presents)
+
+
+MODEL_FILE = "model.onnx"
 
 
 def export_onnx(decoder: Decoder, path: Path) -> dict:

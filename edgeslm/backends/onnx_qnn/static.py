@@ -30,7 +30,9 @@ from edgeslm.errors import InternalError
 from edgeslm.model.generation import generation_defaults
 
 ZERO_POINT = 128  # of the uint8 KV cache; also genai's sliding_window pad_value
-STATIC_INPUTS = ("input_ids", "position_ids", "attention_mask")  # StaticStep.forward's order (and the config's)
+# The static graphs' leading inputs, in StaticStep.forward's order (genai_config.json's pipeline lists them so):
+# not the ONNX backend's order, where attention_mask comes second.
+STATIC_INPUTS = ("input_ids", "position_ids", "attention_mask")
 
 
 class StaticStep(torch.nn.Module):
