@@ -63,7 +63,7 @@ def parse_options(table, path: Path) -> dict:
     return dict(table)
 
 
-def _tokens_per_call(target) -> int | None:
+def tokens_per_call(target) -> int | None:
     """One token per prediction for the Neural Engine (fixed shapes); else a flexible 1..context."""
     return 1 if build_options(target).get("neural_engine") else None
 

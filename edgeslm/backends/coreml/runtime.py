@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from edgeslm.backends.coreml.backend import unavailable_here  # noqa: F401  (where Core ML can predict)
+from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
 
 COMPUTE_UNITS = "CPU_ONLY"  # parity runs on the CPU: deterministic, available on every Mac (and CI runner)
 
@@ -47,8 +48,6 @@ def generate(package: Path, tokenizer_json: Path, eos_ids: list[int], context_le
              max_new_tokens: int, temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
     """Prefill once, then decode token by token through the package's state (what an iOS app does); the text
     streams as whole characters through :class:`edgeslm.backends.stream.TextStream`, as for every runtime."""
-    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
-
     tok = load_tokenizer(tokenizer_json)
     ids = encode_prompt(tok, prompt)
     tokens = step_tokens(CoreMLModel(package, "ALL"), ids, max_new_tokens, context_length, temperature)

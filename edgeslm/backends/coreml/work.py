@@ -14,7 +14,7 @@ import torch
 
 from edgeslm.backends.base import ExportJob
 from edgeslm.backends.coreml.ane import ane_readiness
-from edgeslm.backends.coreml.backend import RUNS_ON, RUNTIME, _tokens_per_call, build_options, unavailable_here
+from edgeslm.backends.coreml.backend import RUNS_ON, RUNTIME, tokens_per_call, build_options, unavailable_here
 from edgeslm.backends.coreml.convert import compress, convert, describe, describe_rule, save, tied_to
 from edgeslm.backends.coreml.package import package_weights, read_package, structure_checks
 from edgeslm.backends.coreml.runtime import COMPUTE_UNITS, CoreMLModel
@@ -78,7 +78,7 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
     return {"context_length": job.context_length, "num_layers": s.num_layers, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": s.vocab_size, "compressed_ops": ops,
             "weight_dtype": dtypes.pop() if len(dtypes) == 1 else "float16", "metadata": meta,
-            "tokens_per_call": _tokens_per_call(job.target)}
+            "tokens_per_call": tokens_per_call(job.target)}
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
@@ -89,7 +89,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     dec = build_decoder(ckpt, job.context_length)
     meta = package_metadata(job, recipe_name, dec.spec.vocab_size)
     with native_output_silenced():  # coremltools' progress bars
-        ml = convert(dec, job.context_length, _tokens_per_call(job.target))
+        ml = convert(dec, job.context_length, tokens_per_call(job.target))
         ml, chosen = compress(ml, dec, rec)
         describe(ml, meta, f"{ckpt.source.model_id} ({recipe_name}), exported by edgeslm")
         save(ml, tmp / name)
@@ -134,7 +134,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         facts={"minimum_deployment_target": facts["minimum_deployment_target"], "inputs": facts["inputs"],
                "outputs": facts["outputs"], "states": len(facts["states"]),
                "weight_bytes_by_dtype": facts["weight_bytes_by_dtype"], "metadata": meta,
-               "tokens_per_call": _tokens_per_call(job.target) or f"1..{job.context_length}",
+               "tokens_per_call": tokens_per_call(job.target) or f"1..{job.context_length}",
                "neural_engine": {"ready": ane.ready,
                                  "why_not": [f"{c.check}: {c.found} ({c.source})" for c in ane.failed()
                                              if c.blocking],

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
 
 
 def _register_kernels() -> None:
@@ -57,8 +58,6 @@ def generate(pte: Path, tokenizer_json: Path, eos_ids: list[int], context_length
     ``forward`` is ours, and its text streams through :class:`edgeslm.backends.stream.TextStream` like every
     other runtime's.
     """
-    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
-
     tok = load_tokenizer(tokenizer_json)
     ids = encode_prompt(tok, prompt)
     tokens = step_tokens(PteModel(pte), ids, max_new_tokens, context_length, temperature)
