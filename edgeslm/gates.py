@@ -20,10 +20,12 @@ passed), and a gate none of whose bounds applies fails, so nothing passes silent
 
 from __future__ import annotations
 
-import difflib
+import math
 from dataclasses import dataclass, fields
 
 from edgeslm.errors import InputError
+from edgeslm.quant.recipes import ALIASES, RECIPES
+from edgeslm.toml_kit import show, suggest, toml_key
 
 DECISIVE_MARGIN = 0.5  # nats between the reference's top-1 and top-2 for a position to count in top-1 agreement
 # Stages a target file gates per recipe (``[gates.RECIPE.STAGE]``); re-authoring is gated once (``[gates.reauthoring]``).
@@ -115,12 +117,6 @@ def judge(thresholds: Thresholds | None, metrics: dict, per_prompt: list[dict]) 
     return failures, notes
 
 
-def _suggest(word: str, choices) -> str:
-    lowered = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"did you mean {lowered[close[0]]!r}? " if close else ""
-
-
 _THRESHOLD_KEYS = tuple(f.name for f in fields(Thresholds))
 # bound → (lowest, highest) it may be (None: unbounded on that side), what that range means, an example value.
 # Fractions are fractions; KL, |Δlogit|, perplexity rise and a tie margin are never negative; SQNR is any finite dB.
@@ -137,31 +133,14 @@ _EXAMPLE = {"min_top1": 0.9, "min_greedy_prefix": 0.5, "max_kl_mean": 0.1, "max_
             "max_ppl_rise": 0.05, "tie_margin": 0.5, "min_sqnr_db": 5.0}
 
 
-def toml_key(k: str) -> str:
-    """A key as TOML writes it: bare when it can be, else quoted with escapes, so a message naming it stays on
-    one line whatever the key holds."""
-    import json
-    import re
-
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
-
-
-def _show(v) -> str:
-    """A value as a message shows it: its repr, cut short (a whole table in a message helps nobody)."""
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
-
-
 def _in_range(key: str, v, where: str, path) -> float:
-    import math
-
     lo, hi, meaning = _RANGES[key]
     try:
         x = float(v)
     except OverflowError:  # an integer too large for a float
         x = math.inf
     if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise InputError(f"{where}.{key} in {path} is {_show(v)}; it must be {meaning}",
+        raise InputError(f"{where}.{key} in {path} is {show(v)}; it must be {meaning}",
                          f"write e.g. {key} = {_EXAMPLE[key]}")
     return x
 
@@ -173,7 +152,7 @@ def parse_thresholds(table, where: str, path) -> Thresholds:
     for key in table:
         if key not in _THRESHOLD_KEYS:
             raise InputError(f"unknown key {key!r} in [{where}] of {path}",
-                             f"{_suggest(key, _THRESHOLD_KEYS)}supported keys are {', '.join(_THRESHOLD_KEYS)}")
+                             f"{suggest(key, _THRESHOLD_KEYS)}supported keys are {', '.join(_THRESHOLD_KEYS)}")
     values: dict = {}
     for key, v in table.items():
         if key == "informational":
@@ -181,7 +160,7 @@ def parse_thresholds(table, where: str, path) -> Thresholds:
                 raise InputError(f"{where}.informational in {path} must be true or false", "write informational = true")
             values[key] = v
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"{where}.{key} in {path} must be a number, not {_show(v)}",
+            raise InputError(f"{where}.{key} in {path} must be a number, not {show(v)}",
                              f"write e.g. {key} = {_EXAMPLE[key]}")
         else:
             values[key] = _in_range(key, v, where, path)
@@ -195,8 +174,6 @@ def parse_thresholds(table, where: str, path) -> Thresholds:
 def parse_gate_tables(gates, path) -> dict:
     """``[gates.*]`` tables → {"reauthoring": Thresholds, RECIPE: {STAGE: Thresholds}}; recipe and stage names are
     checked (did-you-mean; aliases name their recipe), so a typo never turns a gate off."""
-    from edgeslm.quant.recipes import ALIASES, RECIPES
-
     if not isinstance(gates, dict):
         raise InputError(f"gates in {path} must be tables like [gates.int4.quantization]",
                          "see edgeslm/targets/android.toml")
@@ -210,7 +187,7 @@ def parse_gate_tables(gates, path) -> dict:
                              f"write [gates.{ALIASES[key]}.…]: gates are keyed by the recipe's own name")
         if key not in RECIPES:
             raise InputError(f"[gates.{toml_key(key)}] in {path}: unknown recipe {key!r}",
-                             f"{_suggest(key, [*RECIPES, 'reauthoring'])}gates are keyed by reauthoring or a recipe: "
+                             f"{suggest(key, [*RECIPES, 'reauthoring'])}gates are keyed by reauthoring or a recipe: "
                              f"{', '.join(RECIPES)}")
         if not isinstance(table, dict):
             raise InputError(f"[gates.{key}] in {path} must hold stage tables", f"stages are {', '.join(RECIPE_STAGES)}")
@@ -218,7 +195,7 @@ def parse_gate_tables(gates, path) -> dict:
         for stage, t in table.items():
             if stage not in RECIPE_STAGES:
                 raise InputError(f"[gates.{key}.{toml_key(stage)}] in {path}: unknown stage {stage!r}",
-                                 f"{_suggest(stage, STAGES)}stages are {', '.join(RECIPE_STAGES)} "
+                                 f"{suggest(stage, STAGES)}stages are {', '.join(RECIPE_STAGES)} "
                                  "(re-authoring is gated once, in [gates.reauthoring])")
             stages[stage] = parse_thresholds(t, f"gates.{key}.{stage}", path)
         out[key] = stages

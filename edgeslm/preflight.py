@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeslm.backends import get_backend
+from edgeslm.memory import release_memory  # noqa: F401  (re-exported: the pipeline calls preflight.release_memory)
+
 GiB = 1024**3
 
 # Measured on a 2-core x86 host (benchmarks/results/peers.md; Llama-3.2-1B shape: peak 6.2 GB for a 4.9 GB fp32
@@ -81,8 +84,6 @@ def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int
              backends: list[str], available: int | None = None) -> Forecast:
     """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
     the parity phase and the most demanding lowering, over the base."""
-    from edgeslm.backends import get_backend
-
     fp32 = 4 * parameters
     chosen = [get_backend(b) for b in backends]
     untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
@@ -98,16 +99,3 @@ def env_available() -> int | None:
     """``available_memory()``, or EDGESLM_MEMORY_BYTES when set (to rehearse a smaller machine, e.g. in tests)."""
     forced = os.environ.get("EDGESLM_MEMORY_BYTES")
     return int(forced) if forced else available_memory()
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap memory back to the OS (glibc ``malloc_trim``): a freed fp32 model
-    otherwise stays in the process's RSS and adds to the next stage's peak."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass

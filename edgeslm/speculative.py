@@ -20,6 +20,12 @@ from dataclasses import dataclass
 import torch
 
 from edgeslm.errors import InputError
+from edgeslm.backends import get_backend, unavailable_here
+from edgeslm.bundle.files import file_entry
+from edgeslm.latency.devices import load_device
+from edgeslm.latency.perf import decode_seconds, prefill_seconds
+from edgeslm.latency.workload import from_artifact
+from edgeslm.parity.stages import GREEDY_TOKENS
 
 K_VALUES = (2, 4, 6)
 # A divergence from the target's own greedy output is accepted only where the target's top-2 margin is this small:
@@ -126,8 +132,6 @@ def predicted_speedup(k: int, tokens_per_pass: float, target_w, draft_w, device,
     """Decode speed with speculation over decode speed without, on ``device`` (performance model): a round is
     k draft steps + one target pass over k+1 tokens (the slower of reading the weights and computing k+1
     tokens) and yields ``tokens_per_pass`` tokens; without speculation each token costs one target step."""
-    from edgeslm.latency.perf import decode_seconds, prefill_seconds
-
     t_step = decode_seconds(target_w, device, backend, prompt_len, 1)
     verify = max(prefill_seconds(target_w, device, backend, k + 1), t_step)
     draft = decode_seconds(draft_w, device, backend, prompt_len, k)
@@ -140,12 +144,6 @@ PROMPT_LEN = 64  # prompt length the predicted speed-up assumes (the cache a dec
 def pair_section(bundle, artifacts: list, draft_ref, ref, tgt, context_length: int, status=lambda msg: None) -> dict:
     """The manifest's ``speculative`` section: the draft model, and per backend the (target, draft) artifact pair
     with acceptance measured in its runtime here and the speed-up predicted on the target's device."""
-    from edgeslm.backends import get_backend, unavailable_here
-    from edgeslm.bundle.files import file_entry
-    from edgeslm.latency.devices import load_device
-    from edgeslm.latency.workload import from_artifact
-    from edgeslm.parity.stages import GREEDY_TOKENS
-
     drafts = {(a.backend, a.recipe): a for a in artifacts if a.facts.get("role") == "draft"}
     device = load_device(tgt.device) if tgt.device else None
     model = {"model": {"shape": ref.shape}, "context_length": context_length}

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edgeslm.backends import backend_names, get_backend, option_sections
 from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
-from edgeslm.gates import Thresholds, _show, _suggest, parse_gate_tables, toml_key
-
-from edgeslm.backends import backend_names, option_sections  # noqa: E402
+from edgeslm.gates import Thresholds, parse_gate_tables
+from edgeslm.latency.devices import builtin_devices, load_device
+from edgeslm.quant.recipes import is_group_size
+from edgeslm.toml_kit import bad, number, reject_unknown, suggest, text, whole
 
 
 @dataclass(frozen=True)
@@ -53,33 +55,16 @@ def _top_keys() -> set[str]:
 
 
 def _reject_unknown(table: dict, allowed: set[str], where: str, path: Path) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise InputError(
-            f"unknown key {unknown[0]!r} in {where} of target file {path}",
-            f"supported keys are {', '.join(sorted(allowed))}",
-        )
+    reject_unknown(table, allowed, f"{where} of target file {path}")
 
 
 def _bad(path: Path, key: str, want: str, got, example: str) -> InputError:
-    return InputError(f"{key} in target file {path} must be {want}, not {_show(got)}", f"write e.g. {example}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return bad(key, f"target file {path}", want, got, example)
 
 
 def _text(data: dict, key: str, path: Path, example: str, empty_ok: bool = True) -> str | None:
     v = data.get(key)
-    if v is None:
-        return None
-    if not isinstance(v, str) or (not empty_ok and not v.strip()):
-        raise _bad(path, key, "a non-empty string" if not empty_ok else "a string", v, example)
-    return v
+    return None if v is None else text(v, key, f"target file {path}", example, empty_ok)
 
 
 def _backends(v, path: Path) -> tuple[str, ...]:
@@ -92,7 +77,7 @@ def _backends(v, path: Path) -> tuple[str, ...]:
             raise _bad(path, "backends", "a list of backend names (strings)", b, example)
         if b not in BACKENDS:
             raise InputError(f"unknown backend {b!r} in backends of target file {path}",
-                             f"{_suggest(b, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
+                             f"{suggest(b, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
     dup = next((b for i, b in enumerate(v) if b in v[:i]), None)
     if dup is not None:
         raise InputError(f"backend {dup!r} is listed twice in backends of target file {path}", "list it once")
@@ -100,8 +85,6 @@ def _backends(v, path: Path) -> tuple[str, ...]:
 
 
 def _recipe(v, path: Path) -> str | dict:
-    from edgeslm.backends import get_backend
-
     BACKENDS = backend_names()
     (b0, r0), (b1, r1) = [(b, get_backend(b).recipes[-1]) for b in BACKENDS[:2]]
     example = f'recipe = "{r1}", or recipe = {{ {b0} = "{r0}", {b1} = "{r1}" }}'
@@ -114,7 +97,7 @@ def _recipe(v, path: Path) -> str | dict:
     for backend, r in v.items():
         if backend not in BACKENDS:
             raise InputError(f"unknown backend {backend!r} in the recipe table of target file {path}",
-                             f"{_suggest(backend, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
+                             f"{suggest(backend, BACKENDS)}supported backends are {', '.join(BACKENDS)}")
         if not isinstance(r, str) or not r.strip():
             raise _bad(path, f"recipe.{backend}", "a recipe name (a string)", r,
                        f'{backend} = "{get_backend(backend).recipes[-1]}"')
@@ -123,45 +106,16 @@ def _recipe(v, path: Path) -> str | dict:
 
 def _context_length(v, path: Path) -> int:
     # Only a floor here; whether the model supports this many positions is checked against the model itself.
-    if not _is_int(v) or v < 1:
-        raise _bad(path, "context_length", "a whole number of tokens >= 1", v, "context_length = 512")
-    return v
+    return whole(v, "context_length", f"target file {path}", 1, None, "a whole number of tokens >= 1",
+                 "context_length = 512")
 
 
 def _group_size(v, path: Path) -> int | None:
-    from edgeslm.quant.recipes import is_group_size
-
     if v is None:
         return None
     if not is_group_size(v):
         raise _bad(path, "group_size", "a power of two >= 16 (the 4-bit block size)", v, "group_size = 32")
     return v
-
-
-def _provider_options(v, path: Path, key: str, example: str) -> list[dict]:
-    """onnxruntime-genai's ``session_options.provider_options``: a list of {provider: {option: "value"}} (a
-    backend's option parser names its ``key``, e.g. ``SECTION.provider_options``, and an example)."""
-    if not isinstance(v, list):
-        raise _bad(path, key, "a list of {provider = {option = \"value\"}} tables", v, example)
-    out = []
-    for i, entry in enumerate(v):
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise _bad(path, f"{key}[{i}]", "a table with exactly one key, the provider's name", entry, example)
-        (provider, options), = entry.items()
-        where = f"{key}[{i}].{toml_key(provider)}"
-        if not provider.strip():
-            raise _bad(path, f"{key}[{i}]", "a table keyed by a provider name", entry, example)
-        if not isinstance(options, dict):
-            raise _bad(path, where, "a table of the provider's options", options,
-                       f"{toml_key(provider)} = {{}} or {toml_key(provider)} = {{ option = \"value\" }}")
-        for name, value in options.items():
-            if not isinstance(value, str):
-                shown = str(value).lower() if isinstance(value, bool) else value if _is_number(value) else "1"
-                raise _bad(path, f"{where}.{toml_key(name)}",
-                           "a string (onnxruntime-genai takes option values as strings)", value,
-                           f'{toml_key(name)} = "{shown}"')
-        out.append({provider: dict(options)})
-    return out
 
 
 _LATENCY_LENS = ("prompt_len", "gen_len")
@@ -170,26 +124,16 @@ _LATENCY_KEYS = {*_LATENCY_LENS, *_LATENCY_BUDGETS}
 
 
 def _latency(table, path: Path) -> dict:
-    import math
-
     if not isinstance(table, dict):
         raise _bad(path, "latency", "a table ([latency])", table, "[latency] with min_decode_tok_s = 20")
     _reject_unknown(table, _LATENCY_KEYS, "latency", path)
     out: dict = {}
     for k, v in table.items():
         if k in _LATENCY_LENS:
-            if not _is_int(v) or v < 1:
-                raise _bad(path, f"latency.{k}", "a whole number of tokens >= 1", v, f"{k} = 64")
-            out[k] = v
+            out[k] = whole(v, f"latency.{k}", f"target file {path}", 1, None, "a whole number of tokens >= 1",
+                           f"{k} = 64")
         else:
-            ok = _is_number(v)
-            try:
-                x = float(v) if ok else math.nan
-            except OverflowError:
-                x = math.inf
-            if not ok or not math.isfinite(x) or x <= 0:
-                raise _bad(path, f"latency.{k}", "a finite number > 0", v, f"{k} = 20")
-            out[k] = x
+            out[k] = number(v, f"latency.{k}", f"target file {path}", 0.0, None, "a finite number > 0", f"{k} = 20")
     return out
 
 
@@ -228,8 +172,6 @@ def check_target_device(tgt: Target) -> None:
     any export work, naming the target file and the built-in devices."""
     if tgt.device is None:
         return
-    from edgeslm.latency.devices import builtin_devices, load_device
-
     where = tgt.path or tgt.name
     try:
         load_device(tgt.device)
@@ -237,7 +179,7 @@ def check_target_device(tgt: Target) -> None:
         known = sorted(builtin_devices())
         if e.problem.startswith("unknown device"):
             raise InputError(f"target {where} names device {tgt.device!r}, which is not a known device profile",
-                             f"{_suggest(tgt.device, known)}built-in devices are {', '.join(known)}; or set device "
+                             f"{suggest(tgt.device, known)}built-in devices are {', '.join(known)}; or set device "
                              "to the path of a device .toml") from None
         raise InputError(f"target {where} names device {tgt.device!r}, which cannot be used: {e.problem}",
                          e.hint or f"built-in devices are {', '.join(known)}") from None
@@ -246,8 +188,6 @@ def check_target_device(tgt: Target) -> None:
 def check_gate_coverage(tgt: Target, pairs: list[tuple[str, str]]) -> None:
     """Every gated stage of every artifact ``tgt`` builds must resolve to a gate (the target's, or the backend's
     own for its internal checks), before any heavy work: an ungated stage would otherwise pass silently."""
-    from edgeslm.backends import get_backend
-
     where = tgt.path or tgt.name
     if tgt.gates.get("reauthoring") is None:
         raise InputError(f"target {tgt.name} ({where}) has no [gates.reauthoring] table",

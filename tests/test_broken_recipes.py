@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-import edgeslm.backends.executorch.backend as et_backend
+import edgeslm.backends.executorch.work as et_backend
 import edgeslm.backends.executorch.export as et_export
 from edgeslm.pipeline import export
 

@@ -52,8 +52,8 @@ def copy(bundle, tmp_path):
 
 @pytest.fixture
 def sha_calls(monkeypatch) -> list[str]:
-    """Every file hashed (the integrity check and verify hash through edgeslm.bundle.files.sha256)."""
-    from edgeslm.bundle import files
+    """Every file hashed (the integrity check and verify hash through edgeslm.filefacts.sha256)."""
+    from edgeslm import filefacts as files
 
     calls: list[str] = []
     real = files.sha256
@@ -114,7 +114,7 @@ def flip_bit(p: Path, at: int | None = None) -> None:
 def settle(b: Path) -> None:
     """Wait until every file of ``b`` is older than the cache's racy window (files changed within it are hashed
     but not cached)."""
-    from edgeslm.bundle.integrity import RACY_NS
+    from edgeslm.integrity import RACY_NS
 
     newest = max(max(p.stat().st_ctime_ns, p.stat().st_mtime_ns) for p in b.rglob("*"))
     wait = (newest + RACY_NS - time.time_ns()) / 1e9 + 0.05

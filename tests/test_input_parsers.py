@@ -30,7 +30,7 @@ from edgeslm.latency.devices import builtin_devices, parse_device
 from edgeslm.parity.report import parity_document
 from edgeslm.reports.collect import load_report, load_target
 from edgeslm.reports.gate import load_gate_file
-from edgeslm.reports.schemas import problems, reader_problems
+from edgeslm.json_schemas import problems, reader_problems
 from edgeslm.reports.write import write_reports
 from edgeslm.target import Target, builtin_targets, check_target_device, parse_target
 

@@ -16,7 +16,7 @@ from edgeslm.latency.devices import builtin_devices, load_device
 from edgeslm.latency.perf import predict
 from edgeslm.latency.report import check_budgets
 from edgeslm.latency.workload import from_artifact
-from edgeslm.reports.schemas import problems
+from edgeslm.json_schemas import problems
 
 
 def test_left_out_points_within_15_percent():

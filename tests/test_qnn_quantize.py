@@ -64,7 +64,7 @@ def test_block_recipe_quantizes_linears_per_block(demo, monkeypatch):
     """16a4w-block (LPBQ) reaches QnnQuantizer as per-block int4 weights: the converted graph dequantizes the
     linears block-wise (torchao's dequantize_affine over blocks of 32 input channels, or --group-size's), the
     sensitive lm_head per channel."""
-    from edgeslm.backends.executorch_qnn.backend import _schemes
+    from edgeslm.backends.executorch_qnn.work import _schemes
     from edgeslm.quant.recipes import get_recipe
 
     dec, ids = demo

@@ -11,7 +11,7 @@ from edgeslm.gates import Thresholds
 from edgeslm.parity.report import parity_document
 from edgeslm.records import (PARITY_WORD, Check, Status, Validation, artifact_size, artifact_verdict, ships,
                              verdict)
-from edgeslm.reports.schemas import problems
+from edgeslm.json_schemas import problems
 
 
 def _check(stage, artifact, th, kl=0.01, top1=0.95) -> Check:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
-from edgeslm.reports.schemas import problems
+from edgeslm.json_schemas import problems
 
 # Loose gates for random-weight tiny models (their top-1 under quantization says little; KL bounds the damage).
 TARGET = """

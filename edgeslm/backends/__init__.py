@@ -5,7 +5,7 @@ adding one means that folder and one line in :data:`REGISTRY`. Nothing else in e
 pipeline, target files, the latency model, preflight, ``inspect``, reports and the CLI's help ask the registry.
 
 :func:`get_backend` hands out the backend instance; its ``generate`` first checks the artifact's files against the
-manifest (:func:`edgeslm.bundle.integrity.check_artifact`): one check for every backend, so no runtime ever loads
+manifest (:func:`edgeslm.integrity.check_artifact`): one check for every backend, so no runtime ever loads
 bytes the manifest does not vouch for. This module and the backend modules import nothing heavy (the bare-runtime
 RSS reference imports them before its baseline).
 """
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING
 
+from edgeslm.backends.protocol import Backend
 from edgeslm.errors import InputError
-
-if TYPE_CHECKING:
-    from edgeslm.backends.protocol import Backend
+from edgeslm.quant.recipes import ALIASES
 
 # name → "module:Class", in the order help texts and reports list them
 REGISTRY: dict[str, str] = {
@@ -38,8 +36,7 @@ def backend_names() -> tuple[str, ...]:
 
 @cache
 def _load(spec: str) -> Backend:
-    from edgeslm.backends.protocol import Backend
-
+    # The registry's lazy point: a backend class is imported by name, only when asked for.
     module, _, cls_name = spec.partition(":")
     cls = vars(importlib.import_module(module))[cls_name]
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
@@ -89,8 +86,6 @@ def format_of(name: str):
 
 def recipes_help() -> str:
     """``fp32, 8da4w, int8w (executorch); ...``: each backend's recipes, aliases named (CLI help)."""
-    from edgeslm.quant.recipes import ALIASES
-
     def show(r: str) -> str:
         aliases = [a for a, n in ALIASES.items() if n == r]
         return f"{r} (alias {', '.join(aliases)})" if aliases else r

@@ -6,8 +6,12 @@ reports, CLI help) asks it through these members only: no attribute is probed, n
 elsewhere. Its class attributes are checked when the class is defined (:meth:`Backend.__init_subclass__`), so a
 missing or misspelled member fails at import, not as a silently different figure.
 
-Backend modules stay importable without torch or any runtime (heavy imports live inside methods): the registry
-imports them for their facts (CLI help, target files, predictions, the bare-runtime RSS reference).
+Backend modules stay importable without torch or any runtime: the registry imports them for their facts (CLI
+help, target files, predictions, ``gate``/``report``, the bare-runtime RSS reference). So ``backend.py`` holds the
+light facts, and a backend's heavy work (export, runtime glue) lives in sibling modules that import torch, the
+runtime and edgeslm's model code at their tops. The backend reaches them through the one lazy import point of
+every backend, defined here: :attr:`Backend.work` (its ``<package>.work`` module, imported on first use), and
+:func:`deferred` for an artifact format's reader (``inspect``/``report`` read a file without the export tooling).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import abc
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
 
 if TYPE_CHECKING:
     from edgeslm.backends.base import ExportJob
@@ -24,6 +30,18 @@ if TYPE_CHECKING:
     from edgeslm.quant.recipes import Recipe
     from edgeslm.records import Artifact, NotBuilt
     from edgeslm.target import Target
+
+
+def deferred(module: str, name: str) -> Callable:
+    """``module.name``, imported when first called: how a backend names heavy code (an artifact reader importing
+    onnx, the ExecuTorch runtime or coremltools) without importing it with its facts."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"{module}.{name}, imported on first call"
+    return call
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,13 @@ class Backend(abc.ABC):
         if (cls.option_section is None) != (cls.parse_options is Backend.parse_options):
             raise TypeError(f"backend class {cls.__qualname__}: option_section and parse_options() go together")
 
+    @property
+    def work(self) -> ModuleType:
+        """This backend's heavy module, ``<its package>.work``: the export and runtime work its methods hand over
+        to, with torch, the runtime and the model code imported at its top. Imported on first use: the one lazy
+        import of a backend, so that its facts stay importable without any of that."""
+        return importlib.import_module(type(self).__module__.rsplit(".", 1)[0] + ".work")
+
     # -- export -------------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -152,7 +177,9 @@ class Backend(abc.ABC):
         (one check for every backend, so no runtime loads bytes the manifest does not vouch for); a runtime that
         cannot run here says so itself, without hashing first."""
         if not self.unavailable_here():
-            from edgeslm.bundle.integrity import check_artifact
+            # Lazy on purpose: the bare-runtime RSS reference imports every backend module (and so this one)
+            # before its baseline, and must not carry the manifest validator (jsonschema) into it.
+            from edgeslm.integrity import check_artifact
 
             check_artifact(Path(bundle), artifact)
         return self._generate(Path(bundle), artifact, prompt, max_new_tokens, temperature, on_token)

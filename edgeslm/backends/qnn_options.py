@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeslm.backends.genai_options import provider_options
 from edgeslm.errors import InputError
+from edgeslm.toml_kit import bad, reject_unknown, suggest, text, whole
 
 SECTION = "qnn"
 # SoCs ExecuTorch 1.5.1's Qualcomm backend compiles for (executorch.backends.qualcomm.serialization.qc_schema
@@ -19,35 +21,31 @@ def parse_qnn_options(table, path: Path) -> dict:
     """``[qnn]``: text the activation ranges are calibrated on (a file, relative to the target file; default: the
     built-in calibration text), how many windows of it, the QNN EP options written into the ONNX folder's
     genai_config.json, and the SoC ExecuTorch's Qualcomm backend compiles for."""
-    from edgeslm.gates import _suggest
-    from edgeslm.target import _bad, _is_int, _provider_options, _reject_unknown, _text
-
+    where = f"target file {path}"
     if not isinstance(table, dict):
-        raise _bad(path, "qnn", "a table ([qnn])", table, '[qnn] with soc = "SM8650"')
-    _reject_unknown(table, QNN_KEYS, "qnn", path)
+        raise bad("qnn", where, "a table ([qnn])", table, '[qnn] with soc = "SM8650"')
+    reject_unknown(table, QNN_KEYS, f"qnn of {where}")
     out: dict = {}
     if "calibration_text" in table:
-        text = _text(table, "calibration_text", path, 'calibration_text = "calibration.txt"', empty_ok=False)
-        f = (path.parent / text) if not Path(text).is_absolute() else Path(text)
+        name = text(table["calibration_text"], "calibration_text", where, 'calibration_text = "calibration.txt"',
+                    empty_ok=False)
+        f = (path.parent / name) if not Path(name).is_absolute() else Path(name)
         if not f.is_file():
             raise InputError(f"qnn.calibration_text in target file {path} names {f}, which is not a file",
                              "give the path of a UTF-8 text file, relative to the target file")
         out["calibration_text"] = f.resolve()
     if "calibration_samples" in table:
-        v = table["calibration_samples"]
-        if not _is_int(v) or not 1 <= v <= 4096:
-            raise _bad(path, "qnn.calibration_samples", "a whole number of text windows in 1..4096", v,
-                       "calibration_samples = 32")
-        out["calibration_samples"] = v
+        out["calibration_samples"] = whole(table["calibration_samples"], "qnn.calibration_samples", where, 1, 4096,
+                                           "a whole number of text windows in 1..4096", "calibration_samples = 32")
     if "provider_options" in table:
-        out["provider_options"] = _provider_options(
+        out["provider_options"] = provider_options(
             table["provider_options"], path, "qnn.provider_options",
             'provider_options = [{ qnn = { backend_path = "libQnnHtp.so" } }]')
     if "soc" in table:
-        soc = _text(table, "soc", path, 'soc = "SM8650"', empty_ok=False)
+        soc = text(table["soc"], "soc", where, 'soc = "SM8650"', empty_ok=False)
         if soc not in QNN_SOCS:
             raise InputError(f"qnn.soc in target file {path} is {soc!r}, which ExecuTorch's Qualcomm backend does "
-                             "not know", f"{_suggest(soc, QNN_SOCS)}supported SoCs are {', '.join(QNN_SOCS)}")
+                             "not know", f"{suggest(soc, QNN_SOCS)}supported SoCs are {', '.join(QNN_SOCS)}")
         out["soc"] = soc
     return out
 

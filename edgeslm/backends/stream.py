@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
+from edgeslm.errors import InputError
 
 REPLACEMENT = "\ufffd"
 
@@ -113,8 +114,6 @@ def step_tokens(model, prompt_ids: list[int], max_new_tokens: int, context_lengt
     """Generated ids from a ``step(tokens, start_pos) -> last logits`` model (a runtime's KV-cached forward):
     prefill the prompt once, then one step per new token, while prompt + generated fit ``context_length``.
     Lazy: the model steps only when the next id is asked for, so stopping at eos costs no extra step."""
-    from edgeslm.errors import InputError
-
     if not prompt_ids:
         raise InputError("the prompt encodes to no tokens", "pass a non-empty --prompt")
     if len(prompt_ids) >= context_length:

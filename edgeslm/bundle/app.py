@@ -10,39 +10,13 @@ marks the last turn, counts turns...) is kept as Jinja only, with ``kind: "none"
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
 
-# Conversations the derived pieces must reproduce exactly (also written to golden.json for the apps' tests).
-CHECK_CONVERSATIONS = (
-    ((("user", "Hi there"),), True),
-    ((("user", "What is 2+2?"), ("assistant", "4."), ("user", "And 3+3?")), True),
-    ((("system", "You are terse."), ("user", "Name a colour."), ("assistant", "Red."), ("user", "Another?")), True),
-    ((("user", "Say café, 中文 and 🙂"),), False),
-    ((("user", "Hello"), ("assistant", "Hi! How can I help?")), False),
-    ((("user", "  spaced out  "),), True),
-)
-
-# The defaults transformers' GenerationConfig uses where a model's generation_config.json is silent.
-GENERATION_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, "repetition_penalty": 1.0,
-                       "max_new_tokens": 64}
-
-
-def generation_defaults(generation: dict) -> dict:
-    """One set of generation defaults: the model's generation_config.json over transformers' defaults, typed.
-    The manifest and genai_config.json's ``search`` are both written from it, so they cannot differ."""
-    out = dict(GENERATION_DEFAULTS)
-    for key, default in GENERATION_DEFAULTS.items():
-        value = generation.get(key)
-        if value is not None and not isinstance(value, (dict, list)):
-            try:
-                out[key] = type(default)(value)
-            except (TypeError, ValueError):
-                pass
-    return out
-
-
-def messages(conversation) -> list[dict]:
-    return [{"role": r, "content": c} for r, c in conversation]
-
+from edgeslm.backends import get_backend
+from edgeslm.bundle.conversations import CHECK_CONVERSATIONS, messages
+from edgeslm.bundle.golden import golden_vectors, write_golden
+from edgeslm.filefacts import file_entry
+from edgeslm.model.generation import generation_defaults
 
 def _render(tokenizer, conv, add_generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages(conv), tokenize=False, add_generation_prompt=add_generation_prompt)
@@ -179,8 +153,6 @@ def prompt_and_stop(tokenizer, bos_id, eos_ids) -> tuple[dict, dict]:
 
 
 def runtime_version(package: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -190,8 +162,6 @@ def runtime_version(package: str) -> str | None:
 def load_entries(artifacts: list) -> None:
     """Each artifact's ``load`` (what its runtime opens, which runtime and version, which tokenizer file), from
     its backend; in place, on the Artifact records."""
-    from edgeslm.backends import get_backend
-
     for a in artifacts:
         backend = get_backend(a.backend)
         version = runtime_version(backend.app.package)
@@ -203,10 +173,6 @@ def load_entries(artifacts: list) -> None:
 
 def app_section(ckpt, bundle, artifacts: list[dict], status=lambda msg: None) -> dict:
     """The manifest's ``app`` section, writing golden.json into ``bundle`` (its artifacts already there)."""
-    from edgeslm.backends import get_backend
-    from edgeslm.bundle.files import file_entry
-    from edgeslm.bundle.golden import golden_vectors, write_golden
-
     tok, sp = ckpt.tokenizer, ckpt.special
     chat, _ = derive_chat(tok, ckpt.chat_template)
     prompt, stop = prompt_and_stop(tok, sp.bos_id, sp.eos_ids)

@@ -1,29 +1,15 @@
-"""File facts for manifests, and the atomic write of a bundle folder."""
+"""The atomic write of a bundle folder, and what may be written over (file facts: :mod:`edgeslm.filefacts`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgeslm.errors import InputError
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_entry(folder: Path, name: str) -> dict:
-    p = folder / name
-    return {"file": name, "bytes": p.stat().st_size, "sha256": sha256(p)}
+from edgeslm.filefacts import file_entry, sha256  # noqa: F401  (re-exported: the pipeline lists files through here)
 
 
 def _kind(folder: Path) -> str | None:

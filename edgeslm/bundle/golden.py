@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-from edgeslm.bundle.app import CHECK_CONVERSATIONS, messages
+from edgeslm.backends import get_backend, unavailable_here
+from edgeslm.bundle.conversations import CHECK_CONVERSATIONS, messages
 from edgeslm.gates import DECISIVE_MARGIN
+from edgeslm.records import artifact_name
 
 GOLDEN = "golden.json"
 SCHEMA_VERSION = "1.0"
@@ -130,9 +132,6 @@ def greedy_here(model, prompt_ids: list[int], n: int, eos_ids) -> tuple[list[int
 def golden_vectors(tokenizer, has_template: bool, bundle: Path, artifacts: list[dict], eos_ids, add_bos: bool,
                    status=lambda msg: None) -> dict:
     """The whole golden.json document for ``bundle`` (its artifacts already written there)."""
-    from edgeslm.backends import get_backend, unavailable_here
-    from edgeslm.records import artifact_name
-
     greedy = []
     for a in artifacts:
         entry = {"artifact": artifact_name(a), "runtime": a["load"]["runtime"], "add_bos": add_bos}

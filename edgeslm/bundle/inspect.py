@@ -12,13 +12,12 @@ from pathlib import Path
 from edgeslm.bundle.manifest import read_manifest
 from edgeslm.errors import InputError
 from edgeslm.records import artifact_name, artifact_size
+from edgeslm.backends import get_backend
 
 
 def read_artifact(bundle: Path, backend: str, path: str) -> dict:
     """One artifact read by the reader of its backend's file format; any failure of the reader (garbage bytes, a
     truncated file, a reader library's own error) is the file's problem, said in one line."""
-    from edgeslm.backends import get_backend
-
     try:
         fmt = get_backend(backend).artifact_format
     except InputError as e:

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from edgeslm.errors import InputError
+from edgeslm.bundle.manifest import verify
 
 DEVICE_DIR = "/data/local/tmp/edgeslm"
 
@@ -46,8 +47,6 @@ def devices(adb: str) -> list[str]:
 def push(bundle: Path, serial: str | None = None, device_dir: str = DEVICE_DIR) -> str:
     """Verify ``bundle``, push it to ``device_dir/<bundle name>`` on the device, make it readable; returns the
     path on the device."""
-    from edgeslm.bundle.manifest import verify
-
     problems = verify(bundle)
     if problems:
         raise InputError(f"{bundle} does not verify ({problems[0]}{' and more' if len(problems) > 1 else ''})",

@@ -3,7 +3,7 @@
 Each artifact runs in its own process (``edgeslm.latency.worker``): warm-up runs, then repeats; reported as median
 with min/max. Artifacts whose runtime cannot run here (Core ML off macOS) are listed as not measured, with why.
 Before anything is timed, every artifact that will load is checked against the manifest (sizes and sha256,
-:func:`edgeslm.bundle.integrity.check_artifact`): a changed or corrupt file is refused, never timed.
+:func:`edgeslm.integrity.check_artifact`): a changed or corrupt file is refused, never timed.
 
 ``peak_rss_mib`` is the memory the artifact costs in its runtime: peak RSS over loading it and generating one
 response (prompt + new tokens) the way an app does, minus the RSS of the worker with only the runtime imported
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeslm.backends import get_backend, unavailable_here
-from edgeslm.bundle.integrity import check_artifact
+from edgeslm.integrity import check_artifact
 from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.errors import InputError, InternalError
 from edgeslm.latency.workload import require_shape

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from edgeslm.backends import all_backends, backend_names
 from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
-from edgeslm.gates import _show, toml_key
 from edgeslm.latency.workload import KINDS
+from edgeslm.toml_kit import flag, number, reject_unknown, show, text, toml_key
 
 # Share of datasheet peak DRAM bandwidth a plain streaming read reaches on a CPU (typical STREAM results; an
 # assumption used only to turn the host's measured bandwidth into a "peak" comparable to the device files).
@@ -55,55 +56,33 @@ _TOP = {f.name for f in fields(Device)} - {"path"}
 _PERF = {f.name for f in fields(BackendPerf)}
 
 
-def _reject(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise InputError(f"unknown key {unknown[0]!r} in {where}", f"supported keys are {', '.join(sorted(allowed))}")
-
-
 def _number(v, key: str, path: Path, low: float, high: float | None, want: str, example: str,
             low_inclusive: bool = False) -> float:
-    """``v`` as a finite float in (low, high] (or [low, high] with ``low_inclusive``), else an InputError naming
-    ``key`` in ``path``."""
-    import math
-
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    try:
-        x = float(v) if ok else math.nan
-    except OverflowError:  # an integer too large for a float
-        x = math.inf
-    if not ok or not math.isfinite(x) or (x < low if low_inclusive else x <= low) or (high is not None and x > high):
-        raise InputError(f"{key} in device file {path} must be {want}, not {_show(v)}", f"write e.g. {example}")
-    return x
+    return number(v, key, f"device file {path}", low, high, want, example, low_inclusive)
 
 
 def _text(v, key: str, path: Path, example: str, empty_ok: bool = True) -> str:
-    if not isinstance(v, str) or (not empty_ok and not v.strip()):
-        raise InputError(f"{key} in device file {path} must be a {'string' if empty_ok else 'non-empty string'}, "
-                         f"not {_show(v)}", f"write e.g. {example}")
-    return v
+    return text(v, key, f"device file {path}", example, empty_ok)
 
 
 def _per_kind(v, key: str, path: Path, high: float | None, want: str, example: float) -> dict[str, float]:
     kinds = ", ".join(f"{k} = {example}" for k in KINDS)
     if not isinstance(v, dict) or not v:
-        raise InputError(f"{key} in device file {path} must be a non-empty table {{kind = number}}, not {_show(v)}",
+        raise InputError(f"{key} in device file {path} must be a non-empty table {{kind = number}}, not {show(v)}",
                          f"write e.g. {key.rsplit('.', 1)[-1]} = {{ {kinds} }} (the kinds the backend runs)")
-    _reject(v, set(KINDS), f"{key} of {path}")
+    reject_unknown(v, set(KINDS), f"{key} of {path}")
     return {k: _number(v[k], f"{key}.{k}", path, 0.0, high, want, f"{k} = {example}") for k in KINDS if k in v}
 
 
 def _backend(name: str, table, path: Path) -> BackendPerf:
-    from edgeslm.backends import backend_names
-
     where = f"[backends.{toml_key(name)}]"
     if name not in backend_names():
         raise InputError(f"unknown backend {name!r} ({where}) in device file {path}",
                          f"supported backends are {', '.join(backend_names())}")
     if not isinstance(table, dict):
-        raise InputError(f"{where} in device file {path} must be a table, not {_show(table)}",
+        raise InputError(f"{where} in device file {path} must be a table, not {show(table)}",
                          "write it as a [backends.NAME] table with bandwidth_efficiency and prefill_gflops")
-    _reject(table, _PERF, f"{where} of {path}")
+    reject_unknown(table, _PERF, f"{where} of {path}")
     missing = [k for k in ("bandwidth_efficiency", "prefill_gflops") if k not in table]
     if missing:
         raise InputError(f"{where} in device file {path} lacks {', '.join(missing)}",
@@ -118,10 +97,8 @@ def _backend(name: str, table, path: Path) -> BackendPerf:
         if missing:
             raise InputError(f"backends.{name}.{kb} in device file {path} lacks {', '.join(missing)}",
                              f"give {kb} and {ka} figures for the same kernel kinds")
-    static = table.get("static_cache", False)
-    if not isinstance(static, bool):
-        raise InputError(f"backends.{name}.static_cache in device file {path} must be true or false, not "
-                         f"{_show(static)}", "write e.g. static_cache = true")
+    static = flag(table.get("static_cache", False), f"backends.{name}.static_cache", f"device file {path}",
+                  "static_cache = true")
     limit = _number(table.get("max_context_gb", 0.0), f"backends.{name}.max_context_gb", path, 0.0, None,
                     "a finite number of GB >= 0 (0: no limit)", "max_context_gb = 3.5", low_inclusive=True)
     source = _text(table.get("limit_source", ""), f"backends.{name}.limit_source", path,
@@ -144,14 +121,14 @@ def _backend(name: str, table, path: Path) -> BackendPerf:
 
 def parse_device(path: Path) -> Device:
     data = read_toml(path, "device file", "see the built-in profiles in edgeslm/targets/devices/")
-    _reject(data, _TOP, f"device file {path}")
+    reject_unknown(data, _TOP, f"device file {path}")
     missing = sorted({"name", "description", "memory_bandwidth_gb_s", "usable_memory_gb"} - set(data))
     if missing:
         raise InputError(f"device file {path} lacks {', '.join(missing)}", "add them (see the built-in profiles)")
     tables = data.get("backends", {})
     if not isinstance(tables, dict):
         raise InputError(f"backends in device file {path} must be tables like [backends.executorch], not "
-                         f"{_show(tables)}", "see the built-in profiles in edgeslm/targets/devices/")
+                         f"{show(tables)}", "see the built-in profiles in edgeslm/targets/devices/")
     return Device(
         name=_text(data["name"], "name", path, 'name = "my-phone"', empty_ok=False),
         description=_text(data["description"], "description", path, 'description = "what it is"'),
@@ -182,8 +159,6 @@ def host_device(facts: dict) -> Device:
     Measured bandwidth is already an achieved figure, not a datasheet peak, so the efficiencies are applied
     relative to the reference phone's own achievable share of its peak (``STREAM_SHARE``).
     """
-    from edgeslm.backends import all_backends
-
     ref = load_device(HOST_REFERENCE)
     bw = facts["memory_bandwidth"]["read_gb_s"] / STREAM_SHARE
     host = [b.name for b in all_backends() if b.host_cpu]  # backends that run on a CPU like this one

@@ -22,23 +22,28 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+from edgeslm.backends import backend_names, get_backend  # light: no backend's heavy imports
+from edgeslm.latency.rss import PeakRss, import_runtime
+
+
+def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
+    """The fixed pseudo-random prompt bench and this reference feed (seeded: runs and machines compare alike)."""
+    rng = random.Random(seed)
+    return [rng.randrange(3, vocab_size) for _ in range(n)]  # skip the usual pad/bos/eos ids
+
+
 def has_bare_runtime(backend: str) -> bool:
     """Whether artifacts of ``backend`` have a bare-runtime loop (a reference for their RSS)."""
-    from edgeslm.backends import get_backend
-
     return get_backend(backend).has_bare_runtime
 
 
 def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict:
     """In *this* process (a fresh interpreter, or bench's worker before it imports anything else): import the runtime, baseline, load, generate."""
-    from edgeslm.backends import backend_names, get_backend  # light: no backend's heavy imports
-    from edgeslm.latency.rss import PeakRss, import_runtime
-    from edgeslm.latency.worker import prompt_ids  # stdlib-only module: the same prompt bench feeds
-
     m = json.loads((bundle / "manifest.json").read_text())
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
@@ -75,7 +80,8 @@ def bench_vs_runtime(bundle: Path, prompt_len: int = 128, gen_len: int = 64, war
                      repeats: int = 3) -> list[dict]:
     """Per artifact: ``bench``'s ``peak_rss_mib`` beside the bare runtime's figure and their ratio (the table
     the benchmark shows). Artifacts bench cannot run here, or with no bare reference, carry ``reason``."""
-    from edgeslm.latency.bench import bench_bundle
+    from edgeslm.latency.bench import bench_bundle  # not at the top: a bare-runtime process imports this module
+
 
     rows = []
     for i, b in enumerate(bench_bundle(Path(bundle), prompt_len, gen_len, warmup, repeats)):

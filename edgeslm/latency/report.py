@@ -17,6 +17,8 @@ from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
 from edgeslm.latency.workload import from_artifact, require_shape
 from edgeslm.records import CONTEXT_BUDGET, Budget, Latency, Manifest, Measured, Predicted
+from edgeslm.latency.bench import bench_bundle
+from edgeslm.latency.host import host_facts
 
 LATENCY_SCHEMA_VERSION = "1.1"  # 1.1: peak_rss_mib is the artifact's cost above the runtime baseline
 LATENCY_FILE = "latency.json"
@@ -76,9 +78,6 @@ def latency_for_export(folder: Path, label: str, target, status: Callable[[str],
     """What export writes: a short bench of every artifact here + the target device's prediction + budgets.
     ``manifest``: the bundle's record, before it is written (prediction reads it; the bench's runtimes load the
     bundle as an app does, manifest.json included)."""
-    from edgeslm.latency.bench import bench_bundle
-    from edgeslm.latency.host import host_facts
-
     m = manifest.to_json() if manifest is not None else read_manifest(folder)
     ctx = m["context_length"]
     prompt_len = min(prompt_len, ctx // 2)

@@ -19,23 +19,18 @@ from __future__ import annotations
 
 import gc
 import json
-import random
 import sys
 import time
 from pathlib import Path
 
-
-def prompt_ids(vocab_size: int, n: int, seed: int = 0) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randrange(3, vocab_size) for _ in range(n)]  # skip the usual pad/bos/eos ids
+from edgeslm.latency.reference_rss import has_bare_runtime, measure_here, prompt_ids
+from edgeslm.latency.rss import PeakRss
+from edgeslm.quiet import native_output_silenced
 
 
 def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict | None:
     """Pass 1, before anything but the runtime is imported: the artifact loaded and one response generated the
     way an app does (:func:`edgeslm.latency.reference_rss.measure_here`). None for runtimes it has no loop for."""
-    from edgeslm.latency.reference_rss import has_bare_runtime, measure_here
-    from edgeslm.quiet import native_output_silenced
-
     backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
     if not has_bare_runtime(backend):
         return None
@@ -46,13 +41,11 @@ def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: 
 
 
 def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int) -> dict:
-    from edgeslm.latency.rss import PeakRss
-    from edgeslm.quiet import native_output_silenced
-
     memory = _memory_in_bare_runtime(bundle, index, prompt_len, gen_len)
 
+    # Only now, after the bare-runtime pass: the registry's step models and the validating manifest reader.
     from edgeslm.backends import get_backend
-    from edgeslm.bundle.manifest import read_manifest
+    from edgeslm.manifest import read_manifest
 
     m = read_manifest(bundle)
     art = m["artifacts"][index]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from edgeslm.errors import InputError
 from edgeslm.quant.recipes import KINDS  # noqa: F401  (the kernel kinds; device profiles read them here)
+from edgeslm.backends import get_backend
+from edgeslm.quant.recipes import get_recipe
 
 # Which kernels a recipe runs (KINDS: float, int8_dynamic, weight_only, fixed_point), for the efficiency factors of
 # the device profiles, comes from the recipe's rules (edgeslm.quant.recipes), as do the embedding table's bits.
@@ -59,9 +61,6 @@ def from_artifact(manifest: dict, artifact: dict) -> Workload:
     """The workload of one artifact of a bundle: bytes from the files the runtime loads, dimensions from the
     manifest's model shape, kernels and embedding storage from the recipe, the KV cache's element size from the
     backend."""
-    from edgeslm.backends import get_backend
-    from edgeslm.quant.recipes import get_recipe
-
     shape = artifact.get("model_shape") or manifest["model"]["shape"]  # a draft model's artifact has its own
     recipe = get_recipe(artifact["recipe"])
     files = [artifact, *artifact.get("files", [])]

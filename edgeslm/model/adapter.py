@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from edgeslm.errors import InputError
-from edgeslm.model.source import ModelSource
+from edgeslm.model.source import ModelSource, resolve_hub
+from edgeslm.model.checkpoint import LazyWeights, check_safetensors_headers
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -63,9 +64,7 @@ def resolve_adapter(spec: str, revision: str | None = None) -> ModelSource:
         return ModelSource(local.resolve(), str(local), "local")
     if spec.startswith((".", "/", "~")):
         raise InputError(f"adapter folder {spec} does not exist", "check the path")
-    from edgeslm.model.source import _resolve_hub
-
-    src = _resolve_hub(spec, revision, "adapter")
+    src = resolve_hub(spec, revision, "adapter")
     if not (src.path / CONFIG).is_file():
         raise InputError(f"{spec} in the HF cache is not a PEFT adapter (no {CONFIG})", "pass a LoRA adapter id")
     return src
@@ -84,8 +83,6 @@ def _config(folder: Path) -> dict:
 
 def load_adapter(spec: str, ckpt, name: str | None = None, revision: str | None = None) -> Adapter:
     """Resolve and check one adapter against the base checkpoint ``ckpt`` (headers only: no weight read)."""
-    from edgeslm.model.checkpoint import LazyWeights, _check_safetensors_headers
-
     src = resolve_adapter(spec, revision)
     folder = src.path
     cfg = _config(folder)
@@ -114,7 +111,7 @@ def load_adapter(spec: str, ckpt, name: str | None = None, revision: str | None 
         raise InputError(f"{where} has no {WEIGHTS}" + (f" (only pickle weights: {', '.join(pickles)})" if pickles
                                                         else ""),
                          "save the adapter with safe_serialization=True (unpickling runs arbitrary code)")
-    _check_safetensors_headers([weights])
+    check_safetensors_headers([weights])
     lora = LazyWeights([weights])
     parts: dict[str, dict[str, str]] = {}
     for key in lora:
@@ -154,8 +151,6 @@ class MergedWeights(Mapping):
     """The base checkpoint's lazy weights with one adapter merged into the weights it adapts (fp32)."""
 
     def __init__(self, base, adapter: Adapter):
-        from edgeslm.model.checkpoint import LazyWeights
-
         self.base, self.adapter = base, adapter
         self.lora = LazyWeights([adapter.source.path / WEIGHTS])
 

@@ -15,6 +15,7 @@ import torch
 
 from edgeslm.errors import InputError
 from edgeslm.model.source import ModelSource
+from edgeslm.model.families import family_for
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -210,7 +211,7 @@ def _read_header(f: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _check_safetensors_headers(files: list[Path]) -> None:
+def check_safetensors_headers(files: list[Path]) -> None:
     """Cheap integrity check: the header parses and the file is as long as the header says."""
     import struct
 
@@ -277,14 +278,12 @@ def load_checkpoint(source: ModelSource) -> Checkpoint:
 
     folder = source.path
     files = _weight_files(folder)
-    _check_safetensors_headers(files)
+    check_safetensors_headers(files)
     try:
         config = AutoConfig.from_pretrained(folder)
     except Exception as e:  # transformers validates configs with many exception types
         why = " ".join(str(e).split())
         raise InputError(f"cannot read {folder / 'config.json'}: {why}", "check the model folder") from None
-
-    from edgeslm.model.families import family_for
 
     family_for(config)  # fail early on unsupported architectures
 

@@ -49,7 +49,7 @@ def resolve(model: str, revision: str | None = None) -> ModelSource:
         return ModelSource(local.resolve(), str(local), "local")
     if model.startswith((".", "/", "~")):
         raise InputError(f"local folder {model} does not exist", "check the path")
-    return _resolve_hub(model, revision)
+    return resolve_hub(model, revision)
 
 
 def _cache_dir() -> str | None:
@@ -61,7 +61,7 @@ def _cache_dir() -> str | None:
     return None
 
 
-def _resolve_hub(repo_id: str, revision: str | None, what: str = "model") -> ModelSource:
+def resolve_hub(repo_id: str, revision: str | None, what: str = "model") -> ModelSource:
     """``repo_id`` at ``revision`` from the HF cache (the Hub only when not offline); ``what`` names it in errors."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (

@@ -11,15 +11,6 @@ from edgeslm.records import Check, Status, Validation, ships, verdict
 # keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
 PARITY_SCHEMA_VERSION = "1.2"  # 1.2: adapter stage
 
-STAGE_TITLES = {
-    "reauthoring": "Re-authoring (transformers fp32 → edgeslm fp32 decoder)",
-    "quantization": "Quantization (edgeslm fp32 → quantized eager)",
-    "lowering": "Lowering (quantized eager → artifact in its runtime)",
-    "runtime_agreement": "Runtime agreement (the app's runtime vs the runtime parity measured)",
-    "end_to_end": "End to end (transformers fp32 → artifact in its runtime), informational",
-}
-
-
 def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = ()) -> dict:
     """``checks``: metric comparisons between two models; ``validations``: pass/fail facts (a package's structure)
     and stages that could not run here (``status: not_run`` with the reason; they never count as passed)."""

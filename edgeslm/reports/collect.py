@@ -15,6 +15,10 @@ from pathlib import Path
 from edgeslm.errors import InputError
 from edgeslm.records import (ArtifactRow, Budget, Check, Manifest, Report, Row, Status, TargetReport, Validation,
                              artifact_name, ships, verdict)
+from edgeslm.backends import get_backend
+from edgeslm.bundle.inspect import read_artifact
+from edgeslm.bundle.manifest import MANIFEST, read_manifest
+from edgeslm.json_schemas import SCHEMAS, problems, reader_problems
 
 REPORT_SCHEMA_VERSION = "1.0"
 REPORT_FILES = ("manifest.json", "parity.json", "latency.json")
@@ -50,8 +54,6 @@ def _read(path: Path) -> dict:
         raise InputError(f"{path} is not a valid {kind}: it holds a JSON {type(doc).__name__}, not an object", FIX)
     if path.name == "summary.json" and doc.get("kind") != "edgeslm-report":
         raise InputError(f"{path} is not an edgeslm report (its kind is {str(doc.get('kind'))[:40]!r})", FIX)
-    from edgeslm.reports.schemas import SCHEMAS, problems
-
     _check(path, doc, problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
     return doc
 
@@ -59,8 +61,6 @@ def _read(path: Path) -> dict:
 def _check(path: Path, doc: dict, found: list[str] | None = None) -> None:
     """Raise on the first of ``found`` (published-schema problems), else of what the readers need of ``doc``
     (``READER_SHAPES``: the published schemas leave some types open that gate and report format or compare)."""
-    from edgeslm.reports.schemas import SCHEMAS, reader_problems
-
     found = found or (reader_problems(doc, SCHEMAS[path.name]) if path.name in SCHEMAS else [])
     if found:
         more = f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
@@ -70,8 +70,6 @@ def _check(path: Path, doc: dict, found: list[str] | None = None) -> None:
 def _manifest(folder: Path) -> dict:
     """The bundle's manifest through the one manifest loader (edgeslm.bundle.manifest: published schema, schema
     version, paths kept inside the bundle), then held to what the readers use of it."""
-    from edgeslm.bundle.manifest import MANIFEST, read_manifest
-
     m = read_manifest(folder)
     _check(folder / MANIFEST, m)
     return m
@@ -127,8 +125,6 @@ def unexplained(manifest: Manifest, rows: list[Row]) -> list[str]:
 
 
 def _reads_weight_bytes(backend: str) -> bool:
-    from edgeslm.backends import get_backend
-
     return get_backend(backend).artifact_format.reads_weight_bytes
 
 
@@ -143,8 +139,6 @@ def _size_by_dtype(folder: Path, art: dict) -> dict:
     except (OSError, ValueError):  # a name the file system refuses (too long, ...): not a file here
         present = False
     if present and _reads_weight_bytes(art["backend"]):
-        from edgeslm.bundle.inspect import read_artifact
-
         return read_artifact(folder, art["backend"], artifact_name(art))["weight_bytes_by_dtype"]
     return {"mixed (delegate blobs)": art["bytes"]}
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslm.gates import Thresholds, judge
+from edgeslm.gates import Thresholds, judge, parse_gate_tables
 from edgeslm.records import Report, Row, Status
+from edgeslm.datafiles import read_toml
+from edgeslm.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,6 @@ def regressions(current: Report, baseline: Report, tol: Tolerance = Tolerance())
 def load_gate_file(path: Path) -> dict:
     """A gate file holds ``[gates.*]`` tables exactly as target files do, checked the same way (types, ranges,
     recipe and stage names): bad input is an InputError naming the file and key, never a crash later."""
-    from edgeslm.datafiles import read_toml
-    from edgeslm.errors import InputError
-    from edgeslm.gates import parse_gate_tables
-
     data = read_toml(path, "gate file", "a gate file holds [gates.*] tables, as target files do")
     unknown = sorted(set(data) - {"gates"})
     if unknown:

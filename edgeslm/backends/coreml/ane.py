@@ -32,8 +32,6 @@ SRC_OPT_OVERVIEW = "https://apple.github.io/coremltools/docs-guides/source/opt-o
 SRC_STATE_32 = "https://github.com/apple/coremltools/issues/2631"
 SRC_SLICE_UPDATE_ANE = "https://github.com/Anemll/Anemll/issues/27"
 SRC_ET_STATIC_LLAMA = "https://github.com/pytorch/executorch/pull/8436"
-SRC_CT_SLICE_SCATTER = ("https://github.com/apple/coremltools/blob/main/coremltools/converters/mil/frontend/torch/"
-                        "ops.py (slice_scatter / _translate_torch_tensor_assign → mb.slice_update from iOS18)")
 
 SCATTER_OPS = frozenset({"scatter", "scatter_nd", "scatter_along_axis"})
 # Ops with no ANE path that a decoder could plausibly contain: community-observed (Apple publishes no list).
@@ -330,15 +328,3 @@ def ane_readiness(spec_or_package) -> Readiness:
 
     ready = all(c.ok for c in reasons if c.blocking)
     return Readiness(ready, tuple(reasons), dict(sorted(counts.items())))
-
-
-# ----------------------------------------------------------------------------------------------- the fix
-
-def write_kv(cache, update, start) -> None:
-    """Write ``update [B, L, ...]`` into ``cache [B, T, ...]`` at positions ``start .. start+L`` along dim 1, in a
-    form coremltools lowers to ``slice_update`` (a contiguous slice write the ANE can take) instead of the
-    ``scatter_nd`` that index assignment (``cache[b, input_pos] = update``) becomes. ``start`` is a Python or
-    symbolic int (``input_pos[0].item()`` under torch.export; positions are contiguous by contract)."""
-    import torch
-
-    cache.copy_(torch.slice_scatter(cache, update, dim=1, start=start, end=start + update.shape[1]))

@@ -6,29 +6,16 @@ this module runs; :func:`unavailable_here` says why, and the pipeline reports th
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from edgeslm.backends.coreml.backend import unavailable_here  # noqa: F401  (where Core ML can predict)
+from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
+
 COMPUTE_UNITS = "CPU_ONLY"  # parity runs on the CPU: deterministic, available on every Mac (and CI runner)
-
-
-def unavailable_here() -> str | None:
-    """None where Core ML can predict; otherwise the reason it cannot."""
-    system = platform.system()
-    if system != "Darwin":
-        return f"Core ML runs only on Apple platforms (macOS 15+ / iOS 18+); this machine runs {system}"
-    major = int(platform.mac_ver()[0].split(".")[0] or 0)
-    if major < 15:
-        return f"stateful Core ML models need macOS 15 or later; this Mac runs {platform.mac_ver()[0]}"
-    try:
-        import coremltools.libcoremlpython  # noqa: F401
-    except ImportError:
-        return "this coremltools build has no native Core ML runtime (libcoremlpython)"
-    return None
 
 
 class CoreMLModel:
@@ -61,8 +48,6 @@ def generate(package: Path, tokenizer_json: Path, eos_ids: list[int], context_le
              max_new_tokens: int, temperature: float = 0.0, on_token: Callable[[str], None] | None = None) -> str:
     """Prefill once, then decode token by token through the package's state (what an iOS app does); the text
     streams as whole characters through :class:`edgeslm.backends.stream.TextStream`, as for every runtime."""
-    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
-
     tok = load_tokenizer(tokenizer_json)
     ids = encode_prompt(tok, prompt)
     tokens = step_tokens(CoreMLModel(package, "ALL"), ids, max_new_tokens, context_length, temperature)

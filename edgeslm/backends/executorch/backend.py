@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend
+from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, deferred
 
 if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtime RSS reference imports it)
     from edgeslm.backends.base import ExportJob
@@ -23,32 +22,7 @@ RUNTIME_MODULES = ("executorch.extension.llm.custom_ops.custom_ops", "executorch
                    "executorch.runtime")
 
 
-def read_pte(path: Path) -> dict:
-    """``edgeslm inspect``: methods, forward's inputs/outputs (upper-bound shapes), the runner metadata baked in."""
-    from edgeslm.backends.executorch.runtime import PteModel
-
-    pte = PteModel(path)
-    prog, meta = pte.program, pte.program.metadata("forward")
-
-    names = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool", 15: "bfloat16"}
-
-    def info(t):  # shapes are the upper bounds the program was planned for
-        return {"dtype": names.get(int(t.dtype()), str(t.dtype())), "shape": list(t.sizes())}
-
-    constants = {}
-    for name in sorted(prog.method_names - {"forward"}):
-        value = pte.metadata(name)
-        constants[name] = value.tolist() if hasattr(value, "tolist") else value
-    return {
-        "format": FORMAT.name,
-        "methods": sorted(prog.method_names),
-        "inputs": [info(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
-        "outputs": [info(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
-        "runner_metadata": constants,
-    }
-
-
-FORMAT = ArtifactFormat("executorch", "an ExecuTorch program", read_pte)
+FORMAT = ArtifactFormat("executorch", "an ExecuTorch program", deferred("edgeslm.backends.executorch.runtime", "read_pte"))
 
 
 def load_entry(artifact: dict) -> dict:
@@ -61,72 +35,9 @@ def gated_stages(recipe: str) -> dict:
     return {"quantization": None, "lowering": None} if recipe != "fp32" else {"lowering": None}
 
 
-def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
-    from edgeslm.backends.executorch.export import lower_to_pte, runner_metadata
-    from edgeslm.backends.executorch.runtime import PteModel
-    from edgeslm.bundle.files import file_entry
-    from edgeslm.model.build import build_decoder
-    from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
-    from edgeslm.preflight import release_memory
-    from edgeslm.quant.recipes import get_recipe
-    from edgeslm.records import Artifact
-
-    ckpt, name = job.ckpt, f"model-{recipe_name}{job.tag}.pte"
-    rec = get_recipe(recipe_name, job.group_size)
-    job.status(f"executorch: quantizing ({recipe_name})")
-    t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec).use_delegate_forms()
-    applied = dec.quant_plan
-    release_memory()  # the fp32 weights the quantized ones replaced
-    obs_q = job.obs_fp32
-    if applied:
-        obs_q = job.observe(EagerDecoder(dec))
-        job.check("quantization", recipe_name, "edgeslm fp32 eager", f"{recipe_name} eager", job.obs_fp32, obs_q,
-                  name)
-    job.status(f"executorch: lowering to {name}")
-    meta = runner_metadata(dec, ckpt.special.bos_id, ckpt.special.eos_ids)
-    facts = lower_to_pte(dec, meta, tmp / name)
-    job.timings["executorch_export_s"] = time.perf_counter() - t
-    del dec
-    release_memory()
-    job.status(f"executorch: parity in {RUNTIME}")
-    obs_rt = job.observe(RuntimeStepModel(PteModel(tmp / name)))
-    job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
-    job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in executorch", job.obs_ref, obs_rt, name,
-              gated=False)
-    return Artifact(**file_entry(tmp, name), backend="executorch", runtime=RUNTIME, recipe=recipe_name,
-                    quantization=[r.describe() for r in rec.rules] if applied else [],
-                    facts={**facts, "metadata": meta})
-
-
-def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
-    """The .pte's forward in the ExecuTorch runtime, streamed as whole characters (see runtime.generate)."""
-    from edgeslm.backends.executorch.runtime import generate as run
-    from edgeslm.bundle.manifest import read_manifest
-
-    m = read_manifest(bundle)
-    context = int(artifact.get("metadata", {}).get("get_max_seq_len", m["context_length"]))
-    return run(bundle / artifact["file"], bundle / "tokenizer.json", m["special_tokens"]["eos_ids"], context, prompt,
-               max_new_tokens, temperature, on_token)
-
-
-def step_model(bundle: Path, artifact: dict):
-    """The artifact loaded in its runtime: ``step(tokens, start_pos) -> logits`` (bench, parity)."""
-    from edgeslm.backends.executorch.runtime import PteModel
-
-    return PteModel(bundle / artifact["file"])
-
-
-def verifier(bundle: Path, artifact: dict):
-    """For speculative decoding: the .pte in the ExecuTorch runtime, verifying one token per call."""
-    from edgeslm.backends.executorch.runtime import PteModel
-
-    return PteModel(bundle / artifact["file"])
-
-
 def run_bare(path: Path, ids: list[int], gen_len: int) -> None:
     """The .pte in the bare ExecuTorch runtime: ``forward(tokens, positions)`` as the app's runner calls it."""
-    import torch
+    import torch  # the bare-runtime RSS reference: nothing but the runtime is imported (torch comes with it)
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
@@ -166,16 +77,16 @@ class ExecuTorch(Backend):
         return load_entry(artifact)
 
     def export(self, job: ExportJob, recipe: str, tmp: Path) -> Artifact:
-        return export(job, recipe, tmp)
+        return self.work.export(job, recipe, tmp)
 
     def _generate(self, bundle, artifact, prompt, max_new_tokens, temperature, on_token):
-        return generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
+        return self.work.generate(bundle, artifact, prompt, max_new_tokens, temperature, on_token)
 
     def step_model(self, bundle: Path, artifact: dict):
-        return step_model(bundle, artifact)
+        return self.work.step_model(bundle, artifact)
 
     def verifier(self, bundle: Path, artifact: dict):
-        return verifier(bundle, artifact)
+        return self.work.verifier(bundle, artifact)
 
     def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
         run_bare(bundle / artifact["file"], ids, gen_len)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
 
 
 def _register_kernels() -> None:
@@ -57,9 +58,30 @@ def generate(pte: Path, tokenizer_json: Path, eos_ids: list[int], context_length
     ``forward`` is ours, and its text streams through :class:`edgeslm.backends.stream.TextStream` like every
     other runtime's.
     """
-    from edgeslm.backends.stream import encode_prompt, load_tokenizer, step_tokens, stream_text
-
     tok = load_tokenizer(tokenizer_json)
     ids = encode_prompt(tok, prompt)
     tokens = step_tokens(PteModel(pte), ids, max_new_tokens, context_length, temperature)
     return stream_text(tokens, tok, eos_ids, on_token)
+
+
+def read_pte(path: Path) -> dict:
+    """``edgeslm inspect``: methods, forward's inputs/outputs (upper-bound shapes), the runner metadata baked in."""
+    pte = PteModel(path)
+    prog, meta = pte.program, pte.program.metadata("forward")
+
+    names = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool", 15: "bfloat16"}
+
+    def info(t):  # shapes are the upper bounds the program was planned for
+        return {"dtype": names.get(int(t.dtype()), str(t.dtype())), "shape": list(t.sizes())}
+
+    constants = {}
+    for name in sorted(prog.method_names - {"forward"}):
+        value = pte.metadata(name)
+        constants[name] = value.tolist() if hasattr(value, "tolist") else value
+    return {
+        "format": "executorch",
+        "methods": sorted(prog.method_names),
+        "inputs": [info(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+        "outputs": [info(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())],
+        "runner_metadata": constants,
+    }

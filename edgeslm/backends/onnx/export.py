@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 
 from edgeslm.model.decoder import Decoder
+from edgeslm.model.generation import generation_defaults
 
-MODEL_FILE = "model.onnx"
-
-
-def io_names(n_layers: int) -> tuple[list[str], list[str]]:
+def io_names(n_layers: int, leading=("input_ids", "attention_mask", "position_ids")) -> tuple[list[str], list[str]]:
+    """A decoder graph's input and output names as onnxruntime-genai reads them: the ``leading`` inputs in the
+    order the graph's ``forward`` takes them, then every layer's past key and value; logits, then the presents."""
     past = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
     present = [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
-    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+    return [*leading, *past], ["logits", *present]
 
 
 class _WithPast(torch.nn.Module):
@@ -32,6 +32,9 @@ class _WithPast(torch.nn.Module):
         logits, presents = self.decoder.forward_with_past(input_ids, position_ids[0], list(past),
                                                           key_mask=attention_mask[0] > 0)
         return (logits, *presents)
+
+
+MODEL_FILE = "model.onnx"
 
 
 def export_onnx(decoder: Decoder, path: Path) -> dict:
@@ -85,8 +88,6 @@ def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, 
                        provider_options: list) -> dict:
     """genai_config.json: what onnxruntime_genai.Model(folder) needs to load and generate; ``search`` holds the
     same defaults as the manifest's ``app.generation`` (one function makes both)."""
-    from edgeslm.bundle.app import generation_defaults
-
     gen = generation_defaults(generation)
     s = decoder.spec
     eos = list(eos_ids)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from edgeslm.backends.onnx.export import MODEL_FILE
+from edgeslm.backends.stream import load_tokenizer, stream_text
+from edgeslm.errors import InputError
 
 
 class OrtModel:
@@ -71,9 +73,6 @@ def generate_with_genai(folder: Path, prompt: str, max_new_tokens: int, temperat
     genai_config's eos_token_id). genai's own ``TokenizerStream`` also holds back partial characters and skips
     special tokens (onnxruntime-genai 0.18), but every runtime's text goes through the one shared helper."""
     import onnxruntime_genai as og
-
-    from edgeslm.backends.stream import load_tokenizer, stream_text
-    from edgeslm.errors import InputError
 
     model = load_genai_model(folder)
     cfg = json.loads((folder / "genai_config.json").read_text())["model"]

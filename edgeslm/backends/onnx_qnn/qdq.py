@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 from edgeslm.quant.recipes import Rule
+from edgeslm.errors import InternalError
 
 # Weight bits → onnxruntime QuantType name (symmetric signed, per output channel).
 WEIGHT_TYPES = {"16a4w": "QInt4", "16a8w": "QInt8"}
@@ -43,8 +44,6 @@ def weight_overrides(model, chosen: dict[str, Rule]) -> dict[str, list[dict]]:
     found = {fqn: w for fqn, (w, op) in module_weights(model).items() if op == "MatMul"}
     missing = sorted(f for f in chosen if f not in found and f != "embed_tokens")
     if missing:
-        from edgeslm.errors import InternalError
-
         raise InternalError(f"the ONNX graph has no weight for {', '.join(missing[:3])} (name scopes changed?)")
     return {found[fqn]: [{"quant_type": getattr(QuantType, WEIGHT_TYPES[rule.scheme]), "axis": 1, "symmetric": True}]
             for fqn, rule in chosen.items() if fqn in found}

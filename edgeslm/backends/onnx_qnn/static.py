@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
+from edgeslm.backends.onnx.export import io_names
+from edgeslm.errors import InternalError
+from edgeslm.model.generation import generation_defaults
+
 ZERO_POINT = 128  # of the uint8 KV cache; also genai's sliding_window pad_value
-GRAPHS = ("ctx", "iter")
-
-
-def io_names(n_layers: int) -> tuple[list[str], list[str]]:
-    past = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
-    present = [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
-    return ["input_ids", "position_ids", "attention_mask", *past], ["logits", *present]
+# The static graphs' leading inputs, in StaticStep.forward's order (genai_config.json's pipeline lists them so):
+# not the ONNX backend's order, where attention_mask comes second.
+STATIC_INPUTS = ("input_ids", "position_ids", "attention_mask")
 
 
 class StaticStep(torch.nn.Module):
@@ -83,13 +83,11 @@ def kv_scales(decoder, windows: list[list[int]]) -> list[float]:
 def export_static(make_decoder, folder: Path, window: int, context: int, scales: list[float]) -> dict:
     """Write ctx.onnx (S = window) and iter.onnx (S = 1), fully static, with external weights beside each;
     ``make_decoder()`` gives a fresh decoder per graph. Returns facts for the manifest."""
-    from edgeslm.errors import InternalError
-
     K = context - 1
     for name, S in (("ctx", window), ("iter", 1)):
         dec = make_decoder()
         spec = dec.spec
-        ins, outs = io_names(spec.num_layers)
+        ins, outs = io_names(spec.num_layers, STATIC_INPUTS)
         example = [torch.zeros(1, S, dtype=torch.int32), torch.arange(S, dtype=torch.int32)[None],
                    torch.ones(1, context, dtype=torch.int32)]
         # distinct tensors: torch.export merges one tensor object passed twice into one graph input
@@ -121,10 +119,8 @@ def pad_token(special) -> int:
 def write_pipeline_config(folder: Path, spec, special, context: int, window: int, generation: dict,
                           provider_options: list) -> dict:
     """genai_config.json: a decoder-pipeline (ctx on the prompt, iter on generation) with the sliding window."""
-    from edgeslm.bundle.app import generation_defaults
-
     gen = generation_defaults(generation)
-    ins, outs = io_names(spec.num_layers)
+    ins, outs = io_names(spec.num_layers, STATIC_INPUTS)
     eos = list(special.eos_ids)
     graph = {"inputs": ins, "outputs": outs}
     config = {

@@ -13,6 +13,9 @@ cache. A file changed within the clock tick of its hashing could keep its ctime,
 couple of seconds are hashed but not cached (as git does with its racily clean index entries). The cache is
 written atomically (temp file + ``os.replace``); an unreadable or corrupt cache is ignored, an unwritable one
 only costs the hashing again.
+
+It sits below the backends (:meth:`edgeslm.backends.protocol.Backend.generate` checks before it runs) and
+``bench``.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeslm.bundle import files as _files
+from edgeslm import filefacts
 from edgeslm.errors import InputError
+from edgeslm.manifest import read_manifest
 
 CACHE_VERSION = 1
 MAX_ENTRIES = 4096
@@ -112,7 +116,7 @@ def _check_file(bundle: Path, e: dict, cache: dict, fresh: dict) -> None:
         digest = hit["sha256"]
     else:
         try:
-            digest = _files.sha256(Path(full))
+            digest = filefacts.sha256(Path(full))
             after = os.stat(full)
         except OSError as err:
             raise _mismatch(bundle, name, f"cannot be read: {err.strerror}") from None
@@ -125,8 +129,6 @@ def _check_file(bundle: Path, e: dict, cache: dict, fresh: dict) -> None:
 def check_artifact(bundle: Path, artifact: dict, manifest: dict | None = None) -> None:
     """Refuse (InputError) to load ``artifact`` of ``bundle`` unless every one of its files and the tokenizer
     files have the manifest's size and sha256. ``manifest``: the bundle's manifest if already loaded."""
-    from edgeslm.bundle.manifest import read_manifest
-
     bundle = Path(bundle)
     m = manifest if manifest is not None else read_manifest(bundle)
     entries = [artifact, *artifact.get("files", []), *m["tokenizer"]["files"]]

@@ -1,0 +1,155 @@
+"""The ONNX backend's work (see :mod:`edgeslm.backends.onnx.backend` for its facts): export with parity in
+onnxruntime, onnxruntime-genai generation, step models. Reached through ``Backend.work``; imports torch and the
+runtimes at its top. ``generate`` here serves both ONNX backends (onnx, onnx-qnn): the same genai folder layout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from edgeslm.backends.base import ExportJob
+from edgeslm.backends.onnx.backend import BITS, RUNTIME, RUNTIME_AGREEMENT, build_options
+from edgeslm.backends.onnx.export import MODEL_FILE, convert_fp16, export_onnx, quantize_matmul_nbits, write_genai_config
+from edgeslm.backends.onnx.runtime import (
+    GenaiModel,
+    OrtModel,
+    OrtVerifier,
+    genai_greedy_tokens,
+    genai_speculative_tokens,
+    generate_with_genai,
+)
+from edgeslm.errors import InputError
+from edgeslm.filefacts import file_entry
+from edgeslm.manifest import read_manifest
+from edgeslm.model.build import build_decoder
+from edgeslm.model.checkpoint import TOKENIZER_FILES
+from edgeslm.parity.models import RuntimeStepModel
+from edgeslm.quant.recipes import get_recipe
+from edgeslm.records import Artifact
+
+
+def _matmul_scheme(recipe) -> tuple[int, int, bool] | str | None:
+    """(bits, block, embeddings too) of the recipe's rules, "fp16", or None; ONNX applies one scheme to every
+    weight MatMul, and the same one to the embedding table (Gather) when the recipe's embed rule names it."""
+    linear_rules = {(r.scheme, r.group_size) for r in recipe.rules if r.pattern != "embed_tokens"}
+    if linear_rules == {("fp32", 0)}:
+        return None
+    if linear_rules == {("fp16", 0)}:
+        return "fp16"
+    if len(linear_rules) != 1 or next(iter(linear_rules))[0] not in BITS:
+        raise InputError(f"recipe {recipe.name} mixes schemes across linear layers",
+                         "the ONNX backend applies one MatMulNBits scheme to every linear layer")
+    scheme, group = next(iter(linear_rules))
+    embed = recipe.rule_for("embed_tokens")
+    if embed is not None and embed.scheme not in ("fp32", scheme):
+        raise InputError(f"recipe {recipe.name}: embeddings must be fp32 or {scheme} for the ONNX backend",
+                         "use the same scheme for embed_tokens as for the linear layers, or fp32")
+    return BITS[scheme], group or 32, embed is not None and embed.scheme == scheme
+
+
+def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
+    ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
+    scheme = _matmul_scheme(rec)
+    # a draft sits inside its target's folder: onnxruntime-genai's native speculative decoding needs the draft's
+    # files under the target's config folder (it refuses ".." paths)
+    folder_name = f"onnx-{recipe_name}/draft" if job.role == "draft" else f"onnx-{recipe_name}{job.tag}"
+    folder = tmp / folder_name
+    folder.mkdir()
+    name = f"{folder_name}/{MODEL_FILE}"
+    job.status(f"onnx: exporting {name}")
+    t = time.perf_counter()
+    dec = build_decoder(ckpt, job.context_length)
+    facts = export_onnx(dec, folder / MODEL_FILE)
+    lowering_s = time.perf_counter() - t
+    providers = build_options(job.target).get("provider_options", [])
+    sp = ckpt.special
+    write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, ckpt.generation, providers)
+    for f in TOKENIZER_FILES:  # onnxruntime-genai reads the tokenizer from the model folder
+        if (tmp / f).is_file():
+            shutil.copyfile(tmp / f, folder / f)
+    del dec
+    job.status(f"onnx: parity in {RUNTIME}")
+    obs = job.observe(RuntimeStepModel(OrtModel(folder)))
+    job.check("lowering", recipe_name, "edgeslm fp32 eager", "fp32 ONNX in onnxruntime", job.obs_fp32, obs, name)
+    if scheme:
+        tq = time.perf_counter()
+        if scheme == "fp16":
+            job.status("onnx: converting to fp16")
+            convert_fp16(folder / MODEL_FILE)
+        else:
+            job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
+                       + (" (+ embeddings)" if scheme[2] else ""))
+            quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
+        lowering_s += time.perf_counter() - tq
+        obs_q = job.observe(RuntimeStepModel(OrtModel(folder)))
+        job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
+                  obs, obs_q, name)
+        obs = obs_q
+    job.timings["onnx_export_s"] = time.perf_counter() - t  # with parity in onnxruntime
+    job.timings["onnx_lowering_s"] = lowering_s  # torch.onnx export + quantizer alone
+    job.check("end_to_end", recipe_name, "transformers fp32", f"{recipe_name} ONNX in onnxruntime", job.obs_ref,
+              obs, name, gated=False)
+    job.status("onnx: greedy in onnxruntime-genai")
+    free = job.observe_free(RuntimeStepModel(OrtModel(folder)))  # generators compared free-running, both
+    genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, free.greedy)]
+    agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
+                             f"{recipe_name} ONNX in onnxruntime-genai", free, genai, name, RUNTIME_AGREEMENT)
+    configured = [next(iter(p)) for p in providers]
+    return Artifact(
+        **file_entry(tmp, name),
+        files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
+        backend="onnx", runtime=RUNTIME, recipe=recipe_name,
+        quantization=([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
+                      else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
+                      + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else [])),
+        facts={
+            "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
+                                    "not_run_here": [p for p in configured if p != "cpu"]},
+            "onnxruntime_genai": {"loaded": True, "greedy_exact": agree.metrics["greedy_exact"],
+                                  "greedy_ties": agree.metrics["greedy_ties"], "prompts": len(genai)},
+            **facts,
+        })
+
+
+def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
+    """The folder in onnxruntime-genai, streamed as whole characters, stopping at the manifest's eos ids."""
+    eos_ids = read_manifest(bundle)["special_tokens"]["eos_ids"]
+    return generate_with_genai((bundle / artifact["file"]).parent, prompt, max_new_tokens, temperature, on_token,
+                               eos_ids)
+
+
+def step_model(bundle: Path, artifact: dict):
+    """The folder loaded in onnxruntime-genai (what apps run): ``step(tokens, start_pos) -> logits``."""
+    return GenaiModel((bundle / artifact["file"]).parent)
+
+
+def verifier(bundle: Path, artifact: dict):
+    """For speculative decoding: all positions' logits of a multi-token pass in onnxruntime, cache cut back."""
+    return OrtVerifier((bundle / artifact["file"]).parent)
+
+
+def native_speculative(bundle: Path, target: dict, draft: dict, k: int, prompt_ids: list[list[int]], n: int) -> dict:
+    """onnxruntime-genai's own speculative decoding (0.16+): ``speculative.json`` in the target's folder, an overlay
+    adding the draft (``model.draft``, files under ``draft/``) and ``speculative.max_draft_tokens``; an app applies
+    it with ``og.Config(folder).overlay(...)``. Checked here: genai runs it, and its greedy tokens against the
+    target alone."""
+    folder = (bundle / target["file"]).parent
+    draft_dir = (bundle / draft["file"]).parent
+    rel = draft_dir.relative_to(folder).as_posix()
+    block = json.loads((draft_dir / "genai_config.json").read_text())["model"]["decoder"]
+    overlay = {"model": {"draft": {**block, "filename": f"{rel}/{block['filename']}"}},
+               "speculative": {"max_draft_tokens": k}}
+    (folder / "speculative.json").write_text(json.dumps(overlay, indent=2) + "\n")
+    runs = [genai_speculative_tokens(folder, overlay, ids, n) for ids in prompt_ids]
+    plain = [genai_greedy_tokens(folder, ids, n) for ids in prompt_ids]
+    stats = [s for _, s in runs]
+    proposed = sum(s.get("draft_tokens_proposed", 0) for s in stats)
+    return {"file": f"{Path(target['file']).parent.as_posix()}/speculative.json", "max_draft_tokens": k,
+            "runs_here": True, "prompts": len(prompt_ids),
+            "equal_to_target_greedy": sum(t == p for (t, _), p in zip(runs, plain)),
+            "acceptance_rate": sum(s.get("draft_tokens_accepted", 0) for s in stats) / proposed if proposed else None,
+            "target_forward_passes": sum(s.get("target_forward_passes", 0) for s in stats),
+            "apply": "og.Config(folder).overlay(open(folder + '/speculative.json').read())"}
