@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeslm.bundle.manifest import artifact_name, read_manifest
+from edgeslm.manifest import read_manifest
+from edgeslm.records import artifact_name
 from edgeslm.latency.bench import bench_bundle
 from edgeslm.latency.devices import host_device
 from edgeslm.latency.host import host_facts

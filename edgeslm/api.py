@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Callable
 
 from edgeslm.backends import get_backend, unavailable_here
 from edgeslm.bundle.inspect import inspect_bundle
-from edgeslm.bundle.manifest import artifact_name, read_manifest
 from edgeslm.bundle.manifest import verify as verify_bundle
 from edgeslm.bundle.push import DEVICE_DIR
 from edgeslm.bundle.push import push as push_bundle
@@ -29,6 +28,8 @@ from edgeslm.latency.devices import builtin_devices, host_device, load_device
 from edgeslm.latency.host import host_facts
 from edgeslm.latency.perf import ASSUMPTIONS
 from edgeslm.latency.report import predict_bundle
+from edgeslm.manifest import read_manifest
+from edgeslm.records import artifact_name
 from edgeslm.reports.collect import load_report
 from edgeslm.reports.gate import Tolerance, current_failures, load_gate_file, regressions
 from edgeslm.reports.write import render

@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgeslm import api  # torch-free to import: only api.export loads torch (when called), so gate/report stay light
+from edgeslm.backends import backend_names, recipes_help
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
 from edgeslm.quiet import native_output_silenced
 from edgeslm.records import Check, Status, Validation
@@ -118,12 +119,6 @@ def _signals_raise():
             signal.signal(s, h)
 
 
-def _backends():
-    import edgeslm.backends
-
-    return edgeslm.backends
-
-
 class _RegistryHelp(click.Option):
     """An option whose help names the registered backends and their recipes, read from the backend registry when
     the help is shown (``help`` is a function)."""
@@ -186,11 +181,11 @@ def main() -> None:
               "summary.json, junit.xml, summary.md, index.html, and each target's JSON reports.")
 @click.option("--backend", "-b", "backends", multiple=True, cls=_RegistryHelp,
               help=lambda: "Backend(s) to build instead of the target's: {} (repeatable).".format(
-                  ", ".join(_backends().backend_names())))
+                  ", ".join(backend_names())))
 @click.option("--recipe", "recipes", multiple=True, metavar="[BACKEND=]RECIPE", cls=_RegistryHelp,
               help=lambda: "Quantization recipe instead of the target's (repeatable). A bare RECIPE applies to every "
               "backend being built that supports it (the others keep the target's); BACKEND=RECIPE sets one "
-              f"backend's. Recipes: {_backends().recipes_help()}.")
+              f"backend's. Recipes: {recipes_help()}.")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports "

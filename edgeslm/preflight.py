@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.backends import get_backend
-from edgeslm.memory import release_memory  # noqa: F401  (re-exported: the pipeline calls preflight.release_memory)
 
 GiB = 1024**3
 

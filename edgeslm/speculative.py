@@ -21,7 +21,7 @@ import torch
 
 from edgeslm.errors import InputError
 from edgeslm.backends import get_backend, unavailable_here
-from edgeslm.bundle.files import file_entry
+from edgeslm.filefacts import file_entry
 from edgeslm.latency.devices import load_device
 from edgeslm.latency.perf import decode_seconds, prefill_seconds
 from edgeslm.latency.workload import from_artifact

@@ -17,10 +17,9 @@ from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe, observe_free
 from edgeslm.records import Artifact, Check, Validation, artifact_verdict, stage_summary
-from edgeslm.target import Target
-
-if TYPE_CHECKING:  # annotations only: the pipeline builds jobs, backends never import it
+if TYPE_CHECKING:  # annotations only: the pipeline builds jobs and targets; backends import neither
     from edgeslm.pipeline.reference import Reference, Variant
+    from edgeslm.target import Target
 
 
 @dataclass

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgeslm.errors import InputError
-from edgeslm.filefacts import file_entry, sha256  # noqa: F401  (re-exported: the pipeline lists files through here)
 
 
 def _kind(folder: Path) -> str | None:

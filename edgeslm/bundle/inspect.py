@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslm.bundle.manifest import read_manifest
+from edgeslm.manifest import read_manifest
 from edgeslm.errors import InputError
 from edgeslm.records import artifact_name, artifact_size
 from edgeslm.backends import get_backend

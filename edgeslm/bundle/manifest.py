@@ -1,5 +1,5 @@
 """The bundle manifest's ``verify`` (everything re-checked) and the versions it records; its validating loader
-lives in :mod:`edgeslm.manifest` (re-exported here: every reader imports it from either place).
+lives in :mod:`edgeslm.manifest`.
 
 :func:`verify` reports every problem of a bundle as a list instead (schema, paths, symlinks, files not listed,
 permissions, sizes and hashes); files are hashed there, and before loading by :mod:`edgeslm.integrity`.
@@ -17,21 +17,7 @@ from pathlib import Path, PurePosixPath
 from edgeslm import filefacts
 from edgeslm.json_schemas import SCHEMAS
 from edgeslm.json_schemas import problems as doc_problems
-from edgeslm.manifest import (  # noqa: F401  (re-exported: readers import the loader from here too)
-    MANIFEST,
-    SCHEMA_MAJOR,
-    SCHEMA_VERSION,
-    entries,
-    listed_paths,
-    load_manifest,
-    load_manifest_record,
-    path_problem,
-    read_json,
-    read_manifest,
-    schema,
-    schema_problems,
-)
-from edgeslm.records import artifact_name  # noqa: F401  (re-exported: the one definition lives there)
+from edgeslm.manifest import MANIFEST, entries, listed_paths, path_problem, read_json, schema_problems
 
 
 def versions() -> dict:

@@ -24,7 +24,8 @@ from typing import Callable
 
 from edgeslm.backends import get_backend, unavailable_here
 from edgeslm.integrity import check_artifact
-from edgeslm.bundle.manifest import artifact_name, read_manifest
+from edgeslm.manifest import read_manifest
+from edgeslm.records import artifact_name
 from edgeslm.errors import InputError, InternalError
 from edgeslm.latency.workload import require_shape
 

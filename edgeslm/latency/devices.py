@@ -2,7 +2,7 @@
 
 A profile gives the device's peak DRAM bandwidth and usable memory, and per backend the effective fraction of
 that bandwidth its decode kernels reach and the effective throughput of its prefill kernels, per kernel kind
-(see ``workload.KINDS``; a backend names the kinds it runs, e.g. only ``fixed_point`` on an NPU). An accelerator
+(see ``quant.recipes.KINDS``; a backend names the kinds it runs, e.g. only ``fixed_point`` on an NPU). An accelerator
 may add its own limits: the largest model one context holds (``max_context_gb``, with ``limit_source``), and
 ``static_cache`` when its compiled graphs attend over the whole cache every step. Unknown keys are rejected with
 the list of supported keys.
@@ -16,7 +16,7 @@ from pathlib import Path
 from edgeslm.backends import all_backends, backend_names
 from edgeslm.datafiles import builtin, find, read_toml
 from edgeslm.errors import InputError
-from edgeslm.latency.workload import KINDS
+from edgeslm.quant.recipes import KINDS
 from edgeslm.toml_kit import flag, number, reject_unknown, show, text, toml_key
 
 # Share of datasheet peak DRAM bandwidth a plain streaming read reaches on a CPU (typical STREAM results; an

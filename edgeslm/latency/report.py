@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from edgeslm.bundle.manifest import artifact_name, read_manifest
+from edgeslm.manifest import read_manifest
+from edgeslm.records import artifact_name
 from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
 from edgeslm.latency.workload import from_artifact, require_shape

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeslm.errors import InputError
-from edgeslm.quant.recipes import KINDS  # noqa: F401  (the kernel kinds; device profiles read them here)
 from edgeslm.backends import get_backend
 from edgeslm.quant.recipes import get_recipe
 

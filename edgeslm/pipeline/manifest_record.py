@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeslm.bundle.files import file_entry
-from edgeslm.bundle.manifest import SCHEMA_VERSION, versions
+from edgeslm.bundle.manifest import versions
+from edgeslm.filefacts import file_entry
+from edgeslm.manifest import SCHEMA_VERSION
 from edgeslm.pipeline.reference import Reference
 from edgeslm.pipeline.tokenizer import chat_template
 from edgeslm.records import Artifact, Manifest, ManifestTarget, NotBuilt, release

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from edgeslm import preflight
 from edgeslm.errors import InputError
+from edgeslm.memory import release_memory
 from edgeslm.model.adapter import adapted, load_adapter, peft_reference
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import Checkpoint, load_checkpoint
@@ -114,12 +114,12 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
     ref = ckpt.reference_model()
     obs_ref = observe(HFModel(ref), prompt_ids, heldout)
     del ref
-    preflight.release_memory()  # the fp32 reference must be gone before the fp32 decoder is built (peak memory)
+    release_memory()  # the fp32 reference must be gone before the fp32 decoder is built (peak memory)
     fp32 = build_decoder(ckpt, context_length, untie=False)
     obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy)
     shape = _shape(fp32.spec)
     del fp32
-    preflight.release_memory()
+    release_memory()
     return Reference(source, ckpt, family, prompts, prompt_ids, obs_ref, obs_fp32, shape, time.perf_counter() - t,
                      heldout_ids=heldout)
 
@@ -139,12 +139,12 @@ def prepare_adapters(ref: Reference, adapters: list, context_length: int, status
         model = peft_reference(ref.ckpt, a)
         obs_ref = observe(HFModel(model), ref.prompt_ids, ref.heldout_ids)
         del model
-        preflight.release_memory()
+        release_memory()
         ckpt = adapted(ref.ckpt, a)
         fp32 = build_decoder(ckpt, context_length, untie=False)
         obs_fp32 = observe(EagerDecoder(fp32), ref.prompt_ids, ref.heldout_ids, path=obs_ref.greedy)
         del fp32
-        preflight.release_memory()
+        release_memory()
         ref.variants.append(Variant(f"-{a.name}" if len(adapters) > 1 else "", ckpt, obs_ref, obs_fp32, a))
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from edgeslm.backends import get_backend
 from edgeslm.backends.base import ExportJob, JobRecords
 from edgeslm.bundle.app import app_section, load_entries
-from edgeslm.bundle.files import atomic_folder, file_entry
+from edgeslm.bundle.files import atomic_folder
+from edgeslm.filefacts import file_entry
 from edgeslm.latency.report import latency_for_export, write_latency
 from edgeslm.parity.report import parity_document, write_parity
 from edgeslm.parity.stages import compare

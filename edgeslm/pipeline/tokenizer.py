@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from edgeslm.bundle.files import file_entry
+from edgeslm.filefacts import file_entry
 from edgeslm.model.checkpoint import TOKENIZER_FILES, Checkpoint
 
 

@@ -17,7 +17,7 @@ from edgeslm.records import (ArtifactRow, Budget, Check, Manifest, Report, Row, 
                              artifact_name, ships, verdict)
 from edgeslm.backends import get_backend
 from edgeslm.bundle.inspect import read_artifact
-from edgeslm.bundle.manifest import MANIFEST, read_manifest
+from edgeslm.manifest import MANIFEST, read_manifest
 from edgeslm.json_schemas import SCHEMAS, problems, reader_problems
 
 REPORT_SCHEMA_VERSION = "1.0"
