@@ -113,7 +113,7 @@ def inspect(path: Path) -> tuple[str, tuple[tuple[str, int], ...]]:
     try:
         from gguf import GGUFReader
     except ImportError:
-        raise InputError("reading GGUF files needs the gguf package", "pip install 'gguf>=0.10,<0.20'") from None
+        raise InputError("reading GGUF files needs the gguf package", "pip install 'gguf>=0.19,<0.20'") from None
     size = path.stat().st_size
     truncated = InputError(f"{name} is truncated or corrupt (its header or tensor data ends early; "
                            f"{size} bytes on disk)", "download or copy the file again")
@@ -198,6 +198,9 @@ def resolve_gguf(path: Path) -> tuple[Path, GGUFOrigin]:
                          f"set {CACHE_ENV} to a writable folder") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=root))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the temporary name only
         try:
             convert(path, tmp)
         except InputError:
