@@ -297,3 +297,7 @@ def test_real_smollm2_q4_1():
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=6, do_sample=False)
     assert "Paris" in ckpt.tokenizer.decode(out[0, ids.shape[1]:])
+
+
+def test_missing_local_gguf_names_the_path(tmp_path, cache):
+    _refused(["missing.gguf", "-o", str(tmp_path / "o")], cache, "local file missing.gguf does not exist")

@@ -68,9 +68,9 @@ def resolve(model: str, revision: str | None = None, gguf_file: str | None = Non
                 "pass a folder written by save_pretrained (config.json, *.safetensors, tokenizer files)",
             )
         return ModelSource(local.resolve(), str(local), "local")
-    if model.startswith((".", "/", "~")):
-        raise InputError(f"local {'file' if model.lower().endswith('.gguf') else 'folder'} {model} does not exist",
-                         "check the path")
+    is_gguf = model.lower().endswith(".gguf")
+    if model.startswith((".", "/", "~")) or is_gguf and model.count("/") < 2:  # org/name/FILE.gguf is a Hub file
+        raise InputError(f"local {'file' if is_gguf else 'folder'} {model} does not exist", "check the path")
     parts = model.split("/")
     if len(parts) >= 3 and parts[-1].lower().endswith(".gguf"):  # org/name/FILE.gguf
         repo, file = "/".join(parts[:2]), "/".join(parts[2:])
