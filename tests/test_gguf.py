@@ -301,3 +301,10 @@ def test_real_smollm2_q4_1():
 
 def test_missing_local_gguf_names_the_path(tmp_path, cache):
     _refused(["missing.gguf", "-o", str(tmp_path / "o")], cache, "local file missing.gguf does not exist")
+
+
+def test_cli_gguf_file_reaches_the_resolver(hub_gguf, tmp_path, cache):
+    """--gguf-file goes CLI → ExportRequest → pipeline → resolve (a missing file is named, exit 2)."""
+    _refused(["org/tiny-GGUF", "--gguf-file", "other.gguf", "-o", str(tmp_path / "o")], cache,
+             "org/tiny-GGUF@main has no other.gguf in the local Hugging Face cache")
+    assert not (tmp_path / "o").exists()

@@ -209,7 +209,10 @@ def resolve_gguf(path: Path) -> tuple[Path, GGUFOrigin]:
             why = " ".join(str(e).split())[:300]
             raise InputError(f"transformers cannot convert {path.name} ({type(e).__name__}: {why})",
                              "pass the model's Hugging Face folder instead") from None
-        (tmp / INFO_FILE).write_text(json.dumps(origin.to_json(), indent=2) + "\n")
+        import transformers
+
+        info_doc = {**origin.to_json(), "converted_by": f"transformers {transformers.__version__}"}
+        (tmp / INFO_FILE).write_text(json.dumps(info_doc, indent=2) + "\n")
         try:
             os.rename(tmp, final)
         except OSError:
