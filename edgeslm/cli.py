@@ -188,6 +188,8 @@ def main() -> None:
               f"backend's. Recipes: {recipes_help()}.")
 @click.option("--group-size", type=int, help="Group size for 4-bit rules (default from the recipe: 32).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) to resolve from the HF cache.")
+@click.option("--gguf-file", metavar="FILE.gguf", help="The GGUF file to take from the Hub repo MODEL (converted "
+              "once to a cached fp32 folder; a local .gguf is passed as MODEL itself).")
 @click.option("--context-length", type=int, help="Max positions (prompt + generation) the artifact supports "
               "[default: the target's, capped at the model's max_position_embeddings].")
 @click.option("--no-bench", is_flag=True, help="Do not time the artifacts here (latency.json: prediction only).")
@@ -201,9 +203,10 @@ def main() -> None:
 @click.option("--draft", metavar="DRAFT_MODEL", help="A small model (same tokenizer) to ship with MODEL as a "
               "speculative-decoding draft: both lowered for the target, acceptance measured for k = 2, 4, 6.")
 @json_option("Print the result as JSON on stdout.")
-def export(model, targets, output, report_dir, backends, recipes, group_size, revision, context_length, no_bench,
-           no_memory_check, force, adapters, draft, as_json):
-    """Export MODEL (`demo`, a local folder, or a Hub id in the HF cache) to an app-ready bundle per target.
+def export(model, targets, output, report_dir, backends, recipes, group_size, revision, gguf_file, context_length,
+           no_bench, no_memory_check, force, adapters, draft, as_json):
+    """Export MODEL (`demo`, a local folder, a .gguf file, or a Hub id in the HF cache) to an app-ready bundle per
+    target.
 
     Exit code: 0 when every parity gate and latency budget passes, 1 when one fails (the bundles are still
     written, marked failed), 2 on bad input or an internal error.
@@ -211,7 +214,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
     request = ExportRequest.of(model, targets, output, report_dir=report_dir, backends=backends, recipes=recipes,
                                group_size=group_size, revision=revision, context_length=context_length,
                                bench=not no_bench, memory_check=not no_memory_check, force=force,
-                               adapters=adapters, draft=draft)
+                               adapters=adapters, draft=draft, gguf_file=gguf_file)
     with native_output_silenced() as (_, err), Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=Console(file=err, highlight=False), transient=True,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.errors import InputError
+from edgeslm.model.source import DEMO_NAME
 from edgeslm.quant.recipes import is_group_size
 from edgeslm.target import Target
 
@@ -61,12 +62,22 @@ class ExportRequest:
     adapters: tuple[str, ...] = ()
     draft: str | None = None
     prompts: tuple[str, ...] | None = None
+    gguf_file: str | None = None  # a .gguf in the Hub repo ``model``: folded into ``model`` as org/name/FILE.gguf
 
     def __post_init__(self):
         put = object.__setattr__  # frozen: normalize once, here
         if not isinstance(self.model, (str, Path)) or not str(self.model).strip():
             raise InputError("no model given", "name a model: `demo`, a local folder, or a Hub id in the HF cache")
         put(self, "model", str(self.model))
+        if self.gguf_file is not None:  # resolve() reads org/name/FILE.gguf: the pipeline passes model alone
+            if self.model == DEMO_NAME or Path(self.model).expanduser().exists():
+                raise InputError(f"--gguf-file {self.gguf_file} applies to Hub ids, but {self.model} is local",
+                                 "leave --gguf-file out, or pass the local .gguf path as MODEL")
+            if not str(self.gguf_file).lower().endswith(".gguf"):
+                raise InputError(f"--gguf-file {self.gguf_file!r} is not a .gguf file name",
+                                 "pass the file's name as the repo lists it, e.g. --gguf-file model-Q4_K_M.gguf")
+            if not self.model.endswith(f"/{self.gguf_file}"):
+                put(self, "model", f"{self.model.rstrip('/')}/{self.gguf_file}")
         pairs = tuple((t if isinstance(t, Target) else str(t), Path(out)) for t, out in self.targets)
         if not pairs:
             raise InputError("no target given", f"pass --target (e.g. {DEFAULT_TARGET})")
@@ -100,7 +111,7 @@ class ExportRequest:
         if isinstance(targets, (str, Path, Target)):
             targets = (targets,)
         targets = tuple(targets) or (DEFAULT_TARGET,)
-        name = Path(str(model)).name
+        name = Path(str(model)).name.removesuffix(".gguf")
         if len(targets) == 1:
             outs = [Path(output) if output else OUTPUT_ROOT / f"{name}-{_stem(targets[0])}"]
         else:

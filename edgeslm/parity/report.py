@@ -11,9 +11,12 @@ from edgeslm.records import Check, Status, Validation, ships, verdict
 # keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
 PARITY_SCHEMA_VERSION = "1.2"  # 1.2: adapter stage
 
-def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = ()) -> dict:
+def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = (),
+                    reference: dict | None = None) -> dict:
     """``checks``: metric comparisons between two models; ``validations``: pass/fail facts (a package's structure)
-    and stages that could not run here (``status: not_run`` with the reason; they never count as passed)."""
+    and stages that could not run here (``status: not_run`` with the reason; they never count as passed).
+    ``reference``: what the transformers reference was read from, when it is not the checkpoint as released
+    (a GGUF file, dequantized: its figures measure against those weights, not the original bf16 ones)."""
     status = verdict([c.status for c in checks] + [v.status for v in validations])
     return {
         "schema_version": PARITY_SCHEMA_VERSION,
@@ -25,6 +28,7 @@ def parity_document(model_id: str, target: str, checks: list[Check], validations
         "checks": [c.to_json() for c in checks],
         "validations": [v.to_json() for v in validations],
         "not_run": [f"{v.artifact} / {v.stage}: {v.reason}" for v in validations if v.status is Status.NOT_RUN],
+        **({"reference": reference} if reference else {}),
     }
 
 
@@ -45,6 +49,16 @@ def _num(x, fmt: str) -> str:
 GATE_WORD = {Status.PASSED: "pass", Status.FAILED: "**FAIL**", Status.INFO: "info (not gated)"}
 
 
+def _reference_note(reference: dict | None) -> list[str]:
+    """A line saying what the reference was read from, when it is not the checkpoint as released."""
+    if not reference:
+        return []
+    types = ", ".join(f"{k} ×{v}" for k, v in reference["tensor_types"].items())
+    return [f"Reference: transformers fp32 on the weights **dequantized** from the GGUF file `{reference['file']}` "
+            f"(sha256 {reference['sha256'][:12]}…; tensors {types}): figures measure against those weights, not "
+            "the original release's.", ""]
+
+
 def parity_markdown(doc: dict) -> str:
     checks = [Check.from_json(c) for c in doc["checks"]]
     validations = [Validation.from_json(v) for v in doc.get("validations", [])]
@@ -55,6 +69,7 @@ def parity_markdown(doc: dict) -> str:
         "Each stage compares two models on the same fixed prompts (teacher-forced logits at every position,",
         "then greedy continuations) and on a fixed held-out text (perplexity). Stages are gated apart.",
         "",
+        *_reference_note(doc.get("reference")),
         "| artifact | stage | max abs Δlogit | top-1 agree (decisive) | mean KL | SQNR dB | ppl Δ | greedy agree "
         "(ties) | exact | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -27,7 +27,7 @@ def manifest_record(ref: Reference, tgt: Target, ctx: int, ctx_from: dict | None
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         target=ManifestTarget(tgt.name, tgt.description, tgt.device),
         model={
-            "id": source.model_id, "source": source.kind, "revision": source.revision, "commit": source.commit,
+            **source.provenance(),  # id, source, revision, commit (and the GGUF file a model was converted from)
             "architecture": ckpt.config.model_type, "family": ref.family.name,
             "parameters": ckpt.parameters,
             "checkpoint_bytes": ckpt.checkpoint_bytes,

@@ -47,7 +47,8 @@ def build_target(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: 
         status("golden vectors for apps")
         app = app_section(ref.ckpt, tmp, [a.to_json() for a in artifacts], status)
         status("writing bundle")
-        doc = parity_document(ref.source.model_id, tgt.name, records.checks, records.validations)
+        doc = parity_document(ref.source.model_id, tgt.name, records.checks, records.validations,
+                              ref.source.provenance().get("gguf"))
         reports = write_parity(tmp, doc)
         manifest = manifest_record(ref, tgt, ctx, ctx_from, doc, artifacts, not_built, tokenizer_files, reports,
                                    app, speculative, tmp)
