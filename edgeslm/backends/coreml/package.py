@@ -89,7 +89,8 @@ def read_package(package: Path) -> dict:
         "ops": dict(ops.most_common()),
         "compressed_weight_ops": dict(compressed),
         "fp32_compute_ops": dict(fp32_ops),  # everything else computes in fp16
-        "weight_bytes_by_dtype": dict(weights),
+        # heaviest first: the blob values are gathered through protobuf maps, whose order differs between runs
+        "weight_bytes_by_dtype": dict(sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
 
 
