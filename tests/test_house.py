@@ -2,8 +2,9 @@
 imports at file tops.
 
 A dependency counts wherever its import sits (file top or function body); imports under ``if TYPE_CHECKING`` do
-not. Layering, bottom to top: records/errors/gates/toml_kit (and the neutral filefacts, manifest, integrity,
-memory, json_schemas), model, quant; backends; bundle; latency; reports; pipeline; api; cli.
+not. Layering, bottom to top (docs/architecture.md): errors, quant, gates, records and the neutral layer
+(filefacts, manifest, integrity, memory, json_schemas, toml_kit); model, parity; backends; bundle and latency;
+target, preflight, speculative; reports; request, pipeline; api; cli.
 """
 
 from __future__ import annotations
