@@ -66,7 +66,7 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     assert low["metrics"]["top1_agreement"] > 0.8  # the runtime computes what the quantized eager model does
     doc = json.loads((tmp_path / "b" / "parity.json").read_text())
     assert doc["schema_version"] == "1.2" and len(doc["checks"]) == 4
-    (art,) = res.artifacts
+    (art,) = [a.to_json() for a in res.artifacts]
     assert art["recipe"] == "8da4w" and art["xnnpack_partitions"] > 0
 
 
@@ -80,7 +80,7 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
     folder = tmp_path / "b" / "onnx-fp32"
     for p in e2e["per_prompt"]:
         assert p["greedy_candidate"] == p["greedy_reference"], p["prompt"]  # onnxruntime == transformers
-    (art,) = res.artifacts
+    (art,) = [a.to_json() for a in res.artifacts]
     assert art["onnxruntime_genai"]["greedy_exact"] == 8  # onnxruntime-genai == onnxruntime, token for token
     assert e2e["metrics"]["max_abs_logit_diff"] < 1e-3 and res.passed
     from edgeslm.model.checkpoint import load_checkpoint
@@ -110,7 +110,7 @@ def test_onnx_fp16_and_int8(recipe, dtype, tiny_dir, tmp_path):
     import onnx
 
     res = export(str(tiny_dir("qwen3")), "jetson-orin", tmp_path / "b", recipe=recipe, context_length=64, bench=False)
-    (art,) = res.artifacts
+    (art,) = [a.to_json() for a in res.artifacts]
     assert art["onnxruntime_genai"]["greedy_exact"] == 8  # the folder loads and runs in onnxruntime-genai
     q = _check(res, "quantization")
     assert 0 < q["metrics"]["kl_mean"] < 0.05 and q["metrics"]["top1_agreement"] > 0.9
