@@ -256,6 +256,8 @@ def _print_summary(res) -> None:
     for c in checks:
         m = c.metrics
         gate = words.get(c.status) or "[red]FAIL[/red] " + "; ".join(c.gate.failures)
+        if c.status is Status.INFO and c.gate.failures:  # e.g. non-finite logits: shown though not gated
+            gate += " [red]" + "; ".join(c.gate.failures) + "[/red]"
         table.add_row(c.artifact or "—", c.stage, num(m.get("top1_agreement"), "{:.3f}"),
                       num(m.get("kl_mean"), "{:.2g}"), num(m.get("logit_sqnr_db"), "{:.1f}"),
                       num(m.get("ppl_rise"), "{:+.1%}"), num(m.get("greedy_agreement"), "{:.3f}"), gate)

@@ -14,6 +14,11 @@ all, are full of such positions. So:
 - scale-free figures sit beside KL, which shrinks with the reference's confidence: logit SQNR (dB) and the
   perplexity rise on a fixed held-out text.
 
+Non-finite logits (NaN or ±inf at some position, in the candidate or the reference) are a failure of their own:
+the figures they would corrupt are recorded as None and the count as ``non_finite_positions`` (prompts) and
+``non_finite_heldout_positions`` (held-out text); :func:`judge` then fails the stage whatever its bounds. An
+informational stage (or one with no gate) stays ungated but carries the failure, so it is shown.
+
 A gate must bound something (or say ``informational = true``: the stage is then reported, never counted as
 passed), and a gate none of whose bounds applies fails, so nothing passes silently.
 """
@@ -90,29 +95,49 @@ def greedy_agreement(per_prompt: list[dict], tolerance: float) -> tuple[float | 
     return total / len(rows), ties
 
 
-def judge(thresholds: Thresholds | None, metrics: dict, per_prompt: list[dict]) -> tuple[list[str], list[str]]:
+def non_finite_failures(metrics: dict, positions: int | None = None) -> list[str]:
+    """The failures non-finite logits make, whatever the bounds (see the module docstring)."""
+    out = []
+    if metrics.get("non_finite_positions"):
+        of = f" of {positions}" if positions else ""
+        out.append(f"non-finite logits at {metrics['non_finite_positions']}{of} positions (NaN/inf)")
+    if metrics.get("non_finite_heldout_positions"):
+        out.append(f"non-finite logits at {metrics['non_finite_heldout_positions']} held-out positions (NaN/inf): "
+                   "perplexity not measured")
+    return out
+
+
+def judge(thresholds: Thresholds | None, metrics: dict, per_prompt: list[dict],
+          positions: int | None = None) -> tuple[list[str], list[str]]:
     """(failures, notes) of ``metrics`` against ``thresholds``; fills ``metrics['greedy_agreement']`` and
-    ``['greedy_ties']`` with this gate's tie tolerance. Notes say which bounds did not apply and why."""
+    ``['greedy_ties']`` with this gate's tie tolerance. Notes say which bounds did not apply and why. Non-finite
+    logits are failures even without thresholds (``positions``: the prompt positions compared, for the message)."""
     tol = thresholds.tie_tolerance() if thresholds else DECISIVE_MARGIN
     if per_prompt:  # else (a report row without per-prompt detail) the recorded figure stands
         metrics["greedy_agreement"], metrics["greedy_ties"] = greedy_agreement(per_prompt, tol)
+    failures = non_finite_failures(metrics, positions)
     if thresholds is None:
-        return [], []
-    failures, notes, applied = [], [], 0
+        return failures, []
+    notes, applied = [], 0
     for bound, metric, direction, label, fmt in _BOUNDS:
         limit = getattr(thresholds, bound)
         if limit is None:
             continue
         value = metrics.get(metric)
         if value is None:
-            why = ("no position where the reference is decisive" if metric == "top1_agreement"
-                   else f"{metric} not measured at this stage")
+            if metric == "ppl_rise" and metrics.get("non_finite_heldout_positions"):
+                why = "non-finite logits on the held-out text"
+            elif metric != "greedy_agreement" and metric != "ppl_rise" and metrics.get("non_finite_positions"):
+                why = "non-finite logits"
+            else:
+                why = ("no position where the reference is decisive" if metric == "top1_agreement"
+                       else f"{metric} not measured at this stage")
             notes.append(f"{label}: not applicable ({why})")
             continue
         applied += 1
         if (value > limit) if direction == "max" else (value < limit):
             failures.append(f"{label} {fmt.format(value)} {'>' if direction == 'max' else '<'} {fmt.format(limit)}")
-    if not thresholds.informational and applied == 0:
+    if not thresholds.informational and applied == 0 and not failures:
         failures.append("no bound of this gate applies to what was measured: " + "; ".join(notes))
     return failures, notes
 

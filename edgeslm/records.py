@@ -114,7 +114,7 @@ class Check:
 
     def judge(self, thresholds: Thresholds | None) -> "Check":
         """(Re-)judge the metrics by ``thresholds`` (None: reported only)."""
-        failures, notes = judge(thresholds, self.metrics, self.per_prompt)
+        failures, notes = judge(thresholds, self.metrics, self.per_prompt, self.positions)
         self.gate = GateResult(thresholds, failures, notes)
         return self
 

@@ -17,6 +17,7 @@ class LogitComparison:
     kl: list[float]  # KL(reference || candidate) per position, nats
     signal: float  # Σ over positions of |reference logits − their mean|² (logits are shift-invariant)
     noise: float  # Σ over positions of |(candidate − reference) − its mean|²
+    finite: list[bool]  # per position: every reference and candidate logit is finite (no NaN, no ±inf)
 
 
 def compare_logits(ref: torch.Tensor, cand: torch.Tensor) -> LogitComparison:
@@ -33,6 +34,7 @@ def compare_logits(ref: torch.Tensor, cand: torch.Tensor) -> LogitComparison:
         kl=kl.tolist(),
         signal=float(((ref - ref.mean(-1, keepdim=True)) ** 2).sum()),
         noise=float(((diff - diff.mean(-1, keepdim=True)) ** 2).sum()),
+        finite=(torch.isfinite(ref).all(-1) & torch.isfinite(cand).all(-1)).tolist(),
     )
 
 
@@ -55,6 +57,11 @@ def divergence_margin(ref_top: list[dict], step: int, cand_token: int) -> float 
     if cand_token not in top["ids"]:
         return None
     return float(top["logprobs"][0] - top["logprobs"][top["ids"].index(cand_token)])
+
+
+def non_finite_rows(logits: torch.Tensor) -> list[int]:
+    """Positions (rows of ``[positions, vocab]`` logits) holding a NaN or an infinity."""
+    return (~torch.isfinite(logits).all(-1)).nonzero().flatten().tolist()
 
 
 def nll(logits: torch.Tensor, ids: list[int]) -> tuple[float, int]:

@@ -9,7 +9,7 @@ from edgeslm.records import Check, Status, Validation, ships, verdict
 
 # 1.1: checks carry "status" (passed / failed / info), top1_agreement counts decisive positions only (top1_exact
 # keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
-PARITY_SCHEMA_VERSION = "1.2"  # 1.2: adapter stage
+PARITY_SCHEMA_VERSION = "1.3"  # 1.2: adapter stage; 1.3: non-finite logits (counted, figures null)
 
 def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = (),
                     reference: dict | None = None) -> dict:
@@ -76,7 +76,7 @@ def parity_markdown(doc: dict) -> str:
     ]
     for c, rec in zip(doc["checks"], checks):
         m = c["metrics"]
-        top1 = (f"{_num(m.get('top1_agreement'), '{:.3f}')} ({m['decisive_fraction']:.0%})"
+        top1 = (f"{_num(m.get('top1_agreement'), '{:.3f}')} ({_num(m['decisive_fraction'], '{:.0%}')})"
                 if "decisive_fraction" in m else "—")
         greedy = f"{_num(m.get('greedy_agreement'), '{:.3f}')} ({m.get('greedy_ties', 0)})"
         lines.append(

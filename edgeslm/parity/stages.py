@@ -27,7 +27,7 @@ from importlib import resources
 import torch
 
 from edgeslm.gates import Thresholds
-from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll
+from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
 from edgeslm.parity.models import ParityModel, top_alternatives
 from edgeslm.records import Check
 
@@ -46,10 +46,24 @@ def heldout_text() -> str:
     return resources.files("edgeslm.parity").joinpath("heldout.txt").read_text()
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer`` starts what it encodes with its BOS token (Gemma, Llama 3: the model always saw it)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("x").input_ids
+    return bos is not None and bool(ids) and ids[0] == bos
+
+
 def heldout_chunks(tokenizer, context_length: int) -> list[list[int]]:
-    """The held-out text as token-id chunks that fit the context (each scored from position 0)."""
+    """The held-out text as token-id chunks that fit the context (BOS included), each scored from position 0.
+
+    The chunks are read the way the model is used: where the tokenizer adds a BOS token, every chunk starts with
+    it (not the first alone), and since position 0 is never a prediction target (:func:`nll` scores ``ids[1:]``),
+    BOS is context, never scored. A tokenizer that adds no BOS cuts the text as it comes."""
     ids = tokenizer(heldout_text()).input_ids[:HELDOUT_TOKENS]
     size = max(2, min(HELDOUT_CHUNK, context_length))
+    if adds_bos(tokenizer) and ids and ids[0] == tokenizer.bos_token_id:
+        bos, body = ids[:1], ids[1:]
+        return [bos + c for c in (body[i:i + size - 1] for i in range(0, len(body), size - 1)) if c]
     return [c for c in (ids[i:i + size] for i in range(0, len(ids), size)) if len(c) >= 2]
 
 
@@ -63,10 +77,17 @@ class Observations:
     greedy_top: list[list[dict]] = field(default_factory=list)
     heldout_nll: float | None = None
     heldout_tokens: int = 0
+    heldout_non_finite: tuple[int, ...] = ()  # scored held-out positions whose logits hold NaN or ±inf
 
     @property
     def perplexity(self) -> float | None:
-        return math.exp(self.heldout_nll / self.heldout_tokens) if self.heldout_tokens else None
+        """exp(mean NLL) of the held-out text; None where not measured or not a number (non-finite logits)."""
+        if not self.heldout_tokens or self.heldout_non_finite or not math.isfinite(self.heldout_nll):
+            return None
+        try:
+            return math.exp(self.heldout_nll / self.heldout_tokens)
+        except OverflowError:
+            return None
 
 
 def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[int]] = (),
@@ -85,11 +106,13 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
             rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
             greedy.append([int(r.argmax()) for r in rows])
             tops.append([top_alternatives(r) for r in rows])
-    total, count = 0.0, 0
+    total, count, bad = 0.0, 0, []
     for chunk in heldout:
-        s, k = nll(model.logits(chunk), chunk)
+        lg = model.logits(chunk)
+        bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
+        s, k = nll(lg, chunk)
         total, count = total + s, count + k
-    return Observations(logits, greedy, tops, total if count else None, count)
+    return Observations(logits, greedy, tops, total if count else None, count, tuple(bad))
 
 
 def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS) -> Observations:
@@ -114,15 +137,40 @@ def _divergence(ref: Observations, i: int, rg: list[int], cg: list[int]) -> tupl
     prefix = greedy_prefix(rg, cg)
     margin = (divergence_margin(ref.greedy_top[i], prefix, cg[prefix])
               if prefix < min(len(rg), len(cg)) and ref.greedy_top else None)
-    return prefix, margin
+    return prefix, margin if margin is None or math.isfinite(margin) else None  # a NaN reference: no margin
+
+
+# Figures computed from the logits: meaningless (NaN read as 0, SQNR as 300 dB) where any logit is not finite.
+_LOGIT_METRICS = ("max_abs_logit_diff", "top1_agreement", "top1_exact", "decisive_fraction", "kl_mean", "kl_max",
+                  "logit_sqnr_db")
+_PROMPT_LOGIT_METRICS = ("max_abs_logit_diff", "top1_exact", "kl_mean", "kl_max")
+
+
+def _non_finite(metrics: dict, per_prompt: list[dict], bad: list[list[int]], ref: Observations,
+                cand: Observations) -> None:
+    """Blank (None) every figure that non-finite logits would turn into a plausible number, and count them:
+    ``non_finite_positions`` (prompt positions where the reference's or the candidate's logits hold NaN or
+    ±inf) and ``non_finite_heldout_positions`` (held-out positions; perplexity then not measured). The gate fails
+    on either, whatever its bounds (:func:`edgeslm.gates.judge`). Absent when everything is finite."""
+    for row, b in zip(per_prompt, bad):
+        if b:
+            row.update({k: None for k in _PROMPT_LOGIT_METRICS}, non_finite_positions=len(b))
+    if any(bad):
+        metrics.update({k: None for k in _LOGIT_METRICS}, non_finite_positions=sum(map(len, bad)))
+    heldout = set(ref.heldout_non_finite) | set(cand.heldout_non_finite)
+    if heldout:
+        metrics["non_finite_heldout_positions"] = len(heldout)
+        metrics["ppl_rise"] = None
 
 
 def compare(stage: str, reference: str, candidate: str, ref: Observations, cand: Observations,
             prompts: list[str], thresholds: Thresholds | None, artifact: str | None = None) -> Check:
     per_prompt, top1_all, decisive_all, kl_all, by_pos, kl_pos = [], [], [], [], {}, {}
-    max_abs, signal, noise = 0.0, 0.0, 0.0
+    max_abs, signal, noise, bad, bad_pos = 0.0, 0.0, 0.0, [], set()
     for i, (p, rl, cl, rg, cg) in enumerate(zip(prompts, ref.logits, cand.logits, ref.greedy, cand.greedy)):
         c = compare_logits(rl, cl)
+        bad.append([j for j, ok in enumerate(c.finite) if not ok])
+        bad_pos.update(bad[-1])
         max_abs, signal, noise = max(max_abs, c.max_abs), signal + c.signal, noise + c.noise
         top1_all += c.top1
         decisive_all += c.decisive
@@ -162,11 +210,12 @@ def compare(stage: str, reference: str, candidate: str, ref: Observations, cand:
     }
     if metrics["logit_sqnr_db"] == math.inf:
         metrics["logit_sqnr_db"] = 300.0  # bit-identical logits; JSON has no infinity
+    _non_finite(metrics, per_prompt, bad, ref, cand)
     check = Check(
         stage=stage, artifact=artifact, reference=reference, candidate=candidate, prompts=len(prompts),
         positions=len(top1_all), greedy_tokens=n_greedy, metrics=metrics, per_prompt=per_prompt,
-        top1_by_position=[_mean(v) for _, v in sorted(by_pos.items())],
-        kl_by_position=[sum(v) / len(v) for _, v in sorted(kl_pos.items())],
+        top1_by_position=[None if j in bad_pos else _mean(v) for j, v in sorted(by_pos.items())],
+        kl_by_position=[None if j in bad_pos else sum(v) / len(v) for j, v in sorted(kl_pos.items())],
     )
     return check.judge(thresholds)
 
