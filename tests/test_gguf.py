@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.errors import InputError
+from edgeslm.filefacts import sha256
 from edgeslm.model import gguf as g
 from edgeslm.model.source import resolve
 
@@ -144,7 +145,7 @@ def test_converted_folder_matches_transformers_gguf_loader(tiny_gguf, cache):
 
     p = src.provenance()
     assert p["id"] == str(tiny_gguf) and p["source"] == "local"
-    assert p["gguf"]["file"] == "tiny-llama.gguf" and p["gguf"]["sha256"] == g.sha256_of(tiny_gguf)
+    assert p["gguf"]["file"] == "tiny-llama.gguf" and p["gguf"]["sha256"] == sha256(tiny_gguf)
     assert p["gguf"]["tensor_types"] == {"Q4_1": 14, "F32": 5, "Q8_0": 1}
     assert p["gguf"]["reference"] == "dequantized" and p["gguf"]["architecture"] == "llama"
 
@@ -198,10 +199,10 @@ def test_export_gguf(tiny_gguf, tmp_path, cache):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["id"] == str(tiny_gguf) and m["model"]["source"] == "local"
     assert m["model"]["architecture"] == "llama" and m["chat_template"]
-    assert m["model"]["gguf"]["sha256"] == g.sha256_of(tiny_gguf)
+    assert m["model"]["gguf"]["sha256"] == sha256(tiny_gguf)
     assert m["model"]["gguf"]["reference"] == "dequantized" and m["model"]["gguf"]["tensor_types"]
     parity = json.loads((out / "parity.json").read_text())
-    assert parity["reference"]["sha256"] == g.sha256_of(tiny_gguf)
+    assert parity["reference"]["sha256"] == sha256(tiny_gguf)
     assert "dequantized" in (out / "parity.md").read_text()
 
 

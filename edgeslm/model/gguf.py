@@ -14,7 +14,6 @@ quantization grid, in fp32), not the original fp16/bf16 release the file was mad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.errors import InputError
+from edgeslm.filefacts import sha256
 
 GGUF_MAGIC = b"GGUF"
 CACHE_ENV = "EDGESLM_CACHE"
@@ -74,14 +74,6 @@ def supported_architectures() -> list[str]:
     except ImportError:
         pass
     return sorted(names)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _field(reader, key: str):
@@ -179,7 +171,7 @@ def resolve_gguf(path: Path) -> tuple[Path, GGUFOrigin]:
     """The converted folder for ``path`` (converted now unless cached) and the file's provenance."""
     path = Path(path)
     _check_magic(path)
-    digest = sha256_of(path)
+    digest = sha256(path)
     root = cache_root() / "gguf"
     final = root / digest
     info = final / INFO_FILE
