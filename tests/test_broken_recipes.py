@@ -15,7 +15,7 @@ import edgeslm.backends.executorch.work as et_backend
 import edgeslm.backends.executorch.export as et_export
 from edgeslm.pipeline import export
 
-from edgeslm.quant.recipes import apply_recipe
+from edgeslm.quant.apply import apply_recipe
 
 real_build = et_backend.build_decoder
 real_lower = et_export.lower_to_pte

@@ -17,7 +17,8 @@ from edgeslm.model.checkpoint import LazyWeights, load_checkpoint
 from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder
 from edgeslm.parity.stages import compare, default_prompts, observe
-from edgeslm.quant.recipes import apply_recipe, get_recipe
+from edgeslm.quant.apply import apply_recipe
+from edgeslm.quant.recipes import get_recipe
 
 
 def test_lazy_weights_read_what_safetensors_wrote(tmp_path):

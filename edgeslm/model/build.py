@@ -8,7 +8,8 @@ from edgeslm.errors import InputError
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.families import family_for, rope_tables
-from edgeslm.quant.recipes import Recipe, plan, quantize_module
+from edgeslm.quant.apply import quantize_module
+from edgeslm.quant.recipes import Recipe, plan
 
 
 def meta_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False) -> Decoder:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtim
     from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
-RECIPES = ("fp32", "8da4w", "int8w")
+RECIPES = ("fp32", "8da4w", "8da4w-asym", "8da4w-hqq", "int8w")
 # For apps (manifest ``load`` / ``app.honoured``): the runtime's id, the package whose version ran parity here,
 # and which generation defaults LlmModule applies (it samples with a temperature only).
 APP = AppRuntime(runtime="executorch", package="executorch", honoured=("temperature", "max_new_tokens"))
