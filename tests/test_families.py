@@ -65,7 +65,7 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     low = _check(res, "lowering")
     assert low["metrics"]["top1_agreement"] > 0.8  # the runtime computes what the quantized eager model does
     doc = json.loads((tmp_path / "b" / "parity.json").read_text())
-    assert doc["schema_version"] == "1.3" and len(doc["checks"]) == 4
+    assert doc["schema_version"] == "1.4" and len(doc["checks"]) == 4
     (art,) = [a.to_json() for a in res.artifacts]
     assert art["recipe"] == "8da4w" and art["xnnpack_partitions"] > 0
 

@@ -16,10 +16,19 @@ from typing import TYPE_CHECKING, Callable
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe, observe_free
-from edgeslm.records import Artifact, Check, Validation, artifact_verdict, stage_summary
+from edgeslm.records import Artifact, Check, Status, Validation, artifact_verdict, stage_summary
 if TYPE_CHECKING:  # annotations only: the pipeline builds jobs and targets; backends import neither
     from edgeslm.pipeline.reference import Reference, Variant
     from edgeslm.target import Target
+
+
+class CandidateFailed(Exception):
+    """Raised by a searching job (``--recipe auto``) at a candidate's first failing gated stage: the rest of that
+    candidate's work (lowering, runtime parity) would not change the outcome."""
+
+    def __init__(self, stage: str, artifact: str | None):
+        super().__init__(f"{artifact}: {stage} failed")
+        self.stage, self.artifact = stage, artifact
 
 
 @dataclass
@@ -50,6 +59,7 @@ class ExportJob:
     records: JobRecords = field(default_factory=JobRecords)  # shared by the target's jobs
     tag: str = ""  # artifact name suffix: "-NAME" for each LoRA adapter when a bundle holds several
     role: str = "model"  # "draft": a speculative-decoding draft (a backend may place it beside its target)
+    searching: bool = False  # a --recipe auto candidate: stop at its first failing gated stage
 
     @classmethod
     def for_variant(cls, reference: Reference, variant: Variant, target: Target, context_length: int,
@@ -88,7 +98,12 @@ class ExportJob:
               cand: Observations, artifact: str | None, gated: bool = True) -> Check:
         c = compare(stage, reference, candidate, ref, cand, self.prompts,
                     self.gate(recipe, stage) if gated else None, artifact)
+        return self._add(c)
+
+    def _add(self, c: Check) -> Check:
         self.checks.append(c)
+        if self.searching and c.status is Status.FAILED:
+            raise CandidateFailed(c.stage, c.artifact)
         return c
 
     def check_greedy(self, stage: str, recipe: str, reference: str, candidate: str, ref: Observations,
@@ -97,13 +112,14 @@ class ExportJob:
         accepted)."""
         c = compare_greedy(stage, reference, candidate, ref, cand_greedy, self.prompts,
                            self.gate(recipe, stage, default), artifact, tuple(self.ckpt.special.eos_ids))
-        self.checks.append(c)
-        return c
+        return self._add(c)
 
     def validate(self, stage: str, artifact: str, checks: list[dict]) -> Validation:
         """Record a pass/fail stage made of named facts (e.g. a package's structure read back from disk)."""
         v = Validation.of_facts(artifact, stage, checks)
         self.validations.append(v)
+        if self.searching and v.status is Status.FAILED:
+            raise CandidateFailed(stage, artifact)
         return v
 
     def not_run(self, stage: str, artifact: str, reason: str, runs_on: str) -> Validation:

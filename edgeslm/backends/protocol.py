@@ -87,6 +87,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "has_verifier": bool,  # verifier() works: speculative decoding can be measured
     "has_native_speculative": bool,  # native_speculative() works: the runtime's own draft support
     "has_bare_runtime": bool,  # run_bare() works: the bare-runtime RSS reference
+    "search": tuple,  # recipes --recipe auto tries (ordered by predicted bytes at run time); () = no search
 }
 
 
@@ -109,6 +110,7 @@ class Backend(abc.ABC):
     has_verifier: ClassVar[bool] = False
     has_native_speculative: ClassVar[bool] = False
     has_bare_runtime: ClassVar[bool] = False
+    search: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -124,6 +126,9 @@ class Backend(abc.ABC):
         if cls.has_bare_runtime != (cls.run_bare is not Backend.run_bare):
             raise TypeError(f"backend class {cls.__qualname__}: has_bare_runtime must say whether it defines "
                             "run_bare()")
+        if not set(cls.search) <= set(cls.recipes):
+            raise TypeError(f"backend class {cls.__qualname__}: search names recipes it lacks "
+                            f"({', '.join(sorted(set(cls.search) - set(cls.recipes)))})")
         if (cls.option_section is None) != (cls.parse_options is Backend.parse_options):
             raise TypeError(f"backend class {cls.__qualname__}: option_section and parse_options() go together")
 

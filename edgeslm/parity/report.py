@@ -9,14 +9,16 @@ from edgeslm.records import Check, Status, Validation, ships, verdict
 
 # 1.1: checks carry "status" (passed / failed / info), top1_agreement counts decisive positions only (top1_exact
 # keeps the raw figure), logit SQNR, held-out perplexity, greedy ties, gate notes; runtime_agreement stage.
-PARITY_SCHEMA_VERSION = "1.3"  # 1.2: adapter stage; 1.3: non-finite logits (counted, figures null)
+# 1.2: adapter stage; 1.3: non-finite logits (counted, figures null); 1.4: ``search`` (--recipe auto candidates)
+PARITY_SCHEMA_VERSION = "1.4"
 
 def parity_document(model_id: str, target: str, checks: list[Check], validations: list[Validation] = (),
-                    reference: dict | None = None) -> dict:
+                    reference: dict | None = None, search: dict | None = None) -> dict:
     """``checks``: metric comparisons between two models; ``validations``: pass/fail facts (a package's structure)
     and stages that could not run here (``status: not_run`` with the reason; they never count as passed).
     ``reference``: what the transformers reference was read from, when it is not the checkpoint as released
-    (a GGUF file, dequantized: its figures measure against those weights, not the original bf16 ones)."""
+    (a GGUF file, dequantized: its figures measure against those weights, not the original bf16 ones).
+    ``search``: artifact → its ``--recipe auto`` record (candidates tried, their stages, the one chosen)."""
     status = verdict([c.status for c in checks] + [v.status for v in validations])
     return {
         "schema_version": PARITY_SCHEMA_VERSION,
@@ -29,6 +31,7 @@ def parity_document(model_id: str, target: str, checks: list[Check], validations
         "validations": [v.to_json() for v in validations],
         "not_run": [f"{v.artifact} / {v.stage}: {v.reason}" for v in validations if v.status is Status.NOT_RUN],
         **({"reference": reference} if reference else {}),
+        **({"search": search} if search else {}),
     }
 
 
@@ -104,6 +107,7 @@ def parity_markdown(doc: dict) -> str:
     if notes:
         lines += ["", "## Gate notes", ""]
         lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}: {n}" for c, n in notes]
+    lines += _search_lines(doc.get("search") or {})
     failures = [(c, f) for c in doc["checks"] for f in c["gate"]["failures"]]
     failures += [(v, f"{c['check']}: expected {c['expected']}, found {c['found']}") for v in doc.get("validations", [])
                  for c in v.get("checks", []) if not c["passed"]]
@@ -117,6 +121,23 @@ def parity_markdown(doc: dict) -> str:
               "the greedy tokens that match before the first divergence; a divergence where the reference's own "
               "margin is within the gate's tie margin counts as agreement (ties in brackets).", ""]
     return "\n".join(lines)
+
+
+def _search_lines(search: dict) -> list[str]:
+    """The ``--recipe auto`` candidates of each searched artifact, smallest first, and why the chosen one won."""
+    lines = []
+    for artifact, rec in search.items():
+        lines += ["", f"## Recipe search: {artifact} ({rec['seconds']:.0f} s)", "",
+                  "| candidate | predicted MB | MB | stage | top-1 | KL | SQNR | ppl Δ | outcome |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in rec["candidates"]:
+            mb = "n/a" if c["bytes"] is None else f"{c['bytes'] / 1e6:.1f}"
+            for stage, m in c["stages"].items() or [("none", {})]:
+                lines.append(f"| {c['recipe']} | {c['predicted_bytes'] / 1e6:.1f} | {mb} | {stage} "
+                             f"| {_num(m.get('top1_agreement'), '{:.3f}')} | {_fmt(m.get('kl_mean'))} "
+                             f"| {_num(m.get('logit_sqnr_db'), '{:.1f} dB')} | {_pct(m.get('ppl_rise'))} "
+                             f"| {c['outcome'] if stage == list(c['stages'] or ['none'])[-1] else ''} |")
+    return lines
 
 
 def write_parity(folder: Path, doc: dict) -> list[str]:

@@ -14,7 +14,7 @@ from edgeslm.errors import InputError
 from edgeslm.model.build import meta_decoder
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import GREEDY_TOKENS, default_prompts
-from edgeslm.pipeline.plan import Recipes, Status, plan_target
+from edgeslm.pipeline.plan import Recipes, Status, candidates, plan_target
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.quant.recipes import plan as plan_recipe
 from edgeslm.target import Target, check_gate_coverage, check_target_device
@@ -29,7 +29,7 @@ def check_request(tgts: list[tuple[Target, Path]], backends, recipe: Recipes, gr
     Returns the plans."""
     plans = [plan_target(t, backends, recipe, group_size, status) for t, _ in tgts]
     for (t, _), plan in zip(tgts, plans):
-        check_gate_coverage(t, plan)  # an ungated stage must not pass silently: refuse before the heavy work
+        check_gate_coverage(t, candidates(plan))  # an ungated stage would pass silently: refuse it before work
         check_target_device(t)
         check_something_built(t, plan)
     check_outputs(tgts, force, extra_outputs)
@@ -106,7 +106,7 @@ def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int
                          f"but the context length is {min(ctxs)}", f"pass --context-length {longest} or more")
     meta = meta_decoder(ckpt, min(ctxs))
     for tgt, plan in zip(tgts, plans):
-        for _, recipe_name in plan:
+        for _, recipe_name in candidates(plan):
             plan_recipe(meta, get_recipe(recipe_name, tgt.group_size if group_size is None else group_size))
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from edgeslm.backends import backend_names, get_backend
 from edgeslm.errors import InputError
-from edgeslm.quant.recipes import canonical, get_recipe
+from edgeslm.quant.recipes import AUTO, canonical, get_recipe
 from edgeslm.target import Target
 
 Status = Callable[[str], None]
@@ -51,15 +51,17 @@ def plan_target(tgt: Target, backends, recipe: Recipes, group_size, status: Stat
             raise InputError(f"unknown backend {b!r}", f"supported backends are {', '.join(backend_names())}")
     bare, per = split_recipes(recipe)
     for r in [*bare, *per.values()]:
-        get_recipe(r, group_size)
-    offered = "; ".join(f"{b} supports {', '.join(get_backend(b).recipes)}" for b in chosen)
+        if r != AUTO:
+            get_recipe(r, group_size)
+    offered = "; ".join(f"{b} supports {', '.join(_offers(b))}" for b in chosen)
     _check_per_backend(tgt, chosen, per, offered)
     takers = _bare_takers(chosen, bare, per, offered)
     pairs = []
     for b in chosen:
         r = per.get(b) or takers.get(b) or canonical(tgt.recipe_for(b))
-        get_recipe(r, group_size)
-        supported = get_backend(b).recipes
+        supported = _offers(b)
+        if r != AUTO:
+            get_recipe(r, group_size)
         if r not in supported:
             raise InputError(f"recipe {r!r} is not available for the {b} backend",
                              f"{b} supports {', '.join(supported)}")
@@ -77,9 +79,9 @@ def _check_per_backend(tgt: Target, chosen: tuple[str, ...], per: dict[str, str]
         if b not in chosen:
             raise InputError(f"--recipe {b}={r}: the {b} backend is not being built (target {tgt.name} builds "
                              f"{', '.join(chosen)})", f"name one of them ({offered})")
-        if r not in get_backend(b).recipes:
+        if r not in _offers(b):
             raise InputError(f"recipe {r!r} is not available for the {b} backend",
-                             f"{b} supports {', '.join(get_backend(b).recipes)}")
+                             f"{b} supports {', '.join(_offers(b))}")
 
 
 def _bare_takers(chosen: tuple[str, ...], bare: list[str], per: dict[str, str], offered: str) -> dict[str, str]:
@@ -87,8 +89,8 @@ def _bare_takers(chosen: tuple[str, ...], bare: list[str], per: dict[str, str], 
     recipe no chosen backend supports, or two that apply to one backend, is refused."""
     takers: dict[str, str] = {}
     for r in bare:
-        takes = [b for b in chosen if b not in per and r in get_backend(b).recipes]
-        if not takes and not any(r in get_backend(b).recipes for b in chosen):
+        takes = [b for b in chosen if b not in per and r in _offers(b)]
+        if not takes and not any(r in _offers(b) for b in chosen):
             raise InputError(f"recipe {r!r} is not available for the {' or '.join(chosen)} backend"
                              f"{'s' if len(chosen) > 1 else ''} being built",
                              f"pass a recipe one of them supports ({offered}), or choose backends with --backend")
@@ -98,3 +100,14 @@ def _bare_takers(chosen: tuple[str, ...], bare: list[str], per: dict[str, str], 
                                  f"pass --recipe {b}=RECIPE to choose")
             takers[b] = r
     return takers
+
+
+def _offers(backend: str) -> tuple[str, ...]:
+    """The recipe names ``backend`` takes: its recipes, and ``auto`` where it has a search ladder."""
+    b = get_backend(backend)
+    return (*b.recipes, AUTO) if b.search else b.recipes
+
+
+def candidates(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (backend, recipe) pairs a plan may build: ``auto`` stands for each recipe of the backend's search."""
+    return [(b, c) for b, r in pairs for c in (get_backend(b).search if r == AUTO else (r,))]

@@ -21,7 +21,9 @@ from edgeslm.pipeline.manifest_record import manifest_record
 from edgeslm.pipeline.plan import Status
 from edgeslm.pipeline.reference import Reference, Variant
 from edgeslm.pipeline.result import ExportResult
+from edgeslm.pipeline.search import search
 from edgeslm.pipeline.tokenizer import write_tokenizer
+from edgeslm.quant.recipes import AUTO
 from edgeslm.records import Artifact, Check, Latency, Manifest, NotBuilt, release, ships
 from edgeslm.records import Status as Verdict
 from edgeslm.speculative import pair_section, validation_checks
@@ -48,7 +50,8 @@ def build_target(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: 
         app = app_section(ref.ckpt, tmp, [a.to_json() for a in artifacts], status)
         status("writing bundle")
         doc = parity_document(ref.source.model_id, tgt.name, records.checks, records.validations,
-                              ref.source.provenance().get("gguf"))
+                              ref.source.provenance().get("gguf"),
+                              {a.name: a.facts["search"] for a in artifacts if "search" in a.facts})
         reports = write_parity(tmp, doc)
         manifest = manifest_record(ref, tgt, ctx, ctx_from, doc, artifacts, not_built, tokenizer_files, reports,
                                    app, speculative, tmp)
@@ -91,13 +94,13 @@ def build_artifacts(ref: Reference, jobs: Jobs, plan, tgt: Target, ctx: int, gs,
             art = job.adopt(ref.built[key], tmp)
         else:
             backend = get_backend(backend_name)
-            art = job.finish(backend.export(job, recipe_name, tmp))
+            art = search(backend, job, tmp) if recipe_name == AUTO else job.finish(backend.export(job, recipe_name, tmp))
             if isinstance(art, NotBuilt):  # its stages are reported; no file stands in for it
                 not_built.append(art)
                 continue
             if art.status is not Verdict.FAILED:
-                defaults = {s: g for s, g in backend.gated_stages(recipe_name).items() if g is not None}
-                new.append((key, job.record(art, recipe_name, defaults)))
+                defaults = {s: g for s, g in backend.gated_stages(art.recipe).items() if g is not None}
+                new.append((key, job.record(art, art.recipe, defaults)))
         if v.adapter is not None:
             art.facts["adapter"] = v.adapter.name
         if v.draft is not None:

@@ -194,6 +194,7 @@ RECIPES: dict[str, Recipe] = {
                "16-bit activations (calibrated) × int8 weights per channel on every layer (Qualcomm HTP)"),
     )
 }
+AUTO = "auto"  # --recipe auto: the backend's smallest recipe that passes the target's gates (pipeline/search.py)
 # Other names users know these recipes by.
 ALIASES = {"int4-block32": "int4", "int8-block32": "int8", "pal4": "palettize4"}
 

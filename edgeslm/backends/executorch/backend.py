@@ -57,6 +57,7 @@ class ExecuTorch(Backend):
     runtime = RUNTIME
     artifact_format = FORMAT
     recipes = RECIPES
+    search = ("8da4w", "8da4w-hqq", "8da4w-asym", "int8w")
     app = APP
     runtime_modules = RUNTIME_MODULES
     kv_bytes = 4
