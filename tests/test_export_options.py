@@ -31,21 +31,21 @@ def test_bare_recipe_applies_to_the_backends_that_support_it():
 
 def test_bare_recipe_alias_is_resolved_first():
     pairs, said = plan("ios", ("int4-block32",))
-    assert pairs == [("coreml", "int4"), ("executorch", "8da4w")]
-    assert "executorch keeps the target's 8da4w" in said[0]
+    assert pairs == [("coreml", "int4"), ("executorch", "8da4w-asym")]
+    assert "executorch keeps the target's 8da4w-asym" in said[0]
 
 
 def test_bare_recipe_every_backend_supports_says_nothing():
     assert plan("android", "fp32") == ([("executorch", "fp32"), ("onnx", "fp32")], [])
-    assert plan("android", None) == ([("executorch", "8da4w"), ("onnx", "int4")], [])
+    assert plan("android", None) == ([("executorch", "8da4w-asym"), ("onnx", "int4")], [])
 
 
 def test_backend_recipe_sets_one_backend():
-    assert plan("android", ("onnx=int8",)) == ([("executorch", "8da4w"), ("onnx", "int8")], [])
-    assert plan("android", {"onnx": "int8"})[0] == [("executorch", "8da4w"), ("onnx", "int8")]
+    assert plan("android", ("onnx=int8",)) == ([("executorch", "8da4w-asym"), ("onnx", "int8")], [])
+    assert plan("android", {"onnx": "int8"})[0] == [("executorch", "8da4w-asym"), ("onnx", "int8")]
     # BACKEND=RECIPE wins over a bare recipe for that backend; the bare one still applies to the others
     assert plan("android", ["fp32", "onnx=int8"]) == ([("executorch", "fp32"), ("onnx", "int8")], [])
-    assert plan("ios", ("coreml=int4-block32",))[0] == [("coreml", "int4"), ("executorch", "8da4w")]
+    assert plan("ios", ("coreml=int4-block32",))[0] == [("coreml", "int4"), ("executorch", "8da4w-asym")]
 
 
 @pytest.mark.parametrize("recipe,backends,needles", [

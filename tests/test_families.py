@@ -55,8 +55,8 @@ def test_fp32_pte_matches_transformers_greedy(family, tiny_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
-    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w", backends=("executorch",),
+def test_8da4w_asym_exports_runs_and_reports(family, tiny_dir, tmp_path):
+    res = export(str(tiny_dir(family)), "android", tmp_path / "b", recipe="8da4w-asym", backends=("executorch",),
                  context_length=64, bench=False)
     stages = [c["stage"] for c in res.parity["checks"]]
     assert stages == ["reauthoring", "quantization", "lowering", "end_to_end"]
@@ -67,7 +67,7 @@ def test_8da4w_exports_runs_and_reports(family, tiny_dir, tmp_path):
     doc = json.loads((tmp_path / "b" / "parity.json").read_text())
     assert doc["schema_version"] == "1.4" and len(doc["checks"]) == 4
     (art,) = [a.to_json() for a in res.artifacts]
-    assert art["recipe"] == "8da4w" and art["xnnpack_partitions"] > 0
+    assert art["recipe"] == "8da4w-asym" and art["xnnpack_partitions"] > 0
 
 
 @pytest.mark.slow
