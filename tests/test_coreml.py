@@ -44,6 +44,10 @@ max_kl_mean = 0.01
 max_kl_mean = 1e-3
 [gates.palettize4.quantization]
 max_kl_mean = 0.05
+[gates.int4-asym.quantization]
+max_kl_mean = 0.05
+[gates.int4-asym.lowering]
+max_kl_mean = 1e-3
 [gates.palettize4.lowering]
 max_kl_mean = 1e-3
 """
@@ -142,3 +146,72 @@ def test_structure_check_fails_on_a_package_without_states(tiny_dir, tiny_ios, t
     broken = {**facts, "states": facts["states"][:-1], "minimum_deployment_target": "iOS17"}
     failed = {c["check"] for c in structure_checks(broken, expected) if not c["passed"]}
     assert failed == {"KV cache states (2 per layer)", "minimum deployment target"}
+
+
+def _on_asym_grid(w, block=32):
+    """``w`` moved onto an asymmetric 4-bit grid per block of ``block`` input channels (as GGUF Q4_1 stores
+    linears: a scale and a float minimum per block), with blocks centred away from zero."""
+    import torch
+
+    out_f, in_f = w.shape
+    g = torch.Generator().manual_seed(out_f * 7 + in_f)
+    blocks = w.reshape(out_f, in_f // block, block)
+    scale = blocks.abs().amax(-1, keepdim=True) / 7.5
+    low = -scale * (2 + 9 * torch.rand(out_f, in_f // block, 1, generator=g))  # offsets 2..11 steps below 0
+    q = torch.randint(0, 16, blocks.shape, generator=g).float()
+    q[..., 0], q[..., 1] = 0, 15  # every block spans the whole grid
+    return (scale * q + low).reshape(out_f, in_f).half().float()
+
+
+def test_int4_asym_package_holds_float_offsets_and_reproduces_an_asymmetric_grid(copy_model, tiny_ios, tmp_path):
+    """int4-asym stores each linear as uint4 blocks with an fp16 scale and an fp16 offset, and stage 1 reads them
+    back decompressed as Core ML does: on weights already on an asymmetric 4-bit grid (GGUF Q4_1's) the package
+    reproduces them, where int4 (an integer offset, a range widened to hold zero) rounds them again."""
+    from safetensors.torch import load_file, save_file
+
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+    from coremltools.converters.mil.mil.types import builtin_to_string as name_of
+    from coremltools.models.utils import _convert_model_spec_to_pymil_prog
+    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
+    from edgeslm.backends.coreml.package import load_spec, package_weights
+
+    model = copy_model("llama")
+    (st,) = model.glob("*.safetensors")
+    tensors = load_file(st)
+    grid = {k: _on_asym_grid(v) for k, v in tensors.items() if k.startswith("model.layers.") and v.dim() == 2}
+    save_file({**tensors, **grid}, st, metadata={"format": "pt"})
+
+    res = export(str(model), tiny_ios, tmp_path / "b", recipe="int4-asym", bench=False)
+    structure = _validation(res, "structure")
+    assert structure["status"] == "passed", [c for c in structure["checks"] if not c["passed"]]
+    q = _check(res, "quantization")
+    assert q["gate"]["passed"], q["gate"]["failures"]
+    pkg = tmp_path / "b" / "model-int4-asym.mlpackage"
+    model_spec, spec = load_spec(pkg)
+    prog = _convert_model_spec_to_pymil_prog(model_spec, spec.specificationVersion, milproto_load)
+    ops = {op.name: op for op in prog.functions["main"].operations if op.op_type == "constexpr_blockwise_shift_scale"}
+    lin = [op for name, op in ops.items() if "layers_" in name]
+    assert len(lin) == 2 * 7
+    assert {(name_of(op.data.dtype), name_of(op.scale.dtype), name_of(op.offset.dtype)) for op in lin} \
+        == {("uint4", "fp16", "fp16")}
+    # the (tied) embedding table: int8 blocks, symmetric (no offset)
+    rest = [op for name, op in ops.items() if "layers_" not in name]
+    assert rest and all(name_of(op.data.dtype) == "int8" and op.offset is None for op in rest)
+
+    weights = package_weights(pkg)  # what stage 1 runs: the blob decompressed as Core ML does
+
+    def steps_off(got, w):  # worst error of any weight, in steps of its block's grid
+        blocks = w.reshape(w.shape[0], -1, 32)
+        step = (blocks.max(-1) - blocks.min(-1)) / 15
+        return float((np.abs(got.astype(np.float32) - w).reshape(blocks.shape).max(-1) / step).max())
+
+    errors = {"int4-asym": 0.0, "int4": 0.0}
+    for k, w in grid.items():
+        w = w.numpy()
+        got = weights["p_" + k.removeprefix("model.").removesuffix(".weight").replace(".", "_") + "_weight"]
+        errors["int4-asym"] = max(errors["int4-asym"], steps_off(got, w))
+        # the int4 recipe's fit (coremltools' linear mode: an integer offset, the range widened to hold zero)
+        params = linear_quantize_weights.blockwise_compress(w.astype(np.float16), 4, "LINEAR", True, [1, 32])
+        errors["int4"] = max(errors["int4"], steps_off(linear_quantize_weights.decompress(params), w))
+    assert errors["int4-asym"] < 0.02, errors  # fp16 rounding of the offset only
+    assert errors["int4"] > 0.2, errors

@@ -155,7 +155,7 @@ def test_inspect_reads_the_artifacts(demo_bundle):
 
 
 def test_ios_target_states_what_ran(tmp_path):
-    """`edgeslm export demo --target ios`: Core ML int4 + ExecuTorch 8da4w. The package reloads; the manifest and
+    """`edgeslm export demo --target ios`: Core ML int4-asym + ExecuTorch 8da4w. The package reloads; the manifest and
     the report say the Core ML runtime stage did not run here (off macOS), never that it passed."""
     from edgeslm.backends.coreml.package import read_package
     from edgeslm.backends.coreml.runtime import unavailable_here
@@ -165,7 +165,7 @@ def test_ios_target_states_what_ran(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((out / "manifest.json").read_text())
     cm, et = m["artifacts"]
-    assert (cm["backend"], cm["recipe"], et["backend"], et["parity"]) == ("coreml", "int4", "executorch", "passed")
+    assert (cm["backend"], cm["recipe"], et["backend"], et["parity"]) == ("coreml", "int4-asym", "executorch", "passed")
     facts = read_package(out / cm["package"])  # reloads from disk
     assert facts["metadata"]["edgeslm.eos_ids"] == json.dumps(m["special_tokens"]["eos_ids"])
     assert facts["metadata"]["edgeslm.context_length"] == "512" and len(facts["states"]) == 8

@@ -155,7 +155,7 @@ def test_no_half_written_bundle_on_failure(copy_model, tmp_path, monkeypatch):
 def test_recipe_the_backend_lacks(tiny_dir, tmp_path):
     res = run_cli("export", str(tiny_dir("llama")), "--target", "ios", "--backend", "coreml", "--recipe", "8da4w",
                   "-o", str(tmp_path / "o"))
-    assert_error(res, "recipe '8da4w' is not available for the coreml backend", "fp16, int8, int4, palettize4")
+    assert_error(res, "recipe '8da4w' is not available for the coreml backend", "fp16, int8, int4, int4-asym, palettize4")
     assert not (tmp_path / "o").exists()
 
 

@@ -30,7 +30,7 @@ def test_default_init_family_passes_android_and_ios(family, tokenizer, tmp_path)
             for r in res for c in r.parity["checks"]]
     assert all(r.passed for r in res), rows
     q = [c for r in res for c in r.parity["checks"] if c["stage"] == "quantization"]
-    assert len(q) == 4  # executorch 8da4w (android, ios), onnx int4, coreml int4
+    assert len(q) == 4  # executorch 8da4w (android, ios), onnx int4, coreml int4-asym
     for c in q:  # the flat case this test is about: exact top-1 alone would have failed the old gate
         assert c["status"] == "passed" and c["metrics"]["logit_sqnr_db"] >= 5.0
     assert any(c["metrics"]["top1_exact"] < 0.85 for c in q), [c["metrics"]["top1_exact"] for c in q]

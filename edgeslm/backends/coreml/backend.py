@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch and coremltools are imported where the work runs
     from edgeslm.records import Artifact
 
 RUNTIME = "Core ML (macOS 15+ / iOS 18+)"
-RECIPES = ("fp16", "int8", "int4", "palettize4")
+RECIPES = ("fp16", "int8", "int4", "int4-asym", "palettize4")
 # Core ML runs one forward per call; the app's own loop samples (ios_demo: temperature and a token budget).
 APP = AppRuntime(runtime="coreml", package="coremltools", honoured=("temperature", "max_new_tokens"))
 

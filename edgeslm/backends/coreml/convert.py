@@ -9,6 +9,11 @@
 - Recipe rules map onto ``op_name_configs`` of ``coremltools.optimize.coreml``: ``4w`` → int4 with offset,
   ``8w`` → symmetric int8 (per block of ``group_size`` input channels, or per output channel), ``pal4`` → 4-bit
   k-means palettization with one 16-entry table per ``group_size`` output channels.
+- ``4w`` with method ``asym`` → uint4 blocks with an fp16 scale and an fp16 (float) offset each, fitted min–max
+  (:func:`fit_asym`). coremltools' own ``linear`` mode rounds the offset to an integer and widens each block's
+  range to contain zero, so a weight already on an asymmetric 4-bit grid (GGUF Q4_1) is rounded a second time;
+  ``constexpr_blockwise_shift_scale`` takes a float offset (iOS 18), so its quantization pass is reused with
+  only the fit replaced (:func:`_float_offset_pass`).
 """
 
 from __future__ import annotations
@@ -91,9 +96,71 @@ def tied_to(dec: torch.nn.Module) -> dict[str, str]:
     return out
 
 
+def fit_asym(weight: np.ndarray, block_sizes: list[int], nbits: int = 4):
+    """Min–max asymmetric blocks with a float offset, as Core ML stores them: ``(data, scale, offset)`` with
+    ``weight ≈ scale · (data − offset)`` (``constexpr_blockwise_shift_scale``), ``data`` unsigned ``nbits``-bit,
+    ``scale`` and ``offset`` fp16 (the values the package holds: ``data`` is rounded against the fp16 ones).
+    ``block_sizes`` per axis as coremltools gives them (0: the whole axis); None if a dimension is not a multiple
+    of its block. A block whose values lie within a few percent of their magnitude gets a wider scale, so that
+    its offset stays small enough for fp16 to hold within an eighth of a step."""
+    from coremltools.converters.mil.mil import types
+
+    qmax = 2**nbits - 1
+    new_shape, scale_shape, kept = [], [], []
+    for dim, block in zip(weight.shape, block_sizes):
+        if block > 0:
+            if dim % block:
+                return None
+            kept.append(len(new_shape))
+            new_shape += [dim // block, block]
+            scale_shape.append(dim // block)
+        else:
+            new_shape.append(dim)
+            scale_shape.append(1)
+    axes = tuple(i for i in range(len(new_shape)) if i not in kept)
+    w = weight.astype(np.float32).reshape(new_shape)
+    lo, hi = w.min(axis=axes, keepdims=True), w.max(axis=axes, keepdims=True)
+    mag = np.maximum(np.abs(lo), np.abs(hi))
+    scale = np.maximum((hi - lo) / qmax, mag / 256).astype(np.float16)  # |offset| <= 256: fp16 spacing 1/4
+    scale[scale == 0] = 1  # an all-zero block (or one below fp16's range): data 0, offset 0
+    s = scale.astype(np.float32)
+    offset = (-lo / s).astype(np.float16)
+    data = np.clip(np.round(w / s + offset.astype(np.float32)), 0, qmax)
+    np_dtype = types.nptype_from_builtin(types.get_nbits_int_builtin_type(nbits, False))
+    return (data.reshape(weight.shape).astype(np_dtype), scale.reshape(scale_shape),
+            offset.reshape(scale_shape))
+
+
+def _float_offset_pass(config):
+    """coremltools' ``linear_quantize_weights`` pass (the const selection, block sizes and
+    ``constexpr_blockwise_shift_scale`` rewrite are its own) with the fit replaced by :func:`fit_asym`."""
+    from coremltools.optimize import _utils as optimize_utils
+    from coremltools.optimize.coreml._quantization_passes import linear_quantize_weights
+
+    class float_offset_quantize_weights(linear_quantize_weights):
+        @classmethod
+        def blockwise_compress_by_dtype(cls, original_data, dtype, mode, block_sizes):
+            from coremltools.converters.mil.mil import types
+
+            bits = (types.string_to_builtin(dtype) if isinstance(dtype, str) else dtype).get_bitwidth()
+            fit = fit_asym(original_data, block_sizes, bits)
+            if fit is None:
+                return None
+            data, scale, offset = fit
+            return optimize_utils.QuantParams(data=data, scale=scale, offset=offset, nbits=np.uint8(bits))
+
+    return float_offset_quantize_weights(config=config)
+
+
 def _op_config(rule: Rule):
     import coremltools.optimize.coreml as cto
 
+    if rule.scheme == "4w" and rule.method == "asym":  # fitted by _float_offset_pass; uint4 data
+        return cto.OpLinearQuantizerConfig(mode="linear", dtype="uint4", granularity="per_block",
+                                           block_size=rule.group_size, weight_threshold=0)
+    if rule.method != "rtn":
+        raise InputError(f"method {rule.method} has no Core ML form for scheme {rule.scheme}",
+                         "use method rtn, or asym on a block-wise 4w rule, for the coreml backend")
     if rule.scheme in ("4w", "8w"):
         dtype = "int4" if rule.scheme == "4w" else "int8"
         # int4 with a per-block offset (Core ML stores it as int4 too): on the demo model mean KL 0.068 against
@@ -114,6 +181,9 @@ def _op_config(rule: Rule):
 def describe_rule(rule: Rule) -> str:
     """What a rule becomes in the package, for the manifest."""
     group = rule.group_size
+    if rule.scheme == "4w" and rule.method == "asym":
+        return (f"{rule.pattern} → uint4 with an fp16 scale and an fp16 offset (min–max), per block of {group} "
+                "input channels")
     what = {
         "4w": f"int4 with offset, per block of {group} input channels" if group else "int4 with offset, per channel",
         "8w": f"int8 symmetric, per block of {group} input channels" if group else "int8 symmetric, per channel",
@@ -122,6 +192,18 @@ def describe_rule(rule: Rule) -> str:
         "fp16": "fp16", "fp32": "fp16 (Core ML computes in fp16)",
     }[rule.scheme]
     return f"{rule.pattern} → {what}"
+
+
+def _form(rule: Rule | None):
+    """What a rule stores (its pattern aside): two rules of the same form may cover one tied table."""
+    return rule and (rule.scheme, rule.group_size, rule.method)
+
+
+def _kind(rule: Rule) -> str:
+    """Which coremltools pass compresses a rule's weights."""
+    if rule.scheme == "pal4":
+        return "pal"
+    return "asym" if rule.method == "asym" else "linear"
 
 
 def compress(mlmodel, dec: torch.nn.Module, recipe: Recipe):
@@ -134,7 +216,7 @@ def compress(mlmodel, dec: torch.nn.Module, recipe: Recipe):
     names = weight_ops(mlmodel)
     for fqn, twin in tied_to(dec).items():
         if fqn in chosen:
-            if chosen.get(twin) != chosen[fqn]:
+            if _form(chosen.get(twin)) != _form(chosen[fqn]):
                 raise InputError(
                     f"recipe {recipe.name} quantizes {fqn} and {twin} differently, but their weights are tied "
                     "and Core ML stores them once", f"give {fqn} and {twin} the same rule for the coreml backend")
@@ -144,10 +226,16 @@ def compress(mlmodel, dec: torch.nn.Module, recipe: Recipe):
     if missing:
         raise InternalError(f"no Core ML weight found for {missing[:3]}",
                             "coremltools named the weights differently than expected; please report it")
-    linear = {names[k]: _op_config(chosen[f]) for k, f in by_key.items() if chosen[f].scheme != "pal4"}
-    pal = {names[k]: _op_config(chosen[f]) for k, f in by_key.items() if chosen[f].scheme == "pal4"}
+    def configs(kind):
+        return {names[k]: _op_config(chosen[f]) for k, f in by_key.items() if _kind(chosen[f]) == kind}
+
+    linear, asym, pal = configs("linear"), configs("asym"), configs("pal")
     if linear:
         mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=linear))
+    if asym:
+        from coremltools.models.utils import _apply_graph_pass
+
+        mlmodel = _apply_graph_pass(mlmodel, _float_offset_pass(cto.OptimizationConfig(op_name_configs=asym)))
     if pal:
         mlmodel = cto.palettize_weights(mlmodel, cto.OptimizationConfig(op_name_configs=pal))
     return mlmodel, chosen

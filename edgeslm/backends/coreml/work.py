@@ -28,7 +28,12 @@ from edgeslm.quiet import native_output_silenced
 from edgeslm.records import Artifact
 
 _OPS = {"4w": ("constexpr_blockwise_shift_scale", "int4"), "8w": ("constexpr_blockwise_shift_scale", "int8"),
-        "pal4": ("constexpr_lut_to_dense", "uint4")}
+        "pal4": ("constexpr_lut_to_dense", "uint4"), "4w-asym": ("constexpr_blockwise_shift_scale", "uint4")}
+
+
+def _op_of(rule) -> tuple[str, str]:
+    """The constexpr op and data dtype a rule's weights take in the package."""
+    return _OPS[f"{rule.scheme}-{rule.method}" if rule.method != "rtn" else rule.scheme]
 
 
 def package_metadata(job: ExportJob, recipe: str, vocab_size: int) -> dict[str, str]:
@@ -73,11 +78,18 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
     s = dec.spec
     ops: dict[str, int] = {}
     for rule in chosen.values():
-        ops[_OPS[rule.scheme][0]] = ops.get(_OPS[rule.scheme][0], 0) + 1
-    dtypes = {_OPS[r.scheme][1] for r in chosen.values()}
+        ops[_op_of(rule)[0]] = ops.get(_op_of(rule)[0], 0) + 1
+    # the dtype holding most weight bytes: each compressed weight at its data's bits, the rest in fp16
+    bits = {"int4": 4, "uint4": 4, "int8": 8}
+    by_dtype: dict[str, float] = {}
+    tied = tied_to(dec)
+    for fqn, mod in dec.named_modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)) and fqn not in tied:
+            dtype = _op_of(chosen[fqn])[1] if fqn in chosen else "float16"
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + mod.weight.numel() * bits.get(dtype, 16)
     return {"context_length": job.context_length, "num_layers": s.num_layers, "num_kv_heads": s.num_kv_heads,
             "head_dim": s.head_dim, "vocab_size": s.vocab_size, "compressed_ops": ops,
-            "weight_dtype": dtypes.pop() if len(dtypes) == 1 else "float16", "metadata": meta,
+            "weight_dtype": max(by_dtype, key=by_dtype.get) if by_dtype else None, "metadata": meta,
             "tokens_per_call": tokens_per_call(job.target)}
 
 
