@@ -51,7 +51,7 @@ def test_backend_recipe_sets_one_backend():
 @pytest.mark.parametrize("recipe,backends,needles", [
     # a bare recipe no chosen backend supports: the backends and their recipes are listed
     (("palettize4",), None, ["recipe 'palettize4' is not available for the executorch or onnx backends",
-                             "executorch supports fp32, 8da4w, int8w; onnx supports fp32, fp16, int4, int8"]),
+                             "executorch supports fp32, 8da4w, 8da4w-asym, 8da4w-hqq, int8w, auto; onnx supports fp32, fp16, int4"]),
     (("8da4w",), ("onnx",), ["recipe '8da4w' is not available for the onnx backend", "onnx supports"]),
     # BACKEND= naming a backend not being built, or a recipe that backend lacks
     (("coreml=int4",), None, ["the coreml backend is not being built", "executorch supports", "onnx supports"]),
