@@ -117,3 +117,81 @@ def test_onnx_fp16_and_int8(recipe, dtype, tiny_dir, tmp_path):
     graph = onnx.load(str(tmp_path / "b" / art["file"]), load_external_data=False).graph
     past = next(i for i in graph.input if i.name == "past_key_values.0.key")
     assert onnx.helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).name == dtype
+
+
+def _on_grids(dec, seed: int = 0) -> None:
+    """Linears on an asymmetric 4-bit grid (a scale and an offset per block of 32 inputs, as GGUF Q4_1 stores
+    them), the tied embedding table on a symmetric int8 grid per block of 32 (GGUF Q8_0), lm_head its copy."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, m in dec.named_modules():
+            if isinstance(m, torch.nn.Linear) and name != "lm_head":
+                out, k = m.weight.shape
+                q = torch.randint(0, 16, (out, k // 32, 32), generator=g).float()
+                q[..., 0], q[..., 1] = 0, 15  # every block spans its grid
+                d = 0.004 + 0.01 * torch.rand(out, k // 32, 1, generator=g)
+                m.weight.copy_((d * q + 0.05 * torch.rand(out, k // 32, 1, generator=g) - 3 * d).reshape(out, k))
+        v, h = dec.embed_tokens.weight.shape
+        q = torch.randint(-127, 128, (v, h // 32, 32), generator=g).float()
+        q[..., 0] = 127
+        table = (q * (0.002 + 0.002 * torch.rand(v, h // 32, 1, generator=g))).reshape(v, h)
+        dec.embed_tokens.weight.copy_(table)
+        dec.lm_head.weight.copy_(table)
+
+
+def _logit_sqnr(ref_path, path) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    ids = np.array([[5, 17, 200, 33, 401, 7, 99, 250]])
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+    sess = ort.InferenceSession(str(ref_path))
+    for i in sess.get_inputs():
+        if i.name.startswith("past_key_values"):
+            feeds[i.name] = np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32)
+    ref = sess.run(["logits"], feeds)[0]
+    out = ort.InferenceSession(str(path)).run(["logits"], feeds)[0]
+    return float(10 * np.log10((ref ** 2).mean() / ((ref - out) ** 2).mean()))
+
+
+def test_onnx_int4_asym_float_zero_points_reproduce_an_asymmetric_grid(tiny_dir, tmp_path):
+    """int4-asym: MatMulNBits with float zero points (ORT's HQQ quantizer) on the linears, lm_head int8 sharing one
+    table with the embedding Gather. On weights already on an asymmetric 4-bit grid it is near-exact; symmetric
+    int4 (the int4 recipe) is not."""
+    import shutil
+
+    import onnx
+
+    from edgeslm.backends.onnx.export import NBits, export_onnx, quantize_matmul_nbits, quantize_nbits_with_table
+    from edgeslm.backends.onnx.work import _matmul_scheme
+    from edgeslm.quant.recipes import get_recipe
+
+    assert _matmul_scheme(get_recipe("int4-asym")) == (NBits(4, 32, "asym"), NBits(8, 32))
+    dec = build_decoder(load_checkpoint(resolve(str(tiny_dir("llama")))), 64)
+    _on_grids(dec)
+    paths = {}
+    for name in ("fp32", "asym", "sym"):
+        (tmp_path / name).mkdir()
+        paths[name] = tmp_path / name / "model.onnx"
+    export_onnx(dec, paths["fp32"])
+    for name in ("asym", "sym"):
+        for f in ("model.onnx", "model.onnx.data"):
+            shutil.copyfile(tmp_path / "fp32" / f, tmp_path / name / f)
+    facts = quantize_nbits_with_table(paths["asym"], NBits(4, 32, "asym"), NBits(8, 32))
+    quantize_matmul_nbits(paths["sym"], 4, 32)
+    assert facts["tied_table"]
+
+    graph = onnx.load(str(paths["asym"])).graph
+    inits = {i.name: i for i in graph.initializer}
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    four = [n for n in nbits if onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits")) == 4]
+    assert len(four) == 7 * 2 and len(nbits) == len(four) + 1  # every projection of both layers, + lm_head
+    assert all(len(n.input) == 4 and inits[n.input[3]].data_type == onnx.TensorProto.FLOAT for n in four)
+    (head,) = [n for n in nbits if n not in four]
+    assert any(n.op_type == "Gather" and n.input[0] == head.input[1] for n in graph.node)  # one shared table
+    v, h = dec.embed_tokens.weight.shape
+    assert not [i for i in graph.initializer if tuple(i.dims) in ((v, h), (h, v))]  # no float table left
+
+    asym, sym = _logit_sqnr(paths["fp32"], paths["asym"]), _logit_sqnr(paths["fp32"], paths["sym"])
+    assert asym > 40, asym
+    assert sym < asym - 15, (sym, asym)

@@ -67,8 +67,9 @@ def test_builtin_android_target_parses():
 
     t = load_target("android")
     assert t.backends == ("executorch", "onnx")
-    assert t.recipe_for("executorch") == "8da4w-asym" and t.recipe_for("onnx") == "int4"
+    assert t.recipe_for("executorch") == "8da4w-asym" and t.recipe_for("onnx") == "int4-asym"
     assert t.thresholds("8da4w-asym", "quantization").min_top1 is not None
+    assert t.thresholds("int4-asym", "quantization").max_ppl_rise == 0.10
     assert t.options["onnx"]["provider_options"] == [{"xnnpack": {}}]
     assert t.thresholds("fp32", "reauthoring") == t.gates["reauthoring"]
 

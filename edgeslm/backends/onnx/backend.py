@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtim
     from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
-RECIPES = ("fp32", "fp16", "int4", "int8")
+RECIPES = ("fp32", "fp16", "int4", "int4-asym", "int8")
 APP = AppRuntime(runtime="onnxruntime-genai", package="onnxruntime-genai",
                  honoured=("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"))
 # genai's Python API hands back numpy arrays (imported on first use)

@@ -8,10 +8,12 @@ Prefill and decode share one graph: ``input_ids [1, S]``, ``attention_mask [1, P
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edgeslm.errors import InputError
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.generation import generation_defaults
 
@@ -67,6 +69,37 @@ def _name_mask_axis(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+@dataclass(frozen=True)
+class NBits:
+    """One MatMulNBits scheme: bits, block size and how the grid is fitted (``rtn``: symmetric round-to-nearest,
+    ORT's default quantizer; ``asym``: a scale and a float zero point per block, ORT's HQQ quantizer)."""
+
+    bits: int
+    block: int
+    method: str = "rtn"
+
+    def describe(self) -> str:
+        how = "asymmetric, float zero points (ORT HQQ quantizer)" if self.method == "asym" else "symmetric RTN"
+        return f"MatMulNBits {self.bits}-bit, block {self.block}, {how}"
+
+
+def _quantizer(model, scheme: NBits, **kw):
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    if scheme.method == "asym":  # min–max start, then HQQ's refinement; zero points stay float (not rounded)
+        config = HQQWeightOnlyQuantConfig(block_size=scheme.block, bits=scheme.bits)
+        return MatMulNBitsQuantizer(model, bits=scheme.bits, block_size=scheme.block, algo_config=config, **kw)
+    return MatMulNBitsQuantizer(model, bits=scheme.bits, block_size=scheme.block, is_symmetric=True,
+                                accuracy_level=4, **kw)
+
+
+def _save(model, path: Path) -> None:
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    model.save_model_to_file(str(path), use_external_data_format=True)
+
+
 def quantize_matmul_nbits(path: Path, bits: int, block_size: int, embeddings: bool = False) -> None:
     """Replace MatMul weights in place with MatMulNBits (symmetric, block-wise RTN), as ORT's tool does; with
     ``embeddings`` the embedding Gather becomes GatherBlockQuantized too."""
@@ -78,10 +111,120 @@ def quantize_matmul_nbits(path: Path, bits: int, block_size: int, embeddings: bo
     q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4,
                              **(extra if embeddings else {}))
     q.process()
-    data = path.with_name(path.name + ".data")
-    if data.exists():
-        data.unlink()
-    q.model.save_model_to_file(str(path), use_external_data_format=True)
+    _save(q.model, path)
+
+
+def _table_nodes(graph) -> tuple:
+    """The embedding Gather (a constant [V, H] table) and the lm_head MatMul (a constant [H, V] weight)."""
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    gather = next((n for n in graph.node if n.op_type == "Gather" and len(shapes.get(n.input[0], ())) == 2), None)
+    if gather is None:
+        return None, None
+    v, h = shapes[gather.input[0]]
+    head = [n for n in graph.node if n.op_type == "MatMul" and shapes.get(n.input[1]) == (h, v)]
+    return gather, head[-1] if head else None
+
+
+def quantize_nbits_with_table(path: Path, linear: NBits, table: NBits) -> dict:
+    """Every MatMul → MatMulNBits with ``linear``'s scheme except lm_head, which gets ``table``'s; the embedding
+    Gather then reads lm_head's quantized table (tied embeddings: one table in the file, as onnxruntime-genai's
+    shared-embeddings models do), dequantized with standard ops (GatherBlockQuantized takes no float zero
+    points). An untied model's table is quantized apart with the same scheme. Returns facts for the manifest."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    gather, head = _table_nodes(model.graph)
+    if gather is None or head is None:
+        raise InputError("the ONNX graph has no embedding Gather and lm_head MatMul to quantize as a table",
+                         "use a recipe whose embedding and lm_head rules match the linear layers'")
+    inits = {i.name: i for i in model.graph.initializer}
+    emb = numpy_helper.to_array(inits[gather.input[0]])
+    tied = bool(np.array_equal(numpy_helper.to_array(inits[head.input[1]]).T, emb))
+    vocab, hidden = emb.shape
+    if hidden % table.block:
+        raise InputError(f"hidden size {hidden} is not a multiple of the table's block size {table.block}",
+                         "pick a group size that divides the hidden size")
+    q = _quantizer(model, linear, nodes_to_exclude=[head.name])
+    q.process()
+    q = _quantizer(q.model.model, table)  # lm_head is the only MatMul left with a constant weight
+    q.process()
+    model = q.model.model
+    graph = model.graph
+    qhead = next(n for n in graph.node if n.op_type == "MatMulNBits" and n.output[0] == head.output[0])
+    names = list(qhead.input[1:4])
+    if not tied:  # the table's own copy, through the same quantizer (a one-MatMul graph)
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, hidden])
+        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, vocab])
+        w = numpy_helper.from_array(np.ascontiguousarray(emb.T), "embed_table")
+        one = helper.make_model(helper.make_graph([helper.make_node("MatMul", ["x", "embed_table"], ["y"])],
+                                                  "t", [x], [y], [w]))
+        qt = _quantizer(one, table)
+        qt.process()
+        node = qt.model.model.graph.node[0]
+        kept = {i.name: i for i in qt.model.model.graph.initializer}
+        names = [f"embed_tokens_q/{n}" for n in node.input[1:4]]
+        for old, new in zip(node.input[1:4], names):
+            t = kept[old]
+            t.name = new
+            graph.initializer.append(t)
+    nodes = list(graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.output[0] == gather.output[0])
+    nodes[at:at + 1] = _dequant_gather(graph, names, gather.input[1], gather.output[0], vocab, hidden, table)
+    graph.ClearField("node")
+    graph.node.extend(nodes)  # in topological order, where the Gather was
+    q.model.clean_initializers()
+    _save(q.model, path)
+    return {"tied_table": tied, "table_shared_with": qhead.name if tied else None}
+
+
+def _dequant_gather(graph, names: list[str], ids: str, out: str, vocab: int, hidden: int, table: NBits) -> list:
+    """Nodes computing ``out`` = rows ``ids`` of a MatMulNBits table (B [V, blocks, blob] uint8, scales and
+    optional zero points [V * blocks]), dequantized: (q - zero) * scale, q unpacked low nibble first."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    p, blocks = "embed_tokens_q/", hidden // table.block
+    consts = {"blocks2d": np.array([vocab, blocks], np.int64), "hidden": np.array([hidden], np.int64),
+              "blockshape": np.array([blocks, table.block], np.int64), "last": np.array([-1], np.int64),
+              "sixteen": np.array(16, np.float32), "zero_default": np.array(2 ** (table.bits - 1), np.float32)}
+    graph.initializer.extend(numpy_helper.from_array(v, p + k) for k, v in consts.items())
+    c = {k: p + k for k in consts}
+    n = helper.make_node
+    nodes = [n("Shape", [ids], [p + "ids_shape"]),
+             n("Gather", [names[0], ids], [p + "q_packed"], axis=0),
+             n("Cast", [p + "q_packed"], [p + "q_f"], to=1)]
+    q = p + "q_f"
+    if table.bits == 4:  # two codes a byte, the even element in the low nibble
+        nodes += [n("Div", [q, c["sixteen"]], [p + "hi_div"]), n("Floor", [p + "hi_div"], [p + "hi"]),
+                  n("Mul", [p + "hi", c["sixteen"]], [p + "hi16"]), n("Sub", [q, p + "hi16"], [p + "lo"]),
+                  n("Unsqueeze", [p + "lo", c["last"]], [p + "lo1"]), n("Unsqueeze", [p + "hi", c["last"]], [p + "hi1"]),
+                  n("Concat", [p + "lo1", p + "hi1"], [p + "pairs"], axis=-1),
+                  n("Concat", [p + "ids_shape", c["blockshape"]], [p + "q_shape"], axis=0),
+                  n("Reshape", [p + "pairs", p + "q_shape"], [p + "q"])]
+        q = p + "q"
+    elif table.bits != 8:
+        raise InputError(f"a {table.bits}-bit embedding table", "use 4 or 8 bits for the embedding table")
+
+    def per_block(name: str, tag: str) -> str:
+        nodes.extend([n("Reshape", [name, c["blocks2d"]], [p + tag + "_2d"]),
+                      n("Gather", [p + tag + "_2d", ids], [p + tag + "_rows"], axis=0),
+                      n("Unsqueeze", [p + tag + "_rows", c["last"]], [p + tag]),])
+        return p + tag
+
+    scale = per_block(names[1], "scale")
+    zero = c["zero_default"]
+    if len(names) > 2 and names[2]:
+        zp = next(i for i in graph.initializer if i.name == names[2])
+        if zp.data_type != 1:  # packed integer zero points: only the symmetric or float-zero-point schemes here
+            raise InputError("an embedding table with packed integer zero points",
+                             "use a symmetric (rtn) or asym rule for embed_tokens and lm_head")
+        zero = per_block(names[2], "zero")
+    nodes += [n("Sub", [q, zero], [p + "centred"]), n("Mul", [p + "centred", scale], [p + "rows"]),
+              n("Concat", [p + "ids_shape", c["hidden"]], [p + "out_shape"], axis=0),
+              n("Reshape", [p + "rows", p + "out_shape"], [out])]
+    return nodes
 
 
 def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, generation: dict,

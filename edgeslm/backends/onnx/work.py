@@ -12,7 +12,15 @@ from pathlib import Path
 
 from edgeslm.backends.base import ExportJob
 from edgeslm.backends.onnx.backend import BITS, RUNTIME, RUNTIME_AGREEMENT, build_options
-from edgeslm.backends.onnx.export import MODEL_FILE, convert_fp16, export_onnx, quantize_matmul_nbits, write_genai_config
+from edgeslm.backends.onnx.export import (
+    MODEL_FILE,
+    NBits,
+    convert_fp16,
+    export_onnx,
+    quantize_matmul_nbits,
+    quantize_nbits_with_table,
+    write_genai_config,
+)
 from edgeslm.backends.onnx.runtime import (
     GenaiModel,
     OrtModel,
@@ -31,9 +39,15 @@ from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
 
-def _matmul_scheme(recipe) -> tuple[int, int, bool] | str | None:
+def _matmul_scheme(recipe) -> tuple[int, int, bool] | tuple[NBits, NBits] | str | None:
     """(bits, block, embeddings too) of the recipe's rules, "fp16", or None; ONNX applies one scheme to every
-    weight MatMul, and the same one to the embedding table (Gather) when the recipe's embed rule names it."""
+    weight MatMul, and the same one to the embedding table (Gather) when the recipe's embed rule names it.
+    A recipe whose embedding table and lm_head share a rule of their own (``embed_tokens`` and ``lm_head``),
+    or whose linears are ``asym``, gives (linears, table): :func:`quantize_nbits_with_table`."""
+    table_rules = {r for r in (recipe.rule_for("embed_tokens"), recipe.rule_for("lm_head")) if r is not None}
+    main = recipe.main_rule
+    if main.method == "asym" or any(r.pattern != main.pattern for r in table_rules):
+        return _split_scheme(recipe, table_rules)
     linear_rules = {(r.scheme, r.group_size) for r in recipe.rules if r.pattern != "embed_tokens"}
     if linear_rules == {("fp32", 0)}:
         return None
@@ -48,6 +62,25 @@ def _matmul_scheme(recipe) -> tuple[int, int, bool] | str | None:
         raise InputError(f"recipe {recipe.name}: embeddings must be fp32 or {scheme} for the ONNX backend",
                          "use the same scheme for embed_tokens as for the linear layers, or fp32")
     return BITS[scheme], group or 32, embed is not None and embed.scheme == scheme
+
+
+def _split_scheme(recipe, table_rules: set) -> tuple[NBits, NBits]:
+    """Linears on the catch-all rule, the embedding table and lm_head on one shared rule (tied embeddings: one
+    quantized table, read by lm_head's MatMulNBits and the embedding's Gather)."""
+    main = recipe.main_rule
+    others = {r for r in recipe.rules if r.pattern not in ("embed_tokens", "lm_head")}
+    tables = {(r.scheme, r.group_size, r.method) for r in table_rules}
+    if others != {main} or len(tables) != 1 or len(table_rules) != 2:
+        raise InputError(f"recipe {recipe.name}: the ONNX backend takes one rule for the linears and one shared by "
+                         "embed_tokens and lm_head",
+                         "give embed_tokens and lm_head the same rule, and the other linears one catch-all rule")
+    for r in (main, *table_rules):
+        if r.scheme not in BITS or not r.group_size:
+            raise InputError(f"recipe {recipe.name}: rule {r.describe()} is not a block-wise weight-only scheme",
+                             "use 4w or 8w with a group size")
+    t = next(iter(table_rules))
+    return (NBits(BITS[main.scheme], main.group_size, main.method),
+            NBits(BITS[t.scheme], t.group_size, t.method))
 
 
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
@@ -79,6 +112,9 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         if scheme == "fp16":
             job.status("onnx: converting to fp16")
             convert_fp16(folder / MODEL_FILE)
+        elif isinstance(scheme[0], NBits):
+            job.status(f"onnx: {scheme[0].describe()}; embeddings + lm_head {scheme[1].describe()}")
+            facts["table"] = quantize_nbits_with_table(folder / MODEL_FILE, *scheme)
         else:
             job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
                        + (" (+ embeddings)" if scheme[2] else ""))
@@ -102,9 +138,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         **file_entry(tmp, name),
         files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
         backend="onnx", runtime=RUNTIME, recipe=recipe_name,
-        quantization=([] if not scheme else ["fp16 weights, activations and KV cache"] if scheme == "fp16"
-                      else [f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
-                      + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else [])),
+        quantization=_describe(scheme, facts.get("table")),
         facts={
             "execution_providers": {"configured": configured or ["cpu"], "parity_run_on": "CPUExecutionProvider",
                                     "not_run_here": [p for p in configured if p != "cpu"]},
@@ -112,6 +146,19 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
                                   "greedy_ties": agree.metrics["greedy_ties"], "prompts": len(genai)},
             **facts,
         })
+
+
+def _describe(scheme, table: dict | None) -> list[str]:
+    if not scheme:
+        return []
+    if scheme == "fp16":
+        return ["fp16 weights, activations and KV cache"]
+    if isinstance(scheme[0], NBits):
+        shared = "one table shared with lm_head (tied)" if table and table["tied_table"] else "its own table"
+        return [f"every MatMul but lm_head → {scheme[0].describe()}", f"lm_head → {scheme[1].describe()}",
+                f"embeddings → Gather + dequantize of the same scheme, {shared}"]
+    return ([f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
+            + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else []))
 
 
 def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, temperature: float, on_token):
