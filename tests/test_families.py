@@ -154,10 +154,10 @@ def _logit_sqnr(ref_path, path) -> float:
     return float(10 * np.log10((ref ** 2).mean() / ((ref - out) ** 2).mean()))
 
 
-def test_onnx_int4_asym_float_zero_points_reproduce_an_asymmetric_grid(tiny_dir, tmp_path):
-    """int4-asym: MatMulNBits with float zero points (ORT's HQQ quantizer) on the linears, lm_head int8 sharing one
-    table with the embedding Gather. On weights already on an asymmetric 4-bit grid it is near-exact; symmetric
-    int4 (the int4 recipe) is not."""
+def test_onnx_int4_asym_reproduces_an_asymmetric_grid_with_the_int4_kernel(tiny_dir, tmp_path):
+    """int4-asym: each linear as a symmetric int4 MatMulNBits (no zero points: onnxruntime's fast kernel) on the
+    fitted grid plus an fp32 offset MatMul over block sums; lm_head int8 sharing one table with the embedding
+    Gather. On weights already on an asymmetric 4-bit grid it is near-exact; symmetric int4 (int4) is not."""
     import shutil
 
     import onnx
@@ -186,7 +186,11 @@ def test_onnx_int4_asym_float_zero_points_reproduce_an_asymmetric_grid(tiny_dir,
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     four = [n for n in nbits if onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits")) == 4]
     assert len(four) == 7 * 2 and len(nbits) == len(four) + 1  # every projection of both layers, + lm_head
-    assert all(len(n.input) == 4 and inits[n.input[3]].data_type == onnx.TensorProto.FLOAT for n in four)
+    assert all(len(n.input) < 4 or not n.input[3] for n in four)  # symmetric: no zero points, the fast kernel
+    offsets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    assert len(offsets) == len(four)  # one fp32 offset term per linear, 1/32 of its size
+    assert all(inits[n.input[1]].dims[0] * 32 in (h_ * 1 for h_ in (dec.spec.hidden_size, dec.spec.intermediate_size,
+               dec.spec.num_heads * dec.spec.head_dim)) for n in offsets)
     (head,) = [n for n in nbits if n not in four]
     assert any(n.op_type == "Gather" and n.input[0] == head.input[1] for n in graph.node)  # one shared table
     v, h = dec.embed_tokens.weight.shape

@@ -44,13 +44,16 @@ class OffsetLinear(nn.Module):
         return self.main(x) + self.offsets(F.linear(x, self.blocksum))
 
 
-def fit(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric min–max fit of ``weight`` [out, in] in blocks of ``group_size``: (q − 8 as int8, bf16-exact
-    scales [out, in/g], least-squares offsets m + 8s [out, in/g])."""
+def fit(weight: torch.Tensor, group_size: int, scale_dtype: torch.dtype = torch.bfloat16) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric min–max fit of ``weight`` [out, in] in blocks of ``group_size``: (q − 8 as int8, scales
+    [out, in/g] exact in ``scale_dtype`` (what the kernel stores), least-squares offsets m + 8s [out, in/g]).
+    Each block's minimum lands on q − 8 = −8, so a symmetric quantizer that takes max-abs / 8 as the scale
+    (onnxruntime's MatMulNBits RTN) finds the same scale and grid again."""
     out, width = weight.shape
     w = weight.detach().to(torch.float32).reshape(out, width // group_size, group_size)
     lo, hi = w.amin(-1), w.amax(-1)
-    scale = ((hi - lo) / 15).clamp(min=torch.finfo(torch.bfloat16).tiny).to(torch.bfloat16).to(torch.float32)
+    scale = ((hi - lo) / 15).clamp(min=torch.finfo(scale_dtype).tiny).to(scale_dtype).to(torch.float32)
     q = ((w - lo[..., None]) / scale[..., None]).round().clamp(0, 15)
     offset = (w - q * scale[..., None]).mean(-1) + 8 * scale
     return (q - 8).to(torch.int8).reshape(out, width), scale, offset

@@ -16,6 +16,7 @@ import torch
 from edgeslm.errors import InputError
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.generation import generation_defaults
+from edgeslm.quant import offset_linear
 
 def io_names(n_layers: int, leading=("input_ids", "attention_mask", "position_ids")) -> tuple[list[str], list[str]]:
     """A decoder graph's input and output names as onnxruntime-genai reads them: the ``leading`` inputs in the
@@ -79,18 +80,58 @@ class NBits:
     method: str = "rtn"
 
     def describe(self) -> str:
-        how = "asymmetric, float zero points (ORT HQQ quantizer)" if self.method == "asym" else "symmetric RTN"
+        how = ("asymmetric: symmetric MatMulNBits on the fitted grid plus an fp32 offset term over block sums"
+               if self.method == "asym" else "symmetric RTN")
         return f"MatMulNBits {self.bits}-bit, block {self.block}, {how}"
 
 
 def _quantizer(model, scheme: NBits, **kw):
-    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    """onnxruntime's MatMulNBits quantizer, symmetric RTN (an ``asym`` scheme's linears are rewritten by
+    :func:`_offset_branches` first, so the same fast kernel runs them)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    if scheme.method == "asym":  # min–max start, then HQQ's refinement; zero points stay float (not rounded)
-        config = HQQWeightOnlyQuantConfig(block_size=scheme.block, bits=scheme.bits)
-        return MatMulNBitsQuantizer(model, bits=scheme.bits, block_size=scheme.block, algo_config=config, **kw)
     return MatMulNBitsQuantizer(model, bits=scheme.bits, block_size=scheme.block, is_symmetric=True,
                                 accuracy_level=4, **kw)
+
+
+def _offset_branches(graph, skip: set[str], block: int) -> list[str]:
+    """Rewrite each MatMul with a constant weight (but ``skip``) for asymmetric blocks, in place: its weight
+    becomes the fitted symmetric grid s·(q − 8) (:func:`edgeslm.quant.offset_linear.fit`, fp32 scales, which
+    onnxruntime's RTN quantizer then finds again exactly), and an fp32 branch adds Σ_blocks offset · block sum
+    (Reshape, ReduceSum, a MatMul of 1/block the size). Onnxruntime's MatMulNBits also takes float zero points,
+    but runs them on a slow path (~60× slower on CPU, 1.31); this keeps the int4 kernel. Returns the names of
+    the offset MatMuls (left in fp32)."""
+    import numpy as np
+    import torch
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    nodes, added = [], []
+    for node in graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if w is None or node.name in skip or len(w.dims) != 2 or w.dims[0] % block:
+            nodes.append(node)
+            continue
+        b = numpy_helper.to_array(w)  # [K, N]: x @ b
+        q, scale, offset = offset_linear.fit(torch.from_numpy(np.ascontiguousarray(b.T)), block, torch.float32)
+        grid = (q.to(torch.float32).reshape(*scale.shape, block) * scale[..., None]).reshape(q.shape)
+        w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(grid.numpy().T), w.name))
+        k, p = w.dims[0], f"{node.name or node.output[0]}/asym_"
+        graph.initializer.extend([numpy_helper.from_array(np.array([0, 0, k // block, block], np.int64), p + "shape"),
+                                  numpy_helper.from_array(np.array([-1], np.int64), p + "axes"),
+                                  numpy_helper.from_array(np.ascontiguousarray(offset.numpy().T), p + "offsets")])
+        main_out = p + "main"
+        out = node.output[0]
+        node.output[0] = main_out
+        nodes += [node,
+                  helper.make_node("Reshape", [node.input[0], p + "shape"], [p + "blocks"], name=p + "reshape"),
+                  helper.make_node("ReduceSum", [p + "blocks", p + "axes"], [p + "sums"], name=p + "sum", keepdims=0),
+                  helper.make_node("MatMul", [p + "sums", p + "offsets"], [p + "offset"], name=p + "matmul"),
+                  helper.make_node("Add", [main_out, p + "offset"], [out], name=p + "add")]
+        added.append(p + "matmul")
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return added
 
 
 def _save(model, path: Path) -> None:
@@ -146,9 +187,10 @@ def quantize_nbits_with_table(path: Path, linear: NBits, table: NBits) -> dict:
     if hidden % table.block:
         raise InputError(f"hidden size {hidden} is not a multiple of the table's block size {table.block}",
                          "pick a group size that divides the hidden size")
-    q = _quantizer(model, linear, nodes_to_exclude=[head.name])
+    offsets = _offset_branches(model.graph, {head.name}, linear.block) if linear.method == "asym" else []
+    q = _quantizer(model, linear, nodes_to_exclude=[head.name, *offsets])
     q.process()
-    q = _quantizer(q.model.model, table)  # lm_head is the only MatMul left with a constant weight
+    q = _quantizer(q.model.model, table, nodes_to_exclude=offsets)  # lm_head: the only other constant MatMul
     q.process()
     model = q.model.model
     graph = model.graph
