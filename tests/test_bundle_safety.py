@@ -20,8 +20,8 @@ from edgeslm.cli import main
 pytestmark = pytest.mark.slow
 
 PTE = "model-8da4w-asym.pte"
-ONNX = "onnx-int4/model.onnx"
-ONNX_DATA = "onnx-int4/model.onnx.data"
+ONNX = "onnx-int4-asym/model.onnx"
+ONNX_DATA = "onnx-int4-asym/model.onnx.data"
 
 
 @pytest.fixture
@@ -275,8 +275,8 @@ def _unlisted(b, m):
 
 
 def _unlisted_in_artifact_folder(b, m):
-    (b / "onnx-int4" / "model.onnx.bak").write_bytes(b"old")
-    return "onnx-int4/model.onnx.bak", "not listed"
+    (b / "onnx-int4-asym" / "model.onnx.bak").write_bytes(b"old")
+    return "onnx-int4-asym/model.onnx.bak", "not listed"
 
 
 def _dotdot(b, m):

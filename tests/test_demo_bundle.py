@@ -22,8 +22,8 @@ def test_demo_export_passes_gate(demo_bundle):
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "passed"
     et, onnx = m["artifacts"]
-    assert (et["backend"], et["recipe"], et["parity"]) == ("executorch", "8da4w", "passed")
-    assert (onnx["backend"], onnx["recipe"], onnx["parity"]) == ("onnx", "int4", "passed")
+    assert (et["backend"], et["recipe"], et["parity"]) == ("executorch", "8da4w-asym", "passed")
+    assert (onnx["backend"], onnx["recipe"], onnx["parity"]) == ("onnx", "int4-asym", "passed")
     parity = json.loads((out / "parity.json").read_text())
     for q in (c for c in parity["checks"] if c["stage"] == "quantization"):
         # quantization damage is real and measured on a trained model, yet within the gate
@@ -117,11 +117,11 @@ def test_jetson_target_passes_on_cpu_ep(tmp_path):
     (art,) = m["artifacts"]
     assert art["execution_providers"] == {"configured": ["cuda"], "parity_run_on": "CPUExecutionProvider",
                                           "not_run_here": ["cuda"]}
-    genai = json.loads((out / "onnx-int4" / "genai_config.json").read_text())
+    genai = json.loads((out / "onnx-int4-asym" / "genai_config.json").read_text())
     assert genai["model"]["decoder"]["session_options"]["provider_options"] == [{"cuda": {"enable_cuda_graph": "0"}}]
     import onnxruntime_genai as og
 
-    cfg = og.Config(str(out / "onnx-int4"))
+    cfg = og.Config(str(out / "onnx-int4-asym"))
     cfg.clear_providers()
     assert og.Model(cfg) is not None
 
@@ -147,6 +147,7 @@ def test_inspect_reads_the_artifacts(demo_bundle):
     assert et["runner_metadata"]["get_max_seq_len"] == 512 and et["inputs"][0]["dtype"] == "int64"
     assert onnx["opset"]["ai.onnx"] == 21
     assert onnx["ops"]["MatMulNBits"] == 4 * 7 + 1  # every projection of the 4 layers, and lm_head
+    assert onnx["ops"]["MatMul"] == 4 * 7  # each projection's asymmetric offset term (fp32, 1/32 of its size)
     assert onnx["weight_bytes_by_dtype"]["uint8"] > 0  # packed 4-bit weights
     names = [i["name"] for i in onnx["inputs"]]
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and len(names) == 3 + 2 * 4

@@ -23,21 +23,21 @@ def plan(target, recipe, backends=None):
 
 def test_bare_recipe_applies_to_the_backends_that_support_it():
     pairs, said = plan("android", ("8da4w",))
-    assert pairs == [("executorch", "8da4w"), ("onnx", "int4")]
-    assert len(said) == 1 and "applies to executorch" in said[0] and "onnx keeps the target's int4" in said[0]
+    assert pairs == [("executorch", "8da4w"), ("onnx", "int4-asym")]
+    assert len(said) == 1 and "applies to executorch" in said[0] and "onnx keeps the target's int4-asym" in said[0]
     # a plain string (Python callers) works the same way
     assert plan("android", "8da4w")[0] == pairs
 
 
 def test_bare_recipe_alias_is_resolved_first():
     pairs, said = plan("ios", ("int4-block32",))
-    assert pairs == [("coreml", "int4"), ("executorch", "8da4w-asym")]
+    assert pairs == [("coreml", "int4"), ("executorch", "8da4w-asym")]  # int4 (an alias) applies to Core ML
     assert "executorch keeps the target's 8da4w-asym" in said[0]
 
 
 def test_bare_recipe_every_backend_supports_says_nothing():
     assert plan("android", "fp32") == ([("executorch", "fp32"), ("onnx", "fp32")], [])
-    assert plan("android", None) == ([("executorch", "8da4w-asym"), ("onnx", "int4")], [])
+    assert plan("android", None) == ([("executorch", "8da4w-asym"), ("onnx", "int4-asym")], [])
 
 
 def test_backend_recipe_sets_one_backend():
@@ -51,11 +51,11 @@ def test_backend_recipe_sets_one_backend():
 @pytest.mark.parametrize("recipe,backends,needles", [
     # a bare recipe no chosen backend supports: the backends and their recipes are listed
     (("palettize4",), None, ["recipe 'palettize4' is not available for the executorch or onnx backends",
-                             "executorch supports fp32, 8da4w, 8da4w-asym, 8da4w-hqq, int8w, auto; onnx supports fp32, fp16, int4"]),
+                             "executorch supports fp32, 8da4w, 8da4w-asym, 8da4w-hqq, int8w, auto; onnx supports fp32, fp16, int4, int4-asym"]),
     (("8da4w",), ("onnx",), ["recipe '8da4w' is not available for the onnx backend", "onnx supports"]),
     # BACKEND= naming a backend not being built, or a recipe that backend lacks
     (("coreml=int4",), None, ["the coreml backend is not being built", "executorch supports", "onnx supports"]),
-    (("onnx=8da4w",), None, ["recipe '8da4w' is not available for the onnx backend", "fp32, fp16, int4, int8"]),
+    (("onnx=8da4w",), None, ["recipe '8da4w' is not available for the onnx backend", "fp32, fp16, int4, int4-asym, int8"]),
     (("onnx=int3",), None, ["unknown recipe 'int3'"]),
     # two bare recipes for one backend, or two recipes for one backend= : ambiguous
     (("fp32", "int8"), None, ["'fp32' and 'int8' both apply to the onnx backend", "--recipe onnx=RECIPE"]),

@@ -89,6 +89,7 @@ class CoreML(Backend):
     runtime = RUNTIME
     artifact_format = FORMAT
     recipes = RECIPES
+    search = ("palettize4", "int4", "int4-asym", "int8")
     app = APP
     runs_on = RUNS_ON
     runtime_modules = ("coremltools",)

@@ -92,6 +92,7 @@ class Onnx(Backend):
     runtime = RUNTIME
     artifact_format = FORMAT
     recipes = RECIPES
+    search = ("int4", "int4-asym", "int8")
     app = APP
     runtime_modules = RUNTIME_MODULES
     kv_bytes = 4  # the fp16 recipe's cache is 2 bytes (Backend.kv_element_bytes)
