@@ -5,32 +5,27 @@ counterparts pass (tests/test_random_families.py, tests/test_demo_bundle.py)."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-import torch
 
 import edgeslm.backends.executorch.work as et_backend
 import edgeslm.backends.executorch.export as et_export
 from edgeslm.pipeline import export
 
 from edgeslm.quant.apply import apply_recipe
+from edgeslm.testing.breakage import scale_layer, swap_layers
 
 real_build = et_backend.build_decoder
 real_lower = et_export.lower_to_pte
 
 
 def _scale_layer0(dec):
-    with torch.no_grad():
-        dec.layers[0].mlp.down_proj.weight.mul_(2.0)  # what a wrong group scale does once dequantized
+    scale_layer(dec, 0)
 
 
 def _swap_layers(dec):
-    a, b = dec.layers[0], dec.layers[-1]
-    sa = copy.deepcopy(a.state_dict())
-    a.load_state_dict(b.state_dict())
-    b.load_state_dict(sa)
+    swap_layers(dec, 0, -1)
 
 
 def _broken_before_quantizing(breakage):

@@ -5,13 +5,11 @@ promised size, and a broken recipe must still fail on it."""
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
 
 import pytest
-import torch
 
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import load_checkpoint
@@ -22,6 +20,7 @@ from edgeslm.quant.apply import apply_recipe
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Status
 from edgeslm.target import load_target
+from edgeslm.testing.breakage import scale_layer, swap_layers
 from edgeslm.testing.real import smollm2_gguf
 
 pytestmark = pytest.mark.slow
@@ -62,18 +61,6 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
     assert "Paris" in run.stdout
 
 
-def _scale_layer0(dec):
-    with torch.no_grad():
-        dec.layers[0].mlp.down_proj.weight.mul_(2.0)  # a wrong group scale, once dequantized
-
-
-def _swap_layers(dec):
-    a, b = dec.layers[1], dec.layers[-2]
-    sa = copy.deepcopy(a.state_dict())
-    a.load_state_dict(b.state_dict())
-    b.load_state_dict(sa)
-
-
 def test_broken_recipe_fails_on_the_real_model(gguf):
     """The android quantization gate on the real model: the default recipe passes, a wrong scale or swapped
     layers under the same recipe fail (eager, the stage that judges quantization)."""
@@ -86,7 +73,7 @@ def test_broken_recipe_fails_on_the_real_model(gguf):
     del fp32
     gate = load_target("android").thresholds("8da4w-asym", "quantization")
     outcome = {}
-    for name, breakage in (("healthy", None), ("scaled", _scale_layer0), ("swapped", _swap_layers)):
+    for name, breakage in (("healthy", None), ("scaled", scale_layer), ("swapped", lambda d: swap_layers(d, 1, -2))):
         dec = build_decoder(ckpt, 512)
         if breakage is not None:
             breakage(dec)

@@ -42,11 +42,17 @@ def test_ladder_is_ordered_by_predicted_bytes(tiny_dir):
     assert predicted_bytes(meta, get_recipe("fp32")) > sizes["int8w"]
 
 
-def test_search_skips_failing_candidates_and_records_them(tiny_dir, tmp_path):
-    t = _target(tmp_path, _gates(strict={"8da4w", "8da4w-hqq"}))
+def _search(tiny_dir, tmp_path, strict: set[str], code: int):
+    """Export the tiny llama with --recipe auto (the target's) under gates ``strict`` recipes cannot meet."""
+    t = _target(tmp_path, _gates(strict))
     out = tmp_path / "b"
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "--target", t, "-o", str(out), "--no-bench"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == code, res.output
+    return out
+
+
+def test_search_skips_failing_candidates_and_records_them(tiny_dir, tmp_path):
+    out = _search(tiny_dir, tmp_path, {"8da4w", "8da4w-hqq"}, 0)
     m = json.loads((out / "manifest.json").read_text())
     (art,) = m["artifacts"]
     assert art["recipe"] == "8da4w-asym" and art["file"] == "model-8da4w-asym.pte"
@@ -67,10 +73,7 @@ def test_search_skips_failing_candidates_and_records_them(tiny_dir, tmp_path):
 
 
 def test_search_with_no_passing_candidate_fails_with_the_largest(tiny_dir, tmp_path):
-    t = _target(tmp_path, _gates(strict=set(get_backend("executorch").search)))
-    out = tmp_path / "b"
-    res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "--target", t, "-o", str(out), "--no-bench"])
-    assert res.exit_code == 1, res.output
+    out = _search(tiny_dir, tmp_path, set(get_backend("executorch").search), 1)
     m = json.loads((out / "manifest.json").read_text())
     (art,) = m["artifacts"]
     assert art["recipe"] == "int8w" and art["parity"] == "failed"
