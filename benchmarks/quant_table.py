@@ -194,7 +194,7 @@ def edgeslm_row(backend: str, recipe: str, out: Path, res, wall: float, shared: 
            "export_s": round(timings[key], 1) if key in timings else None,
            "export_s_is": (f"{key} of the bundle's timings (quantize + lower + the artifact's own parity passes; the "
                            f"shared transformers reference, {timings.get('reference_s', 0):.0f} s, left out)"),
-           "request_wall_s": round(wall, 1), "request_targets": shared,
+           "request_wall_s": None if wall is None else round(wall, 1), "request_targets": shared,
            "gates_passed": None if res is None else res.passed,
            "metrics_from": "parity.json end_to_end (transformers fp32 → the artifact in its runtime)",
            "stages": {s: _pick(c["metrics"]) for s, c in checks.items() if s != "reauthoring"}}
@@ -413,6 +413,10 @@ def main() -> None:
                                       + ",".join(f"{b}={r}" for b, r in DRY_RECIPES) + "]")
     ap.add_argument("--no-genai-check", action="store_true",
                     help="leave out the second scoring of edgeslm's ONNX folders in onnxruntime-genai")
+    ap.add_argument("--collect", action="store_true",
+                    help="export nothing: edgeslm's rows from the bundles an earlier (interrupted) run already wrote "
+                         "under the work folder (no export seconds: the bundle does not record them)")
+    ap.add_argument("--note", action="append", default=[], help="with --render: a line added to the notes")
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--out", type=Path, help="results folder [benchmarks/results]")
     ap.add_argument("--merge", action="store_true",
@@ -424,6 +428,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.render:
         record = merge_records([json.loads(p.read_text()) for p in args.render])
+        record["notes"] = record["notes"] + [n for n in args.note if n not in record["notes"]]
         dest = args.out or args.render[0].parent
         dest.mkdir(parents=True, exist_ok=True)
         if len(args.render) > 1 or dest != args.render[0].parent:
@@ -447,7 +452,16 @@ def main() -> None:
     log(f"model {facts['name']}: {params:,} parameters; HF folder {folder}")
     notes: list[str] = []
     args.model_arg = model
-    rows = export_edgeslm(model, wanted, args.context, work, notes)
+    if args.collect:
+        rows = []
+        for backend, recipe in wanted:
+            bundle = work / "edgeslm" / f"{backend}-{recipe}"
+            if (bundle / "parity.json").is_file() and (bundle / "manifest.json").is_file():
+                rows.append(edgeslm_row(backend, recipe, bundle, None, None, None))
+                notes.append(f"edgeslm {backend} {recipe}: row read from the bundle its export wrote ({bundle.name}), "
+                             "after that run was stopped before writing its table; no export seconds")
+    else:
+        rows = export_edgeslm(model, wanted, args.context, work, notes)
     for r in rows:
         log(f"edgeslm {r['format']}/{r['recipe']}: " + (r["error"] if "error" in r else
             f"{r['bytes'] / 1e6:.2f} MB, KL {r['kl_mean']}, ppl Δ {r['ppl_rise']}"))
@@ -577,7 +591,8 @@ def save(out: Path, rows: list[dict], previous: dict, params: int, facts: dict, 
               "parameters": params, "context_length": args.context, "prompts": n_prompts,
               "heldout_tokens": n_heldout, "reference_perplexity": next(iter(refs.values()), None),
               "reference_perplexity_by_source": refs, "seconds": round(time.perf_counter() - t0, 1),
-              "partial": partial, "earlier_runs": previous.get("earlier_runs", []) + (
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "partial": partial,
+              "earlier_runs": previous.get("earlier_runs", []) + (
                   [{"generated": previous["generated"], "command": previous["command"],
                     "seconds": previous.get("seconds")}] if previous.get("generated") else []),
               "rows": rows, "notes": base_notes(args.dry_run, refs) + old_notes + notes,
