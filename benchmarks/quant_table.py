@@ -437,6 +437,7 @@ def main() -> None:
         (dest / "quant_table.md").write_text(md)
         print(md, end="")
         return
+    table_out, sys.stdout = sys.stdout, sys.stderr  # exporters print progress: stdout carries the table alone
     out = args.out or (RESULTS / "work" / "quant_table-dry-run" if args.dry_run else RESULTS)
     work = RESULTS / "work" / ("quant_table-dry-run" if args.dry_run else "quant_table")
     wanted = parse_recipes(args.recipes) if args.recipes else (DRY_RECIPES if args.dry_run else EDGESLM_RECIPES)
@@ -512,7 +513,8 @@ def main() -> None:
         n_prompts, n_heldout = scored_counts(model, args.context)
     md = save(out, rows, previous, params, facts, args, notes, reference_ppl, n_prompts, n_heldout, t0)
     log(f"done in {(time.perf_counter() - t0) / 60:.0f} min")
-    print(md, end="")
+    table_out.write(md)
+    table_out.flush()
 
 
 def merge_records(records: list[dict]) -> dict:
