@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,10 +34,15 @@ def gguf():
     return smollm2_gguf()
 
 
+README_LINE = "edgeslm export SmolLM2-135M-Instruct.Q4_1.gguf --target android --backend executorch --no-bench"
+
+
 def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
+    """README's worked example, as README shows it (the file's path in place of its name)."""
+    assert README_LINE in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    args = [str(gguf) if a.endswith(".gguf") else a for a in README_LINE.split()[1:]]
     out = tmp_path / "bundle"
-    p = subprocess.run([sys.executable, "-m", "edgeslm.cli", "export", str(gguf), "--target", "android",
-                        "--backend", "executorch", "--no-bench", "--output", str(out), "--json"],
+    p = subprocess.run([sys.executable, "-m", "edgeslm.cli", *args, "--output", str(out), "--json"],
                        capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout)
@@ -46,8 +52,9 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
     for stage in ("reauthoring", "quantization", "lowering"):
         assert checks[stage]["status"] == "passed", (stage, checks[stage]["gate"])
     assert checks["quantization"]["metrics"]["ppl_rise"] <= 0.10
-    # no false alarm in the lowering stage: the eager model carries the bf16 block scales XNNPACK stores
-    assert checks["lowering"]["metrics"]["logit_sqnr_db"] >= 30, checks["lowering"]["metrics"]
+    # no false alarm in the lowering stage (passed above): the eager model carries the bf16 block scales XNNPACK
+    # stores, and the bounds sit above the activation-rounding floor measured on this model (docs/parity.md)
+    assert checks["lowering"]["metrics"]["top1_agreement"] >= 0.95
     (art,) = manifest["artifacts"]
     assert art["file"] == "model-8da4w-asym.pte" and art["size_bytes"] <= PTE_LIMIT
     assert art["xnnpack_partitions"] <= manifest["model"]["shape"]["num_layers"] + 4
@@ -62,8 +69,8 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
 
 
 def test_broken_recipe_fails_on_the_real_model(gguf):
-    """The android quantization gate on the real model: the default recipe passes, a wrong scale or swapped
-    layers under the same recipe fail (eager, the stage that judges quantization)."""
+    """The android quantization gate on the real model: a wrong scale or swapped layers under the default recipe
+    fail (eager, the stage that judges quantization; the healthy recipe passes it in the export test above)."""
     ckpt = load_checkpoint(resolve(str(gguf)))
     ids = [ckpt.tokenizer(p).input_ids for p in default_prompts()]
     held = heldout_chunks(ckpt.tokenizer, 512)
@@ -73,14 +80,12 @@ def test_broken_recipe_fails_on_the_real_model(gguf):
     del fp32
     gate = load_target("android").thresholds("8da4w-asym", "quantization")
     outcome = {}
-    for name, breakage in (("healthy", None), ("scaled", scale_layer), ("swapped", lambda d: swap_layers(d, 1, -2))):
+    for name, breakage in (("scaled", scale_layer), ("swapped", lambda d: swap_layers(d, 1, -2))):
         dec = build_decoder(ckpt, 512)
-        if breakage is not None:
-            breakage(dec)
+        breakage(dec)
         apply_recipe(dec, get_recipe("8da4w-asym"))
         c = compare("quantization", "fp32", name, ref, observe(EagerDecoder(dec), ids, held, path=ref.greedy),
                     default_prompts(), gate)
         outcome[name] = (c.status, c.metrics["ppl_rise"], c.gate.failures)
         del dec
-    assert outcome["healthy"][0] is Status.PASSED, outcome
     assert outcome["scaled"][0] is Status.FAILED and outcome["swapped"][0] is Status.FAILED, outcome
