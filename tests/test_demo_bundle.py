@@ -147,7 +147,8 @@ def test_inspect_reads_the_artifacts(demo_bundle):
     assert et["runner_metadata"]["get_max_seq_len"] == 512 and et["inputs"][0]["dtype"] == "int64"
     assert onnx["opset"]["ai.onnx"] == 21
     assert onnx["ops"]["MatMulNBits"] == 4 * 7 + 1  # every projection of the 4 layers, and lm_head
-    assert onnx["ops"]["MatMul"] == 4 * 7  # each projection's asymmetric offset term (fp32, 1/32 of its size)
+    assert onnx["ops"]["ReduceSum"] == 4 * 7  # each projection's block sums, for its asymmetric offset term
+    assert onnx["ops"]["MatMul"] == 4 * 7 + 2 * 4  # the offset terms (fp32, 1/32 the size) + attention's two
     assert onnx["weight_bytes_by_dtype"]["uint8"] > 0  # packed 4-bit weights
     names = [i["name"] for i in onnx["inputs"]]
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and len(names) == 3 + 2 * 4
