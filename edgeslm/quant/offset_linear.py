@@ -29,9 +29,7 @@ class OffsetLinear(nn.Module):
     def __init__(self, main: nn.Linear, offsets: nn.Linear, group_size: int):
         super().__init__()
         self.main, self.offsets, self.group_size = main, offsets, group_size
-        width = offsets.in_features * group_size
         self.register_buffer("blocksum", torch.repeat_interleave(torch.eye(offsets.in_features), group_size, dim=1))
-        assert self.blocksum.shape == (offsets.in_features, width)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -59,6 +57,11 @@ def fit(weight: torch.Tensor, group_size: int, scale_dtype: torch.dtype = torch.
     return (q - 8).to(torch.int8).reshape(out, width), scale, offset
 
 
+def grid(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The symmetric part of a :func:`fit`, dequantized: s·(q − 8) as fp32 [out, in]."""
+    return (q.to(torch.float32).reshape(*scale.shape, -1) * scale[..., None]).reshape(q.shape)
+
+
 def replace(model: nn.Module, fqn: str, group_size: int, offsets_config) -> None:
     """Swap the linear ``fqn`` of ``model`` for its :class:`OffsetLinear` (in place): the main part as torchao's
     int8-dynamic × int4 tensor with the fitted scales, the offsets quantized by ``offsets_config``."""
@@ -75,9 +78,8 @@ def replace(model: nn.Module, fqn: str, group_size: int, offsets_config) -> None
     main = nn.Linear(width, out, bias=linear.bias is not None)
     if linear.bias is not None:
         main.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-    grid = (q.to(torch.float32).reshape(out, -1, group_size) * scale[..., None]).reshape(out, width)
     main.weight = nn.Parameter(IntxUnpackedToInt8Tensor.from_hp(
-        grid, (1, group_size), torch.int4, activation_quantization="int8_asym_per_token",
+        grid(q, scale), (1, group_size), torch.int4, activation_quantization="int8_asym_per_token",
         intx_choose_qparams_algorithm=None, custom_scale=scale,
         custom_zero_point=torch.zeros_like(scale, dtype=torch.int8)), requires_grad=False)
     offsets = nn.Linear(width // group_size, out, bias=False)

@@ -114,8 +114,8 @@ def _offset_branches(graph, skip: set[str], block: int) -> list[str]:
             continue
         b = numpy_helper.to_array(w)  # [K, N]: x @ b
         q, scale, offset = offset_linear.fit(torch.from_numpy(np.ascontiguousarray(b.T)), block, torch.float32)
-        grid = (q.to(torch.float32).reshape(*scale.shape, block) * scale[..., None]).reshape(q.shape)
-        w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(grid.numpy().T), w.name))
+        symmetric = offset_linear.grid(q, scale)
+        w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(symmetric.numpy().T), w.name))
         k, p = w.dims[0], f"{node.name or node.output[0]}/asym_"
         graph.initializer.extend([numpy_helper.from_array(np.array([0, 0, k // block, block], np.int64), p + "shape"),
                                   numpy_helper.from_array(np.array([-1], np.int64), p + "axes"),
