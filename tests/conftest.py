@@ -94,9 +94,9 @@ def chat_bundle(tiny_dir, tmp_path_factory):
 
 
 # The longest single tests start first, so two workers finish together instead of one waiting on a late giant.
-_LONGEST_FIRST = ("test_real_shape_model_exports_for_android", "test_readme_commands_run",
+_LONGEST_FIRST = ("test_real_model_exports_for_android_and_passes", "test_readme_commands_run",
                   "test_default_init_family_passes_android_and_ios",
-                  "test_broken_recipe_or_lowering_fails_its_stage")
+                  "test_broken_recipe_or_lowering_fails_its_stage", "test_broken_recipe_fails_on_the_real_model")
 
 
 def pytest_collection_modifyitems(items):
