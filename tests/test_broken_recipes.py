@@ -52,24 +52,26 @@ def flat_llama(tmp_path_factory, tokenizer):
                      hidden_size=128, intermediate_size=384, num_hidden_layers=4)
 
 
-CASES = [
-    ("demo", "quantization", ("build_decoder", _scale_layer0)),
-    ("demo", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
-    ("flat", "quantization", ("build_decoder", _swap_layers)),
-    ("flat", "lowering", ("lower_to_pte", _drop_layer_when_lowering)),
-]
+MODELS = ("demo", "flat")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, stage, breakage", CASES, ids=[f"{m}-{s}-{b[1].__name__}" for m, s, b in CASES])
-def test_broken_recipe_or_lowering_fails_its_stage(model, stage, breakage, flat_llama, tmp_path, monkeypatch):
-    name, fn = breakage
+@pytest.mark.parametrize("model", MODELS)
+def test_broken_recipe_or_lowering_fails_its_stage(model, flat_llama, tmp_path, monkeypatch):
+    """One export per model carries two defects, each judged by its own stage: the recipe scales layer 0 (demo)
+    or swaps the first and last layers (flat), which the quantization stage (fp32 → quantized eager) must fail, and
+    the lowering drops the middle layer, which the lowering stage (quantized eager → .pte, both carrying the
+    recipe's defect) must fail. The stages compare neighbours, so neither defect can pass for the other; the
+    healthy lowering of the same recipe passes (tests/test_demo_bundle.py, tests/test_random_families.py)."""
+    breakage = _scale_layer0 if model == "demo" else _swap_layers
     # both are looked up in the backend's work module (imported there by name), so that is where they are patched
-    monkeypatch.setattr(et_backend, name, _broken_before_quantizing(fn) if name == "build_decoder" else fn)
+    monkeypatch.setattr(et_backend, "build_decoder", _broken_before_quantizing(breakage))
+    monkeypatch.setattr(et_backend, "lower_to_pte", _drop_layer_when_lowering)
     src = "demo" if model == "demo" else str(flat_llama)
     res = export(src, "android", tmp_path / "b", backends=("executorch",), bench=False)
     assert not res.passed
     doc = json.loads((tmp_path / "b" / "parity.json").read_text())
     failed = {c["stage"] for c in doc["checks"] if c["status"] == "failed"}
-    assert stage in failed, [(c["stage"], c["status"], c["gate"]["failures"]) for c in doc["checks"]]
+    assert {"quantization", "lowering"} <= failed, [(c["stage"], c["status"], c["gate"]["failures"])
+                                                     for c in doc["checks"]]
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "failed"

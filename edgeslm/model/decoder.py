@@ -72,16 +72,24 @@ class RMSNorm(nn.Module):
 
         # [1, dim] of 1/dim when set for XNNPACK (Decoder.use_delegate_forms), else empty
         self.register_buffer("mean_weight", torch.zeros(0), persistent=False)
+        self.max_scaled = False  # see Decoder.use_fp16_norms
+        self.upcast = True  # False: compute in the input's dtype, as an fp16 runtime does (Core ML's simulation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        if self.max_scaled:  # x / max|x| first: its squares stay ≤ 1 (see Decoder.use_fp16_norms)
+            xf = x.float() if self.upcast else x
+            peak = xf.abs().amax(-1, keepdim=True).clamp(min=2.0 ** -6)
+            xf = xf / peak
+            xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps / (peak * peak))
+            return (xf * (self.weight.to(xf.dtype) + self.offset)).to(x.dtype)
+        xf = x.float() if self.upcast else x
         sq = xf.pow(2)
         if self.mean_weight.numel():  # XNNPACK has no mean over the last dim of a 3-D tensor; it has fp32 linear
             ms = F.linear(sq, self.mean_weight)
         else:
             ms = sq.mean(-1, keepdim=True)
         xf = xf * torch.rsqrt(ms + self.eps)
-        return (xf * (self.weight.float() + self.offset)).to(x.dtype)
+        return (xf * (self.weight.to(xf.dtype) + self.offset)).to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -342,6 +350,17 @@ class Decoder(nn.Module):
                 m.mean_weight = torch.full((1, dim), 1.0 / dim)
             if isinstance(m, Attention):
                 m.rope_rotation = rotation_matrix(self.spec.head_dim, rotary)
+        return self
+
+    def use_fp16_norms(self) -> Decoder:
+        """RMSNorm as ``(x/m)·rsqrt(mean((x/m)²) + eps/m²)`` with ``m = max(max|x|, 1/64)`` over the row: the
+        same value in exact arithmetic for any m > 0, but no square exceeds 1 and eps/m² stays in range. For runtimes that compute in fp16 (Core ML): there ``x²``
+        overflows once |x| passes 256, and trained models' residual streams carry "massive activations" far past
+        that (SmolLM2-135M-Instruct: 24,795 from layer 11 on), so the plain form gives rsqrt(inf) = 0 and zeroes
+        those rows. ``mean((x/m)²) ≥ 1/dim``, so the rsqrt stays finite for any finite x."""
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                m.max_scaled = True
         return self
 
     def use_slice_writes(self) -> Decoder:

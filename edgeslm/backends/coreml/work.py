@@ -22,6 +22,7 @@ from edgeslm.backends.coreml.runtime import generate as run
 from edgeslm.errors import InputError, InternalError
 from edgeslm.filefacts import file_entry
 from edgeslm.model.build import build_decoder
+from edgeslm.model.decoder import RMSNorm
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.quiet import native_output_silenced
@@ -52,8 +53,9 @@ def package_metadata(job: ExportJob, recipe: str, vocab_size: int) -> dict[str, 
 
 
 def simulated_decoder(dec: torch.nn.Module, weights: dict) -> torch.nn.Module:
-    """``dec`` carrying the package's dense weights, in fp16 like Core ML's compute (rope angles stay fp32, as
-    in the package)."""
+    """``dec`` carrying the package's dense weights, in fp16 like Core ML's compute: the norms too (the package
+    computes them in fp16, so the simulation must not upcast them); only the rope angles stay fp32, as in the
+    package."""
     params = dict(dec.named_parameters())
     found = {n: f"p_{n.replace('.', '_')}" for n in params if f"p_{n.replace('.', '_')}" in weights}
     for fqn, twin in tied_to(dec).items():  # stored once in the package
@@ -71,6 +73,9 @@ def simulated_decoder(dec: torch.nn.Module, weights: dict) -> torch.nn.Module:
     for name, buf in dec.named_buffers():
         if name.startswith("rope_inv_freq_"):
             setattr(dec, name, buf.float())
+    for m in dec.modules():
+        if isinstance(m, RMSNorm):
+            m.upcast = False
     return dec
 
 
@@ -98,7 +103,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     name = f"model-{recipe_name}{job.tag}.mlpackage"
     job.status(f"coreml: converting to {name} (fp16, stateful KV cache, {recipe_name} weights)")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length)
+    dec = build_decoder(ckpt, job.context_length).use_fp16_norms()
     meta = package_metadata(job, recipe_name, dec.spec.vocab_size)
     with native_output_silenced():  # coremltools' progress bars
         ml = convert(dec, job.context_length, tokens_per_call(job.target))
@@ -110,7 +115,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
 
     job.status("coreml: stage 1, the package's weights in PyTorch (fp16)")
     weights = package_weights(tmp / name)
-    sim = simulated_decoder(build_decoder(ckpt, job.context_length), weights)
+    sim = simulated_decoder(build_decoder(ckpt, job.context_length).use_fp16_norms(), weights)
     obs_q = job.observe(EagerDecoder(sim))
     del sim, weights
     sim_label = f"{recipe_name} Core ML weights, fp16, in PyTorch"
