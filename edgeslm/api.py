@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from edgeslm.backends import get_backend, unavailable_here
+from edgeslm.bundle.caveats import clear
 from edgeslm.bundle.inspect import inspect_bundle
 from edgeslm.bundle.manifest import verify as verify_bundle
 from edgeslm.bundle.push import DEVICE_DIR
@@ -79,14 +80,18 @@ def choose_artifact(bundle: Path, artifact: str | None = None) -> Choice:
 
 
 def run(bundle: Path, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0,
-        artifact: str | Choice | None = None, on_token: Callable[[str], None] | None = None) -> str:
+        artifact: str | Choice | None = None, on_token: Callable[[str], None] | None = None, *,
+        strict: bool = False, warn: Status = _quiet) -> str:
     """Generate from ``prompt`` with one artifact of ``bundle`` in its real runtime (``temperature`` 0: greedy);
-    each piece goes to ``on_token`` as it is decoded. Returns the generated text."""
+    each piece goes to ``on_token`` as it is decoded. Returns the generated text. An artifact the export did not
+    clear (a failed stage or bundle, a stage not run there) is named to ``warn`` first, or with ``strict``
+    refused (GateFailed, exit 1) before it is loaded."""
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
     if temperature < 0:
         raise InputError(f"temperature must be 0 (greedy) or more, not {temperature}")
     chosen = artifact if isinstance(artifact, Choice) else choose_artifact(bundle, artifact)
+    clear(read_manifest(bundle), [chosen.entry], strict, warn)
     pieces: list[str] = []
 
     def take(piece: str) -> None:
@@ -118,15 +123,19 @@ def push(bundle: Path, serial: str | None = None, device_dir: str = DEVICE_DIR) 
 # --- bench, predict ----------------------------------------------------------------------------------------
 
 def bench(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup: int = 1, repeats: int = 3,
-          status: Status = _quiet) -> dict:
+          status: Status = _quiet, *, strict: bool = False, warn: Status = _quiet) -> dict:
     """Time every artifact of ``bundle`` here: this machine's facts and one row per artifact (TTFT, prefill and
-    decode tok/s as median/min/max of ``repeats`` runs, peak RSS), as ``edgeslm bench --json`` prints it."""
+    decode tok/s as median/min/max of ``repeats`` runs, peak RSS), and ``warnings``: each artifact to be timed
+    that the export did not clear (also named to ``warn`` first; with ``strict`` refused, GateFailed, before
+    anything runs), as ``edgeslm bench --json`` prints it."""
+    m = read_manifest(bundle)
+    caveats = clear(m, [a for a in m["artifacts"] if unavailable_here(a["backend"]) is None], strict, warn)
     status("measuring this machine's memory bandwidth")
     host = host_facts()
     status("benchmarking")
     rows = bench_bundle(bundle, prompt_len, gen_len, warmup, repeats, status=status)
     return {"host": host, "prompt_len": prompt_len, "gen_len": gen_len, "warmup": warmup, "repeats": repeats,
-            "artifacts": rows}
+            "artifacts": rows, "warnings": [c.to_json() for c in caveats]}
 
 
 def predict(bundle: Path, device: str | Path | None = None, prompt_len: int = 512, gen_len: int = 128,

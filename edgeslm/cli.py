@@ -35,6 +35,18 @@ def json_option(help: str = "Print JSON on stdout."):  # noqa: A002 — click's 
 
 bundle_argument = click.argument("bundle", type=click.Path(path_type=Path))
 reports_argument = click.argument("reports", type=click.Path(path_type=Path))
+strict_option = click.option("--strict", is_flag=True, help="Refuse (exit 1, nothing run) an artifact the export "
+                             "did not clear: a failed parity stage or bundle, or a stage not run where it was "
+                             "exported [default: run it after a warning line].")
+
+
+def _warner(stream=None):
+    """An API ``warn`` callback: each message as one ``warning:`` line (never wrapped) on ``stream`` [default:
+    stderr; inside ``native_output_silenced``, the stderr it yields]."""
+    def warn(msg: str) -> None:
+        click.echo(f"warning: {msg}", file=stream, err=stream is None)
+
+    return warn
 
 
 def _console(stderr: bool = True) -> Console:
@@ -295,18 +307,20 @@ def _print_summary(res) -> None:
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0), help="0 = greedy.")
 @click.option("--artifact", help="Which artifact to run, by file or package name (default: the first in the "
               "manifest that can run on this machine).")
-def run(bundle, prompt, max_new_tokens, temperature, artifact):
-    """Generate text from a bundle through its real runtime, streaming tokens to stdout."""
+@strict_option
+def run(bundle, prompt, max_new_tokens, temperature, artifact, strict):
+    """Generate text from a bundle through its real runtime, streaming tokens to stdout. An artifact whose
+    export failed, or had a stage not run, is named in a warning first (refused with --strict)."""
     chosen = api.choose_artifact(bundle, artifact)
     _console().print(f"[dim]{chosen.name} in {chosen.runtime}[/dim]")
 
-    with native_output_silenced() as (out, _):
+    with native_output_silenced() as (out, err):
 
         def on_token(piece: str) -> None:
             out.write(piece)
             out.flush()
 
-        api.run(bundle, prompt, max_new_tokens, temperature, chosen, on_token)
+        api.run(bundle, prompt, max_new_tokens, temperature, chosen, on_token, strict=strict, warn=_warner(err))
         out.write("\n")
 
 
@@ -379,11 +393,13 @@ def _rng(band: dict, fmt: str = "{:.1f}") -> str:
 @click.option("--gen-len", default=64, show_default=True, type=click.IntRange(min=1), help="Tokens decoded per run.")
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0), help="Untimed runs first.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs (median, min and max reported).")
+@strict_option
 @json_option()
-def bench(bundle, prompt_len, gen_len, warmup, repeats, as_json):
-    """Time every artifact of BUNDLE in its real runtime here: TTFT, prefill and decode tok/s, peak RSS."""
+def bench(bundle, prompt_len, gen_len, warmup, repeats, strict, as_json):
+    """Time every artifact of BUNDLE in its real runtime here: TTFT, prefill and decode tok/s, peak RSS. An
+    artifact whose export failed, or had a stage not run, is named in a warning first (refused with --strict)."""
     with _spinner() as status:
-        doc = api.bench(bundle, prompt_len, gen_len, warmup, repeats, status=status)
+        doc = api.bench(bundle, prompt_len, gen_len, warmup, repeats, status=status, strict=strict, warn=_warner())
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return

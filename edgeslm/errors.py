@@ -30,6 +30,12 @@ class InputError(EdgeslmError):
     """The model, target, recipe or output path given cannot be used as it is."""
 
 
+class GateFailed(EdgeslmError):
+    """What was asked to be refused unless its export passed (``--strict``) did not pass: exit 1, as a failed gate."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
 class InternalError(EdgeslmError):
     """An upstream compiler or runtime failed on input we accepted."""
 

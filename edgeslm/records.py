@@ -32,6 +32,15 @@ class Status(str, Enum):
             return f"not run: {reason}"
         return self.value
 
+    @classmethod
+    def of_description(cls, words: str) -> "Status":
+        """The status a :meth:`describe` summary word (a manifest artifact's ``validation`` value) stands for."""
+        if words == cls.INFO.describe():
+            return cls.INFO
+        if words.startswith(cls.NOT_RUN.value.replace("_", " ")):
+            return cls.NOT_RUN
+        return cls(words)
+
     @property
     def parity_word(self) -> str:
         """A manifest artifact's ``parity`` (schema 1.0 values: a stage that could not run is runtime_not_run)."""
@@ -181,6 +190,41 @@ def stage_summary(artifact: str, checks: list[Check], validations: list[Validati
         if v.artifact == artifact:
             out[v.stage] = v.status.describe(v.reason)
     return out
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """Why an artifact about to run here was not cleared at export: stages of it that failed their gate, a bundle
+    that failed (another artifact, the model's re-authoring, a latency budget), or stages that could not run where
+    it was exported. The demo apps refuse a failed bundle or artifact; ``run`` and ``bench`` warn, or refuse
+    with ``--strict``."""
+
+    artifact: str
+    failed_stages: tuple[str, ...] = ()
+    not_run_stages: dict = field(default_factory=dict)  # stage → why it could not run there
+    bundle_failed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether the demo apps refuse it (a stage not run alone does not stop them)."""
+        return bool(self.failed_stages) or self.bundle_failed
+
+    def message(self) -> str:
+        if self.failed_stages:
+            parts = [f"failed parity at export ({', '.join(self.failed_stages)})"]
+        elif self.bundle_failed:
+            parts = ["is in a bundle that failed its export checks"]
+        else:
+            parts = []
+        parts += [f"its {stage} stage was not run at export ({why})" for stage, why in self.not_run_stages.items()]
+        then = "the demo apps refuse it" if self.failed else "its output in this runtime was never checked"
+        see = "parity.md and latency.json" if self.bundle_failed and not self.failed_stages else "parity.md"
+        return f"{self.artifact}: {'; '.join(parts)}; {then} (see {see} in the bundle)"
+
+    def to_json(self) -> dict:
+        return {"artifact": self.artifact, "failed_stages": list(self.failed_stages),
+                "not_run_stages": dict(self.not_run_stages), "bundle_failed": self.bundle_failed,
+                "message": self.message()}
 
 
 # The manifest's per-artifact parity word (schema 1.0 values), derived from the one vocabulary.

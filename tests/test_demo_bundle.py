@@ -62,8 +62,9 @@ def test_run_generates_through_executorch_runner(demo_bundle):
     from edgeslm.parity.models import RuntimeStepModel
 
     out, _ = demo_bundle
-    res = CliRunner().invoke(main, ["run", str(out), "--prompt", "The import statement", "-n", "24"])
+    res = CliRunner().invoke(main, ["run", str(out), "--prompt", "The import statement", "-n", "24", "--strict"])
     assert res.exit_code == 0, res.output
+    assert "warning:" not in res.stderr  # every stage passed here: nothing to warn of, nothing --strict refuses
     text = res.stdout.strip("\n")
     assert len(text.split()) >= 5
     tok = AutoTokenizer.from_pretrained(out)
@@ -194,6 +195,12 @@ def test_ios_target_states_what_ran(tmp_path):
     if unavailable_here():  # `run` picks a runnable artifact, and says why Core ML cannot run here
         r = CliRunner().invoke(main, ["run", str(out), "-p", "The import", "-n", "4", "--artifact", cm["package"]])
         assert r.exit_code == 2 and "Core ML runs only on Apple platforms" in r.output
+        # after one warning line: its runtime stage never ran (where it was exported); --strict refuses it first
+        warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+        assert len(warned) == 1 and f"{cm['package']}: its lowering stage was not run at export" in warned[0]
+        r = CliRunner().invoke(main, ["run", str(out), "-p", "The import", "-n", "4", "--artifact", cm["package"],
+                                      "--strict"])
+        assert r.exit_code == 1 and "error: refused under --strict" in r.stderr and "warning:" not in r.stderr
 
 
 def test_latency_report_in_bundle(demo_bundle):
@@ -220,6 +227,7 @@ def test_bench_and_predict_cli(demo_bundle):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["artifacts"]
     assert [a["backend"] for a in rows] == ["executorch", "onnx"] and all(a["runs"] == 2 for a in rows)
+    assert json.loads(r.stdout)["warnings"] == [] and "warning:" not in r.stderr  # every stage passed
     assert all(a["peak_rss_mib"] > 0 and a["prefill_tok_s"]["median"] > 0 for a in rows)
     for device in ("pixel-8-pro", "host"):
         p = CliRunner().invoke(main, ["predict", str(out), "--device", device, "--prompt-len", "64", "--json"])

@@ -171,6 +171,7 @@ def test_one_word_per_status():
     assert [s.describe("r") for s in Status] == ["passed", "failed", "not run: r", "informational, not gated"]
     assert PARITY_WORD == {s: s.parity_word for s in Status if s is not Status.INFO}
     assert all(Status.of_parity_word(s.parity_word) is s for s in PARITY_WORD)
+    assert all(Status.of_description(s.describe(r)) is s for s in Status for r in (None, "r"))  # read back
 
 
 def _latency_record():

@@ -94,16 +94,27 @@ def test_output_may_not_be_the_current_folder_or_above(tiny_dir, tmp_path, monke
     assert leftovers(work) == [] and leftovers(work.parent) == []
 
 
-def test_force_replaces_an_edgeslm_bundle(bundle, tiny_dir, tmp_path):
+def test_force_replaces_an_edgeslm_bundle_and_a_stale_copy_of_it(bundle, tiny_dir, tmp_path):
+    """Also: a ``.b.old-*`` copy an interrupted removal left (part deleted: no manifest) is deleted and named;
+    folders merely resembling one are kept."""
     out = tmp_path / "b"
     import shutil
 
     shutil.copytree(bundle, out)
     (out / "stale.txt").write_text("from an old export")
+    stale = tmp_path / ".b.old-k2_x9q7a"
+    (stale / "onnx").mkdir(parents=True)
+    (stale / "onnx" / "model.onnx.data").write_bytes(b"half deleted")
+    kept = [tmp_path / n for n in (".b.old-mine", ".bb.old-k2_x9q7a", ".b.old-k2_x9q7ab")]
+    for k in kept:
+        k.mkdir()
     res = CliRunner().invoke(main, ["export", str(tiny_dir("llama")), "-o", str(out), "--force", *FAST])
     assert res.exit_code == 0, res.output
     assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
-    assert leftovers(tmp_path) == []
+    assert leftovers(tmp_path) == sorted(k.name for k in kept)
+    said = " ".join(res.stderr.split())  # the status console wraps long lines
+    assert said.count(f"removed {stale}: an earlier copy of b left by an interrupted replacement") == 1, said
+    assert said.count("removed ") == 1, said
 
 
 def test_two_targets_landing_in_one_folder_are_refused_first(tiny_dir, tmp_path):

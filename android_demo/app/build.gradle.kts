@@ -4,7 +4,8 @@
 //
 // Runtime versions (override with -P...):
 //   edgeslm.executorchVersion  org.pytorch:executorch-android; keep >= the executorch that exported the .pte
-//                              (pyproject.toml: 1.5.1). An older runtime may reject a newer .pte. Fallback: 1.3.1.
+//                              (pyproject.toml: 1.5.1). An older runtime may reject a newer .pte. Fallback: 1.3.1
+//                              (ExecuTorchEngine needs >= 1.3.0: numBos constructor since 1.2.0, close() 1.3.0).
 //   edgeslm.genaiVersion       onnxruntime-genai Android AAR; not on Maven Central: scripts/fetch-genai-aar.sh puts
 //                              it at app/libs/onnxruntime-genai-android.aar (GitHub release asset, else the NuGet
 //                              package's runtimes/android/native/onnxruntime-genai.aar).

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from edgeslm.errors import InputError
 
@@ -67,10 +69,26 @@ def _publishable(folder: Path) -> None:
             p.chmod(0o755 if p.is_dir() else 0o644)
 
 
+def _old_copy(out: Path, suffix: str) -> Path:
+    """Where ``out`` is moved while its replacement is renamed in, until it is removed."""
+    return out.with_name(f".{out.name}.old-{suffix}")
+
+
+def stale_copies(out: Path) -> list[Path]:
+    """Folders ``.NAME.old-XXXXXXXX`` beside ``out``: earlier copies of ``out`` whose removal, after a replacement
+    had finished, was interrupted (the suffix is mkdtemp's: 8 characters of ``[a-z0-9_]``)."""
+    pattern = re.compile(re.escape(_old_copy(out, "").name) + r"[a-z0-9_]{8}")
+    if not out.parent.is_dir():
+        return []
+    return sorted(p for p in out.parent.iterdir()
+                  if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
 @contextmanager
-def atomic_folder(out: Path, force: bool):
+def atomic_folder(out: Path, force: bool, status: Callable[[str], None] = lambda msg: None):
     """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename, on any error or
-    interrupt it vanishes and ``out`` is as it was."""
+    interrupt it vanishes and ``out`` is as it was. A replacement also removes the copies of ``out`` an earlier
+    replacement was interrupted removing (:func:`stale_copies`), saying so through ``status``."""
     check_output(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -80,7 +98,7 @@ def atomic_folder(out: Path, force: bool):
         _publishable(tmp)
         if out.exists():
             check_output(out, force)  # it may have appeared while we worked
-            old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('.', 1)[-1]}")
+            old = _old_copy(out, tmp.name.rsplit('.', 1)[-1])
             out.rename(old)
         tmp.rename(out)
     except BaseException:
@@ -90,3 +108,6 @@ def atomic_folder(out: Path, force: bool):
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+        for stale in stale_copies(out):
+            shutil.rmtree(stale, ignore_errors=True)
+            status(f"removed {stale}: an earlier copy of {out.name} left by an interrupted replacement")

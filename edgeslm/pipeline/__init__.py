@@ -82,7 +82,7 @@ def export_targets(request: ExportRequest, status: Status = lambda msg: None) ->
     written = []
     if r.report_dir is not None:
         status(f"writing reports to {r.report_dir}")
-        written = write_reports([res.out for res in results], r.report_dir, r.force)
+        written = write_reports([res.out for res in results], r.report_dir, r.force, status)
     for res in results:
         res.forecast = fc.to_json()
         res.memory = {"peak_rss_mib": round(peak["peak_mib"]), "method": peak["method"]}

@@ -41,7 +41,7 @@ def build_target(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: 
     records.checks += reference_checks(ref, tgt)
     gs = tgt.group_size if group_size is None else group_size
     jobs = [(v, ExportJob.for_variant(ref, v, tgt, ctx, gs, status, records)) for v in ref.models()]
-    with atomic_folder(out, force) as tmp:
+    with atomic_folder(out, force, status) as tmp:
         tokenizer_files = write_tokenizer(ref.ckpt, tmp)
         artifacts, not_built, new = build_artifacts(ref, jobs, plan, tgt, ctx, gs, tmp, status)
         load_entries(artifacts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from edgeslm.bundle.files import atomic_folder
 from edgeslm.records import Report
@@ -25,12 +26,13 @@ def render(report: Report, folder: Path, html: Path | None = None, junit: Path |
     return [p for p, _ in outputs]
 
 
-def write_reports(bundles: list[Path], folder: Path, force: bool = False) -> list[Path]:
+def write_reports(bundles: list[Path], folder: Path, force: bool = False,
+                  status: Callable[[str], None] = lambda msg: None) -> list[Path]:
     """The reports folder, written beside ``folder`` and renamed into place (``force`` replaces an earlier
     reports folder, never anything else)."""
     targets = [load_target(b) for b in bundles]
     report = summarize(targets)
-    with atomic_folder(folder, force) as tmp:
+    with atomic_folder(folder, force, status) as tmp:
         for b, t in zip(bundles, targets):
             dst = tmp / t.target
             dst.mkdir(exist_ok=True)

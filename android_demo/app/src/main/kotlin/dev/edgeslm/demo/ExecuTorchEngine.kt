@@ -11,8 +11,9 @@ import org.pytorch.executorch.extension.llm.LlmCallback
 import org.pytorch.executorch.extension.llm.LlmModule
 
 /**
- * The `.pte` artifact on ExecuTorch's `LlmModule` (org.pytorch:executorch-android >= 1.4: the constructor with
- * numBos/numEos and generate(..., temperature, numBos, numEos)). Semantics this relies on (android_demo/README.md):
+ * The `.pte` artifact on ExecuTorch's `LlmModule` (org.pytorch:executorch-android >= 1.3.0: the constructor with
+ * numBos/numEos and generate(..., temperature, numBos, numEos) exist since 1.2.0, close() since 1.3.0).
+ * Semantics this relies on (android_demo/README.md):
  * - BOS comes from the constructor's numBos (the generate() argument is ignored for text models): numBos = 1 exactly
  *   when the bundle's `app.prompt.add_bos` is true for a raw prompt; 0 for a rendered chat prompt, whose BOS is
  *   already in the template's text. A change re-creates the module.
