@@ -488,11 +488,13 @@ def gate(reports, baseline, gate_file, fleet_file, top1_drop, kl_rise, greedy_dr
         cols = ("target", "artifact", "check", "what", "baseline", "current", "limit")
         cols = ("job", *cols) if verdict.jobs is not None else cols
         for col in cols:
-            table.add_column(col)
+            table.add_column(col, no_wrap=col == "job")
         fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
         for r in rows:
             table.add_row(*(fmt(r[c]) if c in ("baseline", "current") else r[c] for c in cols))
         con.print(table)
+        if verdict.jobs is not None:  # one plain line a CI log shows whole, however narrow
+            con.print(f"failed jobs: {', '.join(dict.fromkeys(r['job'] for r in rows))}", soft_wrap=True)
     else:
         n = verdict.counts
         jobs = f"{len(verdict.jobs)} jobs, " if verdict.jobs is not None else ""
@@ -503,17 +505,18 @@ def gate(reports, baseline, gate_file, fleet_file, top1_drop, kl_rise, greedy_dr
 
 
 def _fleet_table(verdict) -> Table:
-    """The fleet's models × targets summary, one row per (job, target, artifact)."""
-    table = Table(title=f"fleet: {len(verdict.jobs)} jobs")
-    for col in ("job", "model", "target", "artifact", "verdict", "MB", "ppl Δ", "decode tok/s here",
-                "predicted tok/s"):
-        table.add_column(col)
+    """The fleet's models × targets summary, one row per (job, target, artifact); narrow enough for a CI log
+    (the model is in the job's name; `report` writes the full table)."""
+    table = Table(title=f"fleet: {len(verdict.jobs)} jobs (decode tok/s measured here, predicted on the target's "
+                  "device)")
+    for col in ("job", "target", "artifact", "verdict", "MB", "ppl Δ", "here", "device"):
+        table.add_column(col, no_wrap=col == "job")
     words = {Status.FAILED: "[red]FAILED[/red]", Status.NOT_RUN: "[yellow]not run[/yellow]"}
     for r in verdict.summary:
-        table.add_row(r.job, r.model or "—", r.target, r.artifact, words.get(r.status, r.status.value),
-                      f"{r.bytes / 1e6:.2f}", "—" if r.ppl_rise is None else f"{r.ppl_rise:+.1%}",
+        table.add_row(r.job, r.target, r.artifact, words.get(r.status, r.status.value), f"{r.bytes / 1e6:.2f}",
+                      "—" if r.ppl_rise is None else f"{r.ppl_rise:+.1%}",
                       "—" if r.decode_here is None else f"{r.decode_here:.0f}",
-                      "—" if r.decode_predicted is None else f"{r.decode_predicted:.0f} on {r.device}")
+                      "—" if r.decode_predicted is None else f"{r.decode_predicted:.0f}")
     return table
 
 

@@ -212,8 +212,12 @@ def _jobs(models: tuple[FleetModel, ...], bench: bool, ctx: int | None, path: Pa
     _unique([(m.name, f"[[models]] #{i + 1} ({m.source})") for i, m in enumerate(models)], "the job-name part",
             where, "give one of them its own name = \"...\"")
     jobs = []
+    stem_of: dict[str, str] = {}  # each target loaded once, however many models name it
     for m in models:
-        stems = [(_target_stem(t, where), t) for t in m.targets]
+        for t in m.targets:
+            if t not in stem_of:
+                stem_of[t] = _target_stem(t, where)
+        stems = [(stem_of[t], t) for t in m.targets]
         _unique([(s, f"target {t!r}") for s, t in stems], "the job-name part", where,
                 "name each target once (target files are named by their file's stem)")
         parts = [(slug(r) if r else "", r) for r in m.recipes]
