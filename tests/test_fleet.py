@@ -23,6 +23,7 @@ from edgeslm.fleet.spec import load_fleet
 from edgeslm.preflight import GiB, forecast
 from edgeslm.target import load_target
 from edgeslm.testing.shapes import SHAPES, parameters
+from edgeslm.testing.targets import loose_target
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "docs" / "ci"
@@ -147,6 +148,21 @@ def test_bad_fleet_file_is_one_message_and_exit_2(tmp_path, monkeypatch, text, s
     assert res.stderr.count("error:") == 1 and "— fix: " in res.stderr
 
 
+def test_matrix_and_a_fleet_gate_never_load_torch(tmp_path):
+    """The plan and gate jobs install edgeslm and read TOML and JSON only: no model stack is imported."""
+    _example(tmp_path)
+    (tmp_path / "reports").mkdir()
+    code = ("import sys; from edgeslm.cli import main\n"
+            "for args in (['matrix', 'fleet.toml'], ['gate', 'reports', '--fleet', 'fleet.toml']):\n"
+            "    try: main(args)\n"
+            "    except SystemExit as e: print('exit', e.code)\n"
+            "print('torch loaded:', 'torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert res.stdout.count("exit ") == 2 and "exit 1" in res.stdout  # nothing collected: every job missing
+    assert "torch loaded: False" in res.stdout, res.stdout + res.stderr
+
+
 def test_matrix_refuses_more_jobs_than_the_engine_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     models = "".join(f'[[models]]\npath = "m{i}"\n' for i in range(101))
@@ -196,13 +212,16 @@ def test_gitlab_child_pipeline_parses_and_runs_every_job_once(tmp_path):
     assert child["stages"] == ["export", "gate"] and child["edgeslm-gate"]["when"] == "always"
     # GitLab names a matrix job after its values and drops pipelines whose names pass 255 characters
     assert max(len(f"edgeslm-export: [{', '.join(e.values())}]") for e in entries) < 255
-    # each job's script asks for its command: the same line GitHub's matrix carries
+    # each job's script asks for its command: the same line GitHub's matrix carries (the script's own line run
+    # once, as written; every job through the CLI in-process)
     github = {e["job"]: e["command"] for e in _github_plan(tmp_path)["include"]}
     (line,) = [s for s in export["script"] if "edgeslm matrix" in s]
     inner = re.fullmatch(r'sh -c "\$\((.*)\)"', line).group(1)
-    for e in entries:
-        res = _bash(inner, tmp_path, FLEET="fleet.toml", EDGESLM_JOB=e["EDGESLM_JOB"])
-        assert res.stdout.strip() == github[e["EDGESLM_JOB"]], res.stderr
+    res = _bash(inner, tmp_path, FLEET="fleet.toml", EDGESLM_JOB=names[0])
+    assert res.stdout.strip() == github[names[0]], res.stderr
+    for name in names:
+        res = CliRunner().invoke(main, ["matrix", str(tmp_path / "fleet.toml"), "--job", name])
+        assert res.stdout.strip() == github[name], res.output
 
 
 # --- docs/ci.md ----------------------------------------------------------------------------------------------
@@ -243,30 +262,14 @@ def test_docs_forecast_table_is_the_forecast():
 
 # --- a fleet run here, job after job, then one gate --------------------------------------------------------------
 
-# Loose gates for random-weight tiny models (as tests/test_reports.py); "strict" fails any quantization (KL > 0).
-TARGET = """
-name = "{name}"
-backends = ["onnx"]
-recipe = "int8"
-context_length = 64
-device = "snapdragon-8-gen-3"
-[gates.reauthoring]
-max_abs_logit_diff = 1e-3
-[gates.int8.lowering]
-max_abs_logit_diff = 1e-3
-[gates.int8.quantization]
-max_kl_mean = {kl}
-"""
-
-
 @pytest.mark.slow
 def test_fleet_jobs_run_here_and_the_union_gate_names_the_failing_job(tiny_dir, tmp_path):
     """Two tiny models × two targets (the second model's second target gates strictly): the GitHub plan step
     makes the matrix; every job runs here one after another, alternately as the GitHub export step and the GitLab
     export script run it; then the gate steps of both workflows and docs/ci.md's gate and report commands judge
     the union: exit 1, naming the one failing job and no other. A job that never reported is named too."""
-    for name, kl in (("edge-a", 0.05), ("edge-b", 0.05), ("strict", 0.0)):
-        (tmp_path / f"{name}.toml").write_text(TARGET.format(name=name, kl=kl))
+    for name, kl in (("edge-a", 0.05), ("edge-b", 0.05), ("strict", 0.0)):  # strict: any quantization fails
+        (tmp_path / f"{name}.toml").write_text(loose_target(name, max_kl_mean=kl))
     (tmp_path / "fleet.toml").write_text(
         'targets = ["edge-a.toml", "edge-b.toml"]\nbench = false\n'
         f'[[models]]\npath = "{tiny_dir("llama")}"\n'

@@ -15,27 +15,7 @@ from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.json_schemas import problems
-
-# Loose gates for random-weight tiny models (their top-1 under quantization says little; KL bounds the damage).
-TARGET = """
-name = "{name}"
-backends = ["onnx"]
-recipe = "int8"
-context_length = 64
-device = "{device}"
-[gates.reauthoring]
-max_abs_logit_diff = 1e-3
-[gates.int8.lowering]
-max_abs_logit_diff = 1e-3
-[gates.int8.quantization]
-max_kl_mean = 0.05
-[gates.int4.lowering]
-max_abs_logit_diff = 1e-3
-[gates.int4.quantization]
-max_kl_mean = 0.05
-[latency]
-max_memory_mb = 100000
-"""
+from edgeslm.testing.targets import loose_target
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +23,7 @@ def targets(tmp_path_factory):
     d = tmp_path_factory.mktemp("targets")
     paths = []
     for name, device in (("edge-a", "snapdragon-8-gen-3"), ("edge-b", "jetson-orin-nano-8gb")):
-        (d / f"{name}.toml").write_text(TARGET.format(name=name, device=device))
+        (d / f"{name}.toml").write_text(loose_target(name, device))
         paths.append(str(d / f"{name}.toml"))
     return paths
 
@@ -90,7 +70,7 @@ def test_several_targets_one_run_with_reports(exported):
 
 def test_reused_artifact_is_judged_by_each_targets_gates(tiny_dir, targets, tmp_path):
     strict = tmp_path / "strict.toml"
-    strict.write_text(TARGET.format(name="strict", device="pixel-8-pro").replace("max_kl_mean = 0.05", "max_kl_mean = 0.0"))
+    strict.write_text(loose_target("strict", "pixel-8-pro", max_kl_mean=0.0))
     res = _export(tiny_dir("llama"), [targets[0], str(strict)], tmp_path / "b", tmp_path / "r", "int8")
     assert res.exit_code == 1, res.output
     status = {t: json.loads((tmp_path / "b" / t / "manifest.json").read_text())["status"] for t in ("edge-a", "strict")}

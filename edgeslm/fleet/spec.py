@@ -49,11 +49,10 @@ def slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class FleetModel:
-    """One ``[[models]]`` table: ``source`` is the export's MODEL argument (a Hub id when ``hub``, else a path)."""
+    """One ``[[models]]`` table: ``source`` is the export's MODEL argument (a Hub id or a path)."""
 
     name: str
     source: str
-    hub: bool
     targets: tuple[str, ...]
     recipes: tuple[str | None, ...] = (None,)  # None: the target's own
     revision: str | None = None
@@ -143,14 +142,15 @@ def _check_recipes(recipes: tuple[str, ...], where: str) -> None:
         _check_recipe(r, where)
 
 
+EXAMPLES = {"targets": 'targets = ["android"]', "recipes": 'recipes = ["int4"]'}
+
+
 def _axis(table: dict, key: str, where: str, inherited):
-    """A model's ``targets`` or ``recipes``: its own, else the fleet's."""
-    if key not in table:
-        return inherited
-    return _strings(table[key], key, where, f'{key} = ["{"android" if key == "targets" else "int4"}"]')
+    """``targets`` or ``recipes`` in ``table`` (the fleet's, or a model's own), else ``inherited``."""
+    return _strings(table[key], key, where, EXAMPLES[key]) if key in table else inherited
 
 
-def _source(t: dict, where: str) -> tuple[str, bool]:
+def _source(t: dict, where: str) -> str:
     if ("hub" in t) == ("path" in t):
         raise InputError(f"{where} must name its model with exactly one of hub or path",
                          'write hub = "org/name" (a Hub id) or path = "folder" (a local folder or .gguf file)')
@@ -158,12 +158,12 @@ def _source(t: dict, where: str) -> tuple[str, bool]:
         hub = text(t["hub"], "hub", where, 'hub = "HuggingFaceTB/SmolLM2-135M"', empty_ok=False)
         if not _HUB_ID.fullmatch(hub):
             raise bad("hub", where, "a Hub id like org/name", hub, 'hub = "HuggingFaceTB/SmolLM2-135M"')
-        return hub, True
+        return hub
     for key in ("revision", "gguf_file"):
         if key in t:
             raise InputError(f"{key} in {where} applies to Hub models, but it names a path",
                              f"leave {key} out, or name the model with hub = \"org/name\"")
-    return text(t["path"], "path", where, 'path = "models/my-model"', empty_ok=False), False
+    return text(t["path"], "path", where, 'path = "models/my-model"', empty_ok=False)
 
 
 def _model(t, i: int, path: Path, targets, recipes) -> FleetModel:
@@ -171,7 +171,7 @@ def _model(t, i: int, path: Path, targets, recipes) -> FleetModel:
     if not isinstance(t, dict):
         raise InputError(f"models in fleet file {path} must be [[models]] tables, not {type(t).__name__}s", HINT)
     reject_unknown(t, MODEL_KEYS, where)
-    source, hub = _source(t, where)
+    source = _source(t, where)
     opt = {k: text(t[k], k, where, f'{k} = "..."', empty_ok=False) for k in ("revision", "gguf_file", "draft")
            if k in t}
     if "gguf_file" in opt and not opt["gguf_file"].lower().endswith(".gguf"):
@@ -194,7 +194,7 @@ def _model(t, i: int, path: Path, targets, recipes) -> FleetModel:
     own_recipes = _axis(t, "recipes", where, recipes)
     if "recipes" in t:
         _check_recipes(own_recipes, where)
-    return FleetModel(name, source, hub, own_targets, own_recipes, opt.get("revision"), opt.get("gguf_file"),
+    return FleetModel(name, source, own_targets, own_recipes, opt.get("revision"), opt.get("gguf_file"),
                       adapters, opt.get("draft"))
 
 
@@ -238,8 +238,8 @@ def load_fleet(path: Path) -> Fleet:
     data = read_toml(path, "fleet file", HINT)
     where = f"fleet file {path}"
     reject_unknown(data, TOP_KEYS, where)
-    targets = _strings(data["targets"], "targets", where, 'targets = ["android"]') if "targets" in data else None
-    recipes = _strings(data["recipes"], "recipes", where, 'recipes = ["int4"]') if "recipes" in data else (None,)
+    targets = _axis(data, "targets", where, None)
+    recipes = _axis(data, "recipes", where, (None,))
     if "recipes" in data:
         _check_recipes(recipes, where)
     bench = flag(data.get("bench", True), "bench", where, "bench = false")
