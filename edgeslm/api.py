@@ -5,10 +5,12 @@
 
     results = api.export(ExportRequest.of("demo", ["android"]))
     verdict = api.gate(Path("reports"), baseline=Path("last-release"))
+    jobs = api.matrix(Path("fleet.toml"))["include"]     # a fleet: one export per model × target
+    verdict = api.gate(Path("reports"), fleet=Path("fleet.toml"))  # every job's reports/<job>, one verdict
 
 Nothing here prints, exits or knows about click: ``edgeslm.cli`` parses arguments, calls these and prints what
-they return. Status messages go to an optional ``status`` callback. Only ``export`` loads torch: ``gate`` and
-``report`` stay light enough for a CI step with no ML stack.
+they return. Status messages go to an optional ``status`` callback. Only ``export`` loads torch: ``gate``,
+``report`` and ``matrix`` stay light enough for a CI step with no ML stack.
 """
 
 from __future__ import annotations
