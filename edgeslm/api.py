@@ -5,17 +5,19 @@
 
     results = api.export(ExportRequest.of("demo", ["android"]))
     verdict = api.gate(Path("reports"), baseline=Path("last-release"))
+    jobs = api.matrix(Path("fleet.toml"))["include"]     # a fleet: one export per model × target
+    verdict = api.gate(Path("reports"), fleet=Path("fleet.toml"))  # every job's reports/<job>, one verdict
 
 Nothing here prints, exits or knows about click: ``edgeslm.cli`` parses arguments, calls these and prints what
-they return. Status messages go to an optional ``status`` callback. Only ``export`` loads torch: ``gate`` and
-``report`` stay light enough for a CI step with no ML stack.
+they return. Status messages go to an optional ``status`` callback. Only ``export`` loads torch: ``gate``,
+``report`` and ``matrix`` stay light enough for a CI step with no ML stack.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from edgeslm.backends import get_backend, unavailable_here
 from edgeslm.bundle.caveats import clear
@@ -24,16 +26,18 @@ from edgeslm.bundle.manifest import verify as verify_bundle
 from edgeslm.bundle.push import DEVICE_DIR
 from edgeslm.bundle.push import push as push_bundle
 from edgeslm.errors import InputError
+from edgeslm.fleet.matrix import matrix as fleet_matrix
+from edgeslm.fleet.spec import load_fleet
 from edgeslm.latency.bench import bench_bundle
 from edgeslm.latency.devices import builtin_devices, host_device, load_device
 from edgeslm.latency.host import host_facts
 from edgeslm.latency.perf import ASSUMPTIONS
 from edgeslm.latency.report import predict_bundle
 from edgeslm.manifest import read_manifest
-from edgeslm.records import artifact_name
-from edgeslm.reports.collect import load_report
+from edgeslm.records import FleetReport, FleetRow, Report, artifact_name
+from edgeslm.reports.fleet import fleet_problems, load_jobs, load_reports, summary_rows
 from edgeslm.reports.gate import Tolerance, current_failures, load_gate_file, regressions
-from edgeslm.reports.write import render
+from edgeslm.reports.write import render, render_fleet
 from edgeslm.request import ExportRequest
 
 if TYPE_CHECKING:
@@ -159,7 +163,30 @@ def predict(bundle: Path, device: str | Path | None = None, prompt_len: int = 51
     return {"device": dev.name, "description": dev.description, "artifacts": rows, "assumptions": ASSUMPTIONS}
 
 
+# --- matrix ----------------------------------------------------------------------------------------------
+
+def matrix(fleet: Path, fmt: str = "github") -> dict:
+    """The CI matrix of the fleet file ``fleet``: one job per (model, target[, recipe]), in the form ``fmt``'s
+    engine takes (``github``: ``strategy.matrix``; ``gitlab``: ``parallel:matrix``)."""
+    return fleet_matrix(load_fleet(fleet), fmt)
+
+
+def job_command(fleet: Path, job: str) -> str:
+    """The command line of the fleet's job named ``job`` (what a GitLab matrix job runs)."""
+    return load_fleet(fleet).job(job).command
+
+
 # --- report, gate ------------------------------------------------------------------------------------------
+
+Reports = Path | Sequence[Path]
+
+
+def _paths(reports: Reports) -> list[Path]:
+    paths = [Path(reports)] if isinstance(reports, (str, Path)) else [Path(p) for p in reports]
+    if not paths:
+        raise InputError("no REPORTS given", "pass a --report-dir folder, a bundle, or a folder of job reports")
+    return paths
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -167,42 +194,66 @@ class Rendered:
 
     passed: bool
     written: list[Path]
-    report: dict = field(repr=False)
+    report: Report | FleetReport = field(repr=False)
 
 
-def report(reports: Path, html: Path | None = None, junit: Path | None = None,
+def report(reports: Reports, html: Path | None = None, junit: Path | None = None,
            markdown: Path | None = None) -> Rendered:
     """Render ``reports`` (a --report-dir folder, a bundle, or a folder of bundles) as HTML, JUnit XML and
-    Markdown [default: index.html, junit.xml, summary.md inside ``reports``]."""
-    doc = load_report(reports)
-    written = render(doc, reports, html, junit, markdown)
+    Markdown [default: index.html, junit.xml, summary.md inside ``reports``]. Several report folders, or a folder
+    of them, are a fleet: one summary across its jobs [default: written into that one folder]."""
+    paths = _paths(reports)
+    doc = load_reports(paths)
+    if isinstance(doc, FleetReport):
+        written = render_fleet(doc, paths[0] if len(paths) == 1 else None, html, junit, markdown)
+    else:
+        written = render(doc, paths[0], html, junit, markdown)
     return Rendered(doc.passed, list(written), doc)
 
 
 @dataclass(frozen=True)
 class GateResult:
-    """``gate``'s verdict: every failed check and (with a baseline) regression, one row each."""
+    """``gate``'s verdict: every failed check and (with a baseline) regression, one row each; for a fleet, each
+    row names its job, and ``summary`` holds the models × targets rows."""
 
     problems: list[dict]
     counts: dict  # the current reports' checks: passed, not_run, info, ...
     baseline: bool  # whether a baseline was compared
+    jobs: list[str] | None = None  # a fleet's jobs (None: one report)
+    summary: list[FleetRow] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "problems": self.problems}
+        doc = {"passed": self.passed, "problems": self.problems}
+        if self.jobs is not None:
+            doc.update(jobs=self.jobs, summary=[r.to_json() for r in self.summary])
+        return doc
 
 
-def gate(reports: Path, baseline: Path | None = None, gate_file: Path | None = None,
-         tolerance: Tolerance = Tolerance()) -> GateResult:
+def gate(reports: Reports, baseline: Path | None = None, gate_file: Path | None = None,
+         tolerance: Tolerance = Tolerance(), fleet: Path | None = None) -> GateResult:
     """Whether ``reports`` may ship: its failed checks (judged also by ``gate_file``'s [gates.*] tables) and,
-    with ``baseline``, its regressions beyond ``tolerance``."""
-    current = load_report(reports)
-    base = load_report(baseline) if baseline else None
+    with ``baseline``, its regressions beyond ``tolerance``. A fleet's reports (several folders, or a folder of
+    them) are judged job by job against the baseline's job of the same name; with ``fleet`` (its fleet file),
+    a job that wrote no reports fails too."""
+    paths = _paths(reports)
     gates = load_gate_file(gate_file) if gate_file else None
-    rows = current_failures(current, gates)
-    if base is not None:
-        rows += regressions(current, base, tolerance)
-    return GateResult(rows, current.counts, base is not None)
+    expected = [j.name for j in load_fleet(fleet).jobs] if fleet else None
+    current = load_jobs(paths, empty_ok=True) if expected is not None else load_reports(paths)
+    base = load_reports([Path(baseline)]) if baseline else None
+    if isinstance(current, Report):
+        if isinstance(base, FleetReport):
+            raise InputError(f"REPORTS hold one report but the baseline {baseline} holds {len(base.jobs)} jobs",
+                             "pass the baseline's report of the same model and targets")
+        rows = current_failures(current, gates)
+        if base is not None:
+            rows += regressions(current, base, tolerance)
+        return GateResult(rows, current.counts, base is not None)
+    if isinstance(base, Report):
+        raise InputError(f"REPORTS hold {len(current.jobs)} jobs but the baseline {baseline} holds one report",
+                         "pass the baseline's folder of job reports (as REPORTS), matched job by job")
+    rows = fleet_problems(current, gates, base, tolerance, expected)
+    return GateResult(rows, current.counts, base is not None, list(current.jobs), summary_rows(current))

@@ -21,6 +21,7 @@ from rich.table import Table
 from edgeslm import api  # torch-free to import: only api.export loads torch (when called), so gate/report stay light
 from edgeslm.backends import backend_names, recipes_help
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
+from edgeslm.fleet.matrix import FORMATS, dump
 from edgeslm.quiet import native_output_silenced
 from edgeslm.records import Check, Status, Validation
 from edgeslm.reports.gate import Tolerance
@@ -34,7 +35,9 @@ def json_option(help: str = "Print JSON on stdout."):  # noqa: A002 — click's 
 
 
 bundle_argument = click.argument("bundle", type=click.Path(path_type=Path))
-reports_argument = click.argument("reports", type=click.Path(path_type=Path))
+reports_argument = click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
+REPORTS_HELP = ("REPORTS is a --report-dir folder, a bundle, or a folder of bundles; several of them, or a folder "
+                "of --report-dir folders (a fleet's jobs, each named by its folder), are read as one fleet.")
 strict_option = click.option("--strict", is_flag=True, help="Refuse (exit 1, nothing run) an artifact the export "
                              "did not clear: a failed parity stage or bundle, or a stage not run where it was "
                              "exported [default: run it after a warning line].")
@@ -455,56 +458,95 @@ def predict(bundle, device, prompt_len, gen_len, as_json):
         con.print(f"[dim]- {a}[/dim]")
 
 
-@main.command()
+@main.command(help="Render REPORTS as HTML, JUnit XML and Markdown [default: index.html, junit.xml, summary.md "
+              "inside REPORTS]; a fleet's summary is one table of models × targets (verdict, bytes, ppl Δ, "
+              "measured and predicted decode speed). " + REPORTS_HELP)
 @reports_argument
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write the HTML report here.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML here.")
 @click.option("--markdown", "md_path", type=click.Path(path_type=Path), help="Write the Markdown summary here.")
 def report(reports, html_path, junit_path, md_path):
-    """Render REPORTS (a --report-dir folder, a bundle, or a folder of bundles) as HTML, JUnit XML and Markdown
-    [default: index.html, junit.xml, summary.md inside REPORTS]."""
     with native_output_silenced():
         done = api.report(reports, html_path, junit_path, md_path)
     click.echo(f"{'PASSED' if done.passed else 'FAILED'}: " + ", ".join(str(w) for w in done.written))
 
 
-@main.command()
+@main.command(help="Exit 0 if REPORTS may ship, 1 if a check failed or (with --baseline) something regressed; a "
+              "table says what and by how much (for a fleet, after its models × targets summary, each row naming "
+              "its job). " + REPORTS_HELP)
 @reports_argument
 @click.option("--baseline", type=click.Path(path_type=Path), help="Earlier reports (e.g. the last release's): "
-              "fail on regressions beyond tolerance.")
+              "fail on regressions beyond tolerance; a fleet's are matched job by job.")
 @click.option("--gates", "gate_file", type=click.Path(path_type=Path), help="TOML file with [gates.*] tables "
               "(as in target files) to judge parity metrics by, on top of the targets' own gates.")
+@click.option("--fleet", "fleet_file", type=click.Path(path_type=Path), metavar="FLEET.toml",
+              help="The fleet file the reports come from: a job of it with no reports (it crashed, or its "
+              "reports were not collected) fails the gate.")
 @click.option("--top1-drop", default=0.02, show_default=True, type=click.FloatRange(0, 1), help="Tolerated absolute drop in top-1 agreement.")
 @click.option("--kl-rise", default=0.25, show_default=True, type=click.FloatRange(min=0), help="Tolerated relative rise in mean KL.")
 @click.option("--greedy-drop", default=0.10, show_default=True, type=click.FloatRange(0, 1), help="Tolerated absolute drop in greedy agreement.")
 @click.option("--decode-drop", default=0.05, show_default=True, type=click.FloatRange(0, 1),
               help="Tolerated relative drop in predicted decode tok/s (measured: 0.30, timings are noisy).")
-@json_option("Print the failures and regressions as JSON on stdout.")
-def gate(reports, baseline, gate_file, top1_drop, kl_rise, greedy_drop, decode_drop, as_json):
-    """Exit 0 if REPORTS may ship, 1 if a check failed or (with --baseline) something regressed; a table says
-    what and by how much. REPORTS is a --report-dir folder, a bundle, or a folder of bundles."""
+@json_option("Print the failures and regressions (and a fleet's jobs and summary rows) as JSON on stdout.")
+def gate(reports, baseline, gate_file, fleet_file, top1_drop, kl_rise, greedy_drop, decode_drop, as_json):
     with native_output_silenced():
-        verdict = api.gate(reports, baseline, gate_file, Tolerance(top1_drop, kl_rise, greedy_drop, decode_drop))
+        verdict = api.gate(reports, baseline, gate_file, Tolerance(top1_drop, kl_rise, greedy_drop, decode_drop),
+                           fleet_file)
     rows = verdict.problems
     if as_json:
         click.echo(json.dumps(verdict.to_json(), indent=2, default=str))
+        sys.exit(EXIT_OK if verdict.passed else EXIT_GATE_FAILED)
+    con = _console(stderr=False)
+    if verdict.jobs is not None:
+        con.print(_fleet_table(verdict))
+    if rows:
+        table = Table(title=f"gate: FAILED ({len(rows)} problem{'s' if len(rows) > 1 else ''})")
+        cols = ("target", "artifact", "check", "what", "baseline", "current", "limit")
+        cols = ("job", *cols) if verdict.jobs is not None else cols
+        for col in cols:
+            table.add_column(col, no_wrap=col == "job")
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
+        for r in rows:
+            table.add_row(*(fmt(r[c]) if c in ("baseline", "current") else r[c] for c in cols))
+        con.print(table)
+        if verdict.jobs is not None:  # one plain line a CI log shows whole, however narrow
+            con.print(f"failed jobs: {', '.join(dict.fromkeys(r['job'] for r in rows))}", soft_wrap=True)
     else:
-        con = _console(stderr=False)
-        if rows:
-            table = Table(title=f"gate: FAILED ({len(rows)} problem{'s' if len(rows) > 1 else ''})")
-            for col in ("target", "artifact", "check", "what", "baseline", "current", "limit"):
-                table.add_column(col)
-            for r in rows:
-                fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
-                table.add_row(r["target"], r["artifact"], r["check"], r["what"], fmt(r["baseline"]),
-                              fmt(r["current"]), r["limit"])
-            con.print(table)
-        else:
-            n = verdict.counts
-            con.print(f"gate: PASSED ({n['passed']} checks passed, {n['not_run']} not run on this platform, "
-                      f"{n['info']} reported without a gate"
-                      + (", no regression against the baseline" if verdict.baseline else "") + ")")
+        n = verdict.counts
+        jobs = f"{len(verdict.jobs)} jobs, " if verdict.jobs is not None else ""
+        con.print(f"gate: PASSED ({jobs}{n['passed']} checks passed, {n['not_run']} not run on this platform, "
+                  f"{n['info']} reported without a gate"
+                  + (", no regression against the baseline" if verdict.baseline else "") + ")")
     sys.exit(EXIT_OK if verdict.passed else EXIT_GATE_FAILED)
+
+
+def _fleet_table(verdict) -> Table:
+    """The fleet's models × targets summary, one row per (job, target, artifact); narrow enough for a CI log
+    (the model is in the job's name; `report` writes the full table)."""
+    table = Table(title=f"fleet: {len(verdict.jobs)} jobs (decode tok/s measured here, predicted on the target's "
+                  "device)")
+    for col in ("job", "target", "artifact", "verdict", "MB", "ppl Δ", "here", "device"):
+        table.add_column(col, no_wrap=col == "job")
+    words = {Status.FAILED: "[red]FAILED[/red]", Status.NOT_RUN: "[yellow]not run[/yellow]"}
+    for r in verdict.summary:
+        table.add_row(r.job, r.target, r.artifact, words.get(r.status, r.status.value), f"{r.bytes / 1e6:.2f}",
+                      "—" if r.ppl_rise is None else f"{r.ppl_rise:+.1%}",
+                      "—" if r.decode_here is None else f"{r.decode_here:.0f}",
+                      "—" if r.decode_predicted is None else f"{r.decode_predicted:.0f}")
+    return table
+
+
+@main.command()
+@click.argument("fleet", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="github", show_default=True,
+              help="github: strategy.matrix JSON on one line (for $GITHUB_OUTPUT and fromJSON); gitlab: a hidden "
+              "job's parallel:matrix as YAML, to append to a child pipeline that extends it.")
+@click.option("--job", help="Print this job's command line instead (a GitLab matrix job reads its command so).")
+def matrix(fleet, fmt, job):
+    """Print the CI matrix of FLEET (a fleet TOML file: models × targets × recipes, docs/ci.md): one job per
+    `edgeslm export ... -o out/JOB --report-dir reports/JOB`, each with a stable name, in the form a CI engine's
+    matrix takes. `edgeslm gate reports --fleet FLEET` then gives the fleet one verdict."""
+    click.echo(api.job_command(fleet, job) if job else dump(api.matrix(fleet, fmt), fmt))
 
 
 if __name__ == "__main__":

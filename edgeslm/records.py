@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Iterable
 
 from edgeslm.gates import Thresholds, judge
@@ -646,3 +647,56 @@ class Report:
     def from_json(cls, d: dict) -> "Report":
         return cls(d["schema_version"], d.get("created"), d.get("model"),
                    [TargetReport.from_json(t) for t in d["targets"]], d.get("kind", "edgeslm-report"))
+
+
+# --- a fleet: several jobs' reports read as one ---------------------------------------------------------------
+
+@dataclass
+class FleetRow:
+    """One artifact of one job in a fleet's models × targets summary: its verdict (its own checks and the
+    model's), bytes, perplexity rise against fp32, decode speed measured on the runner and predicted on the
+    target's device (None where there is none)."""
+
+    job: str
+    model: str | None
+    target: str
+    device: str | None
+    artifact: str
+    status: Status
+    bytes: int
+    ppl_rise: float | None
+    decode_here: float | None
+    decode_predicted: float | None
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "status": self.status.value}
+
+
+@dataclass
+class FleetReport:
+    """Each job's report under its job name (its --report-dir folder's name), in the order read, and the folder
+    it was read from; ``status`` is :func:`verdict` over every job's rows."""
+
+    jobs: dict[str, Report]
+    folders: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def status(self) -> Status:
+        return verdict(c.status for r in self.jobs.values() for c in r.rows)
+
+    @property
+    def passed(self) -> bool:
+        return ships(self.status)
+
+    @property
+    def counts(self) -> dict:
+        return {s.value: sum(r.counts[s.value] for r in self.jobs.values()) for s in Status}
+
+    @property
+    def failed_jobs(self) -> list[str]:
+        return [name for name, r in self.jobs.items() if not r.passed]
+
+    @property
+    def failed_rows(self) -> list[tuple[str, Row]]:
+        """(job, row) for every failed check."""
+        return [(name, c) for name, r in self.jobs.items() for c in r.rows if c.status is Status.FAILED]

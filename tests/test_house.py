@@ -4,7 +4,7 @@ imports at file tops.
 A dependency counts wherever its import sits (file top or function body); imports under ``if TYPE_CHECKING`` do
 not. Layering, bottom to top (docs/architecture.md): errors, quant, gates, records and the neutral layer
 (filefacts, manifest, integrity, memory, json_schemas, toml_kit); model, parity; backends; bundle and latency;
-target, preflight, speculative; reports; request, pipeline; api; cli.
+target, preflight, speculative; reports, fleet; request, pipeline; api; cli.
 """
 
 from __future__ import annotations

@@ -8,33 +8,14 @@ import json
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from edgeslm.cli import main
 from edgeslm.json_schemas import problems
-
-# Loose gates for random-weight tiny models (their top-1 under quantization says little; KL bounds the damage).
-TARGET = """
-name = "{name}"
-backends = ["onnx"]
-recipe = "int8"
-context_length = 64
-device = "{device}"
-[gates.reauthoring]
-max_abs_logit_diff = 1e-3
-[gates.int8.lowering]
-max_abs_logit_diff = 1e-3
-[gates.int8.quantization]
-max_kl_mean = 0.05
-[gates.int4.lowering]
-max_abs_logit_diff = 1e-3
-[gates.int4.quantization]
-max_kl_mean = 0.05
-[latency]
-max_memory_mb = 100000
-"""
+from edgeslm.testing.targets import loose_target
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +23,7 @@ def targets(tmp_path_factory):
     d = tmp_path_factory.mktemp("targets")
     paths = []
     for name, device in (("edge-a", "snapdragon-8-gen-3"), ("edge-b", "jetson-orin-nano-8gb")):
-        (d / f"{name}.toml").write_text(TARGET.format(name=name, device=device))
+        (d / f"{name}.toml").write_text(loose_target(name, device))
         paths.append(str(d / f"{name}.toml"))
     return paths
 
@@ -89,7 +70,7 @@ def test_several_targets_one_run_with_reports(exported):
 
 def test_reused_artifact_is_judged_by_each_targets_gates(tiny_dir, targets, tmp_path):
     strict = tmp_path / "strict.toml"
-    strict.write_text(TARGET.format(name="strict", device="pixel-8-pro").replace("max_kl_mean = 0.05", "max_kl_mean = 0.0"))
+    strict.write_text(loose_target("strict", "pixel-8-pro", max_kl_mean=0.0))
     res = _export(tiny_dir("llama"), [targets[0], str(strict)], tmp_path / "b", tmp_path / "r", "int8")
     assert res.exit_code == 1, res.output
     status = {t: json.loads((tmp_path / "b" / t / "manifest.json").read_text())["status"] for t in ("edge-a", "strict")}
@@ -212,3 +193,91 @@ def test_unwritable_report_path_is_one_error_line(exported):
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "cannot use /proc/edgeslm" in errors[0], res.stderr
     assert "internal error" not in res.output and "Traceback" not in res.output
+
+
+
+JOBS = ("llama-edge-a", "llama-edge-b")  # what a fleet of one model × the two targets names its jobs
+
+
+def _fleet_of(exported, root: Path, failing: str | None = None) -> Path:
+    """Folder ``root`` holding the jobs' --report-dir folders (copies of the exported reports); ``failing``'s
+    quantization check on edge-b is marked failed, as a failed gate writes it."""
+    src, _ = exported
+    for job in JOBS:
+        shutil.copytree(src / "reports", root / job)
+    if failing:
+        path = root / failing / "summary.json"
+        summary = json.loads(path.read_text())
+        target = next(t for t in summary["targets"] if t["target"] == "edge-b")
+        quant = next(c for c in target["checks"] if c["check"] == "quantization")
+        quant.update(status="failed", message="mean KL 0.06 > 0.05")
+        path.write_text(json.dumps(summary))
+    return root
+
+
+def test_fleet_gate_names_the_failing_job(exported, targets, tmp_path):
+    """A folder of job reports (or the jobs' folders given one by one) is one fleet: one exit code, each problem
+    naming its job, a models × targets summary; --baseline matches job by job; --fleet fails a job with no
+    reports; a baseline of another shape is refused."""
+    fleet = _fleet_of(exported, tmp_path / "reports", failing="llama-edge-b")
+    clean = _fleet_of(exported, tmp_path / "reports-main")
+    for args in ([str(fleet)], [str(fleet / "llama-edge-b"), str(fleet / "llama-edge-a")]):
+        res = CliRunner().invoke(main, ["gate", *args, "--json"])
+        assert res.exit_code == 1, res.output
+        doc = json.loads(res.stdout)
+        assert doc["jobs"] == [Path(a).name for a in args] if len(args) > 1 else list(JOBS)
+        assert {(p["job"], p["target"], p["check"]) for p in doc["problems"]} == {
+            ("llama-edge-b", "edge-b", "quantization")}
+        rows = {(r["job"], r["target"]): r for r in doc["summary"]}
+        assert len(rows) == 4 and rows[("llama-edge-b", "edge-b")]["status"] == "failed"
+        assert rows[("llama-edge-a", "edge-b")]["status"] == "passed" and rows[("llama-edge-a", "edge-a")]["bytes"] > 0
+        assert all(r["decode_predicted"] > 0 and r["decode_here"] is None for r in rows.values())  # --no-bench
+    table = CliRunner().invoke(main, ["gate", str(fleet)])  # 80 columns, as a CI log
+    assert table.exit_code == 1 and "fleet: 2 jobs" in table.output
+    assert "│ llama-edge-b │" in table.output.split("gate: FAILED")[1], table.output
+    assert table.output.splitlines()[-1] == "failed jobs: llama-edge-b"
+    assert CliRunner().invoke(main, ["gate", str(clean)]).exit_code == 0
+
+    base = CliRunner().invoke(main, ["gate", str(fleet), "--baseline", str(clean), "--json"])
+    found = {(p["job"], p["what"]) for p in json.loads(base.stdout)["problems"]}
+    assert base.exit_code == 1 and found == {("llama-edge-b", "failed"), ("llama-edge-b", "status")}  # regressed
+
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(f"targets = {json.dumps(targets)}\n[[models]]\npath = \"llama\"\n"
+                          "[[models]]\npath = \"qwen2\"\n")
+    missing = CliRunner().invoke(main, ["gate", str(clean), "--fleet", str(fleet_file), "--json"])
+    rows = json.loads(missing.stdout)["problems"]
+    assert missing.exit_code == 1 and {(r["job"], r["what"]) for r in rows} == {
+        ("qwen2-edge-a", "missing"), ("qwen2-edge-b", "missing")}
+    empty = tmp_path / "none-collected"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["gate", str(empty), "--fleet", str(fleet_file)])
+    assert res.exit_code == 1 and all(j in res.output for j in (*JOBS, "qwen2-edge-a"))  # every job missing
+
+    for cur, old in ((fleet, exported[0] / "reports"), (exported[0] / "reports", clean)):
+        res = CliRunner().invoke(main, ["gate", str(cur), "--baseline", str(old)])
+        assert res.exit_code == 2 and "baseline" in res.stderr, res.output
+    twice = CliRunner().invoke(main, ["gate", str(fleet / "llama-edge-a"), str(clean / "llama-edge-a")])
+    assert twice.exit_code == 2 and "are both job 'llama-edge-a'" in twice.stderr
+
+
+def test_fleet_report_is_one_table_of_models_by_targets(exported, tmp_path):
+    fleet = _fleet_of(exported, tmp_path / "reports", failing="llama-edge-b")
+    res = CliRunner().invoke(main, ["report", str(fleet)])
+    assert res.exit_code == 0 and res.output.startswith("FAILED"), res.output
+    assert not (fleet / "summary.json").exists()  # the folder still reads as a fleet
+    md = (fleet / "summary.md").read_text()
+    assert "FAILED" in md.splitlines()[0] and "2 jobs, 1 failed (llama-edge-b)" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| llama-")]
+    assert len(rows) == 4 and sum("**FAILED**" in r for r in rows) == 1
+    assert "- **llama-edge-b** edge-b `onnx-int8/model.onnx` quantization: mean KL 0.06 > 0.05" in md
+    html = (fleet / "index.html").read_text()
+    assert 'href="llama-edge-b/index.html"' in html and "<script" not in html and 'id="fleet"' in html
+    suites = [s.get("name") for s in ET.parse(fleet / "junit.xml").getroot().findall("testsuite")]
+    assert suites == [f"{j}/{t}" for j in JOBS for t in ("edge-a", "edge-b")]
+    assert CliRunner().invoke(main, ["gate", str(fleet)]).exit_code == 1  # re-read after the summary pages
+    several = CliRunner().invoke(main, ["report", *(str(fleet / j) for j in JOBS)])
+    assert several.exit_code == 2 and "--markdown" in several.stderr
+    md2 = tmp_path / "out" / "fleet.md"
+    ok = CliRunner().invoke(main, ["report", *(str(fleet / j) for j in JOBS), "--markdown", str(md2)])
+    assert ok.exit_code == 0 and md2.is_file() and not (tmp_path / "out" / "index.html").exists()

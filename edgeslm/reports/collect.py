@@ -159,6 +159,14 @@ def load_target(folder: Path) -> TargetReport:
                         checks, parity, latency)
 
 
+def latency_rows(latency: dict | None) -> tuple[dict, dict]:
+    """A target's latency.json as (measured here, predicted on the device): each's rows by artifact name."""
+    lat = latency or {}
+    here = {a["artifact"]: a for a in ((lat.get("measured_here") or {}).get("artifacts") or [])}
+    there = {a["artifact"]: a for a in ((lat.get("predicted_on_device") or {}).get("artifacts") or [])}
+    return here, there
+
+
 def load_report(folder: Path) -> Report:
     """The whole report from a reports folder, a bundle, or a folder of bundles."""
     summary = folder / "summary.json"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeslm.gates import Thresholds, judge, parse_gate_tables
 from edgeslm.records import Report, Row, Status
+from edgeslm.reports.collect import latency_rows
 from edgeslm.datafiles import read_toml
 from edgeslm.errors import InputError
 
@@ -54,13 +55,13 @@ def _index(report: Report) -> dict[tuple, Row]:
 def _latency(report: Report) -> dict:
     out = {}
     for t in report.targets:
-        lat = t.latency or {}
+        here, there = latency_rows(t.latency)
         backend = {a.name: a.backend for a in t.artifacts}
-        for a in (lat.get("predicted_on_device") or {}).get("artifacts", []):
+        for a in there.values():
             if a.get("predicted"):
                 out.setdefault((t.target, backend.get(a["artifact"])), {})["predicted"] = \
                     (a["artifact"], a["decode_tok_s"]["point"])
-        for a in ((lat.get("measured_here") or {}).get("artifacts") or []):
+        for a in here.values():
             if a.get("measured"):
                 out.setdefault((t.target, backend.get(a["artifact"])), {})["measured"] = \
                     (a["artifact"], a["decode_tok_s"]["median"])

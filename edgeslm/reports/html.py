@@ -7,7 +7,8 @@ from __future__ import annotations
 from html import escape
 from importlib import resources
 
-from edgeslm.records import Report, Status, TargetReport
+from edgeslm.records import FleetReport, FleetRow, Report, Status, TargetReport
+from edgeslm.reports.collect import latency_rows
 
 COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04"]
 
@@ -90,12 +91,12 @@ def _target_view(t: TargetReport) -> dict:
                        "top1": line_chart(top1, f"{stage}: top-1 agreement by position (decisive)", "top-1", 1.0),
                        "kl": line_chart(kl, f"{stage}: mean KL by position", "KL")})
     lat = t.latency or {}
-    here = {a["artifact"]: a for a in ((lat.get("measured_here") or {}).get("artifacts") or [])}
+    here = latency_rows(lat)[0]
     pred = lat.get("predicted_on_device") or {}
-    latency_rows = []
+    timings = []
     for p in pred.get("artifacts", []):
         h = here.get(p["artifact"], {})
-        latency_rows.append({
+        timings.append({
             "artifact": p["artifact"],
             "here": f"{h['decode_tok_s']['median']:.0f} tok/s, TTFT {h['ttft_ms']['median']:.1f} ms"
             if h.get("measured") else ("not run here: " + h["reason"] if h else "—"),
@@ -105,13 +106,23 @@ def _target_view(t: TargetReport) -> dict:
                           f"{p['memory_mb']:.0f} MB") if p.get("predicted") else p.get("reason", "—"),
         })
     return {"t": t, "charts": charts, "sizes": dtype_bars([a.to_json() for a in t.artifacts]),
-            "latency": latency_rows}
+            "latency": timings}
+
+
+def _env():
+    from jinja2 import Environment, FunctionLoader
+
+    files = resources.files("edgeslm.reports")
+    return Environment(autoescape=True, loader=FunctionLoader(lambda name: files.joinpath(name).read_text()))
 
 
 def to_html(report: Report) -> str:
-    from jinja2 import Environment
+    return _env().get_template("report.html.j2").render(
+        report=report, targets=[_target_view(t) for t in report.targets], status_word=status_word)
 
-    env = Environment(autoescape=True)
-    template = env.from_string(resources.files("edgeslm.reports").joinpath("report.html.j2").read_text())
-    return template.render(report=report, targets=[_target_view(t) for t in report.targets],
-                           status_word=status_word)
+
+def fleet_html(fleet: FleetReport, rows: list[FleetRow], links: dict[str, str]) -> str:
+    """A fleet's page: verdict, the models × targets table (each job linked to its own page where ``links``
+    has it), the failed checks."""
+    return _env().get_template("fleet.html.j2").render(fleet=fleet, rows=rows, links=links,
+                                                       failures=fleet.failed_rows, status_word=status_word)
