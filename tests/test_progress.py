@@ -28,7 +28,8 @@ from edgeslm.progress_view import ExportView
 ROOT = Path(__file__).resolve().parent.parent
 EDGESLM = Path(sys.executable).parent / "edgeslm"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-STAGE_LINE = re.compile(r"^· .+ — (done in|stopped after) (\d+ min )?[\d.]+ s( · (about \d+ (s|min)|a few seconds) left)?$")
+STAGE_LINE = re.compile(r"^· .+ — (done in|stopped after) (\d+ min )?[\d.]+ s"
+                        r"( · (about \d+ (s|min)|a few seconds) left)?$")
 
 
 class Clock:
