@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 Count = Callable[[int, int], None]
+COUNT_LINE = "count "  # a child process's count on its stdout, "count DONE TOTAL" (the bench worker's runs)
 
 
 class Stage(str):

@@ -29,8 +29,7 @@ from edgeslm.manifest import read_manifest
 from edgeslm.records import artifact_name
 from edgeslm.errors import InputError, InternalError
 from edgeslm.latency.workload import require_shape
-from edgeslm.latency.worker import RUN_LINE
-from edgeslm.progress import Count, counter
+from edgeslm.progress import COUNT_LINE, Count, counter
 
 
 def _spread(values: list[float]) -> dict:
@@ -86,7 +85,7 @@ def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup:
 
 def _run_worker(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int, runs: Count,
                 name: str) -> dict:
-    """One artifact timed by ``edgeslm.latency.worker`` in its own process; its ``run K N`` lines go to
+    """One artifact timed by ``edgeslm.latency.worker`` in its own process; its ``count K N`` lines go to
     ``runs`` as they come, its last line is the result."""
     cmd = [sys.executable, "-m", "edgeslm.latency.worker", str(bundle), str(index), str(prompt_len), str(gen_len),
            str(warmup), str(repeats)]
@@ -94,7 +93,7 @@ def _run_worker(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup:
     with tempfile.TemporaryFile("w+") as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
                                                                text=True) as proc:
         for line in proc.stdout:
-            if line.startswith(RUN_LINE):
+            if line.startswith(COUNT_LINE):
                 runs(*map(int, line.split()[1:3]))
             else:
                 lines.append(line)

@@ -26,10 +26,8 @@ from pathlib import Path
 
 from edgeslm.latency.reference_rss import has_bare_runtime, measure_here, prompt_ids
 from edgeslm.latency.rss import PeakRss
-from edgeslm.progress import Count, no_count
+from edgeslm.progress import COUNT_LINE, Count, no_count
 from edgeslm.quiet import native_output_silenced
-
-RUN_LINE = "run "  # a progress line on the worker's stdout: run DONE TOTAL
 
 
 def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict | None:
@@ -89,10 +87,10 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
 
 
 def _report_runs() -> Count:
-    """``run K N`` lines on the real stdout (a copy of fd 1 taken before the runtime's output is silenced), for
+    """``count K N`` lines on the real stdout (a copy of fd 1 taken before the runtime's output is silenced), for
     the parent's progress display."""
     progress = os.fdopen(os.dup(1), "w", buffering=1)
-    return lambda done, total: progress.write(f"{RUN_LINE}{done} {total}\n")
+    return lambda done, total: progress.write(f"{COUNT_LINE}{done} {total}\n")
 
 
 if __name__ == "__main__":
