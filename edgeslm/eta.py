@@ -2,7 +2,7 @@
 
 The export's :class:`~edgeslm.progress.Plan` gives the run's forecast; each :class:`~edgeslm.progress.Stage`
 carries the forecast's share of it. Time left = (forecast not yet begun + the current stage's share not yet
-used) x (measured / forecast of the stages finished so far). A stage that is one upstream call (lowering a
+used) x (measured / forecast of the stages finished so far); a stage running past its share counts as it goes. A stage that is one upstream call (lowering a
 model) has no count to go by: its share of the forecast is what its bar fills against. Counts only draw the
 bar; the time left always comes from the forecast, so two counts in one stage (layers, then prompts) cannot
 throw it.
@@ -88,20 +88,19 @@ class Eta:
 
     def scale(self) -> float:
         """Measured / forecast time of the finished stages (1 before any), within ``SCALE_LIMITS``."""
-        if not self._forecast_done:
-            return 1.0
-        low, high = SCALE_LIMITS
-        return min(max(self._measured_done / self._forecast_done, low), high)
+        return _clamp(self._measured_done / self._forecast_done) if self._forecast_done else 1.0
 
     def left(self) -> float | None:
-        """Seconds left in the run, or None before the forecast."""
+        """Seconds left in the run, or None before the forecast. A stage already past its rescaled share
+        rescales the rest by how it is going (its share of the rest is then spent)."""
         if self.plan_s is None:
             return None
-        k = self.scale()
+        k, elapsed = self.scale(), self.elapsed()
         ahead = max(self.plan_s - self._begun_s, 0.0)
         share = self.stage.forecast_s if self.stage is not None and self.stage.forecast_s else 0.0
-        current = max(k * share - self.elapsed(), 0.0) if share else 0.0
-        return k * ahead + current
+        if share and elapsed > k * share:
+            return ahead * _clamp((self._measured_done + elapsed) / (self._forecast_done + share))
+        return k * ahead + (k * share - elapsed if share else 0.0)
 
     def fraction(self) -> float | None:
         """How far the current stage is: its count, else its time against its share of the forecast (never
@@ -111,6 +110,11 @@ class Eta:
         if self.stage is not None and self.stage.forecast_s:
             return min(self.elapsed() / (self.scale() * self.stage.forecast_s), 0.99)
         return None
+
+
+def _clamp(ratio: float) -> float:
+    low, high = SCALE_LIMITS
+    return min(max(ratio, low), high)
 
 
 def duration(seconds: float) -> str:

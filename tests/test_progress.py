@@ -51,8 +51,8 @@ def test_time_left_follows_the_forecast_and_is_rescaled_by_finished_stages():
     assert (done.text, done.seconds, done.left_s) == ("resolving model", 2, 100)
     clock.t = 12  # half its share used
     assert eta.left() == 80 + 10 and eta.fraction() == 0.5
-    clock.t = 42  # twice its share: the rest of the forecast is all that is left, the bar stops short of full
-    assert eta.left() == 80 and eta.fraction() == 0.99
+    clock.t = 42  # twice its share, still running: the rest is rescaled as it goes; the bar stops short of full
+    assert eta.left() == 2 * 80 and eta.fraction() == 0.99
     done = eta.begin(Stage("lowering", 60))  # one upstream call: its share is what it fills against
     assert done.seconds == 40 and eta.scale() == 2  # measured / forecast of the finished stages
     assert eta.left() == 2 * 20 + 2 * 60
