@@ -9,8 +9,11 @@
     verdict = api.gate(Path("reports"), fleet=Path("fleet.toml"))  # every job's reports/<job>, one verdict
 
 Nothing here prints, exits or knows about click: ``edgeslm.cli`` parses arguments, calls these and prints what
-they return. Status messages go to an optional ``status`` callback. Only ``export`` loads torch: ``gate``,
-``report`` and ``matrix`` stay light enough for a CI step with no ML stack.
+they return. Status messages go to an optional ``status`` callback: one ``str`` per stage, which for ``export`` may
+be an ``edgeslm.progress`` Stage (with the forecast's share of its time), Note or Plan (the run's forecast); a
+callback with a ``count(done, total, unit)`` method also gets counts within a stage (edgeslm/progress_view.py
+draws them). Only ``export`` loads torch: ``gate``, ``report`` and ``matrix`` stay light enough for a CI step with
+no ML stack.
 """
 
 from __future__ import annotations

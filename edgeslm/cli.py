@@ -15,15 +15,17 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgeslm import api  # torch-free to import: only api.export loads torch (when called), so gate/report stay light
 from edgeslm.backends import backend_names, recipes_help
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
+from edgeslm.eta import duration
 from edgeslm.fleet.matrix import FORMATS, dump
+from edgeslm.parity.report import parity_tables
+from edgeslm.progress_view import export_view
 from edgeslm.quiet import native_output_silenced
-from edgeslm.records import Check, Status, Validation
+from edgeslm.records import Check, ExportCost, Status, Validation
 from edgeslm.reports.gate import Tolerance
 from edgeslm.request import ExportRequest
 
@@ -230,37 +232,46 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
                                group_size=group_size, revision=revision, context_length=context_length,
                                bench=not no_bench, memory_check=not no_memory_check, force=force,
                                adapters=adapters, draft=draft, gguf_file=gguf_file)
-    with native_output_silenced() as (_, err), Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=Console(file=err, highlight=False), transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def status(msg: str) -> None:
-            progress.update(task, description=msg)
-            progress.console.print(f"[dim]·[/dim] {msg}")
-
-        results = api.export(request, status)
+    with native_output_silenced() as (_, err):
+        live = not as_json and Console(file=err).is_terminal  # a CI log or --json: plain lines
+        with export_view(err, live) as status:
+            results = api.export(request, status)
     passed = all(r.passed for r in results)
     if as_json:
         items = [r.to_json() for r in results]
         click.echo(json.dumps(items[0] if len(items) == 1 else {"passed": passed, "targets": items}, default=str))
     else:
+        con = _console(stderr=False)
         for r in results:
-            _print_summary(r)
+            _print_summary(r, con)
         if report_dir:
-            _console(stderr=False).print(f"reports: {', '.join(str(w) for w in results[0].reports)}")
+            click.echo(f"reports: {', '.join(str(w) for w in results[0].reports)}")
     sys.exit(EXIT_OK if passed else EXIT_GATE_FAILED)
 
 
-def _print_summary(res) -> None:
-    checks = [Check.from_json(c) for c in res.parity["checks"]]
+def _print_summary(res, con: Console) -> None:
+    """The parity table (rich on a terminal; elsewhere, e.g. a CI log, parity.md's Markdown tables, which keep
+    full names at any width), the artifacts, latency, the forecast against the run, and the bundle."""
     validations = [Validation.from_json(v) for v in res.parity.get("validations", [])]
     not_run = [v for v in validations if v.status is Status.NOT_RUN]
     verdict = "PASSED" if res.passed else "FAILED"
     if not_run:
         verdict += f" ({len(not_run)} stage{'s' if len(not_run) > 1 else ''} not run on this platform)"
-    table = Table(title=f"{res.parity['target']} parity: {verdict}")
+    title = f"{res.parity['target']} parity: {verdict}"
+    if con.is_terminal:
+        con.print(_parity_table(res.parity, validations, title))
+    else:
+        click.echo("\n".join([title, "", *parity_tables(res.parity), ""]))
+    for text, style in _summary_lines(res):
+        if con.is_terminal:
+            con.print(text, style=style, markup=False)
+        else:
+            click.echo(text)
+
+
+def _parity_table(parity: dict, validations: list[Validation], title: str) -> Table:
+    checks = [Check.from_json(c) for c in parity["checks"]]
+    table = Table(title=title)
     for col in ("artifact", "stage", "top-1", "mean KL", "SQNR dB", "ppl Δ", "greedy", "gate"):
         table.add_column(col)
 
@@ -283,10 +294,15 @@ def _print_summary(res) -> None:
             failed = [c["check"] for c in v.checks if not c["passed"]]
             table.add_row(v.artifact, v.stage, "", "", "",
                           "pass" if not failed else "[red]FAIL[/red] " + "; ".join(failed))
-    con = _console(stderr=False)
-    con.print(table)
-    for a in res.artifacts:
-        con.print(f"{res.out / a.name}  {a.size / 1e6:.2f} MB  {a.backend}/{a.recipe}  parity {a.status.parity_word}")
+    return table
+
+
+def _summary_lines(res) -> list[tuple[str, str | None]]:
+    """(text, style on a terminal): the artifacts, latency here and on the device, failed budgets, the forecast
+    against the run, the bundle."""
+    lines: list[tuple[str, str | None]] = [
+        (f"{res.out / a.name}  {a.size / 1e6:.2f} MB  {a.backend}/{a.recipe}  parity {a.status.parity_word}", None)
+        for a in res.artifacts]
     lat = res.latency
     measured = {m.artifact: m for m in (lat.measured or [])} if lat else {}
     for p in lat.predicted if lat else []:
@@ -295,12 +311,29 @@ def _print_summary(res) -> None:
                     else "here: not measured")
         there = (f"on {lat.device} ~{_rng(p.figures['decode_tok_s'], '{:.0f}')} tok/s decode, TTFT "
                  f"~{p.figures['ttft_ms']['point']:.0f} ms" if p.predicted else p.reason)
-        con.print(f"latency {p.artifact}: {here_txt}; {there}")
+        lines.append((f"latency {p.artifact}: {here_txt}; {there}", None))
     for b in lat.budgets if lat else []:
         if not b.passed:
-            con.print(f"[red]latency budget failed[/red] {b.artifact}: {b.budget} {b.limit} "
-                      f"(predicted {b.predicted:.1f} on {b.device})")
-    con.print(f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)")
+            lines.append((f"latency budget failed {b.artifact}: {b.budget} {b.limit} "
+                          f"(predicted {b.predicted:.1f} on {b.device})", "red"))
+    cost = lat.export_cost if lat else None
+    if cost is not None:
+        lines.append((_cost_line(cost), "dim"))
+    lines.append((f"bundle: {res.out}  ({res.timings['total_s']:.1f} s)", None))
+    return lines
+
+
+def _cost_line(cost: ExportCost) -> str:
+    """The forecast against the run: time, and peak memory where it was read."""
+    text = (f"forecast: {duration(cost.predicted_s)}, took {duration(cost.measured_s)}{_pct(cost.seconds_error)}; "
+            f"peak memory {cost.predicted_peak_mib:.0f} MiB forecast")
+    if cost.measured_peak_mib is not None:
+        text += f", {cost.measured_peak_mib:.0f} MiB measured{_pct(cost.peak_error)}"
+    return text
+
+
+def _pct(error: float | None) -> str:
+    return "" if error is None else f" ({error:+.0%})"
 
 
 @main.command()

@@ -9,10 +9,11 @@ benchmarks/results/peers.md) and are refreshed from there. Torch-free.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgeslm.backends import get_backend
+from edgeslm.eta import about
 
 GiB = 1024**3
 
@@ -30,30 +31,44 @@ SECONDS_PER_PARAMETER = 4e-8
 
 @dataclass(frozen=True)
 class Forecast:
-    """Predicted peak RSS and wall time of one export, and the memory this machine has for it."""
+    """Predicted peak RSS and wall time of one export, and the memory this machine has for it; kept in parts
+    (each backend's lowering, the parity phase, the reference, one parity pass) so a progress display can give
+    each stage its share and a subset of the artifacts its own forecast (:meth:`only`)."""
 
-    peak_bytes: int
-    seconds: float
+    backends: tuple[str, ...]  # one per artifact
+    parity_peak_bytes: int
+    lowering_peak_bytes: dict  # backend → peak while it lowers
+    reference_s: float  # loading, the transformers reference and the fp32 decoder
+    pass_s: float  # one parity pass of one artifact (each has two: eager and in its runtime)
+    lowering_s: dict  # backend → seconds to lower one artifact
     available_bytes: int | None
     fp32_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return max([self.parity_peak_bytes, *(self.lowering_peak_bytes[b] for b in self.backends)])
+
+    @property
+    def seconds(self) -> float:
+        return self.reference_s + sum(2 * self.pass_s + self.lowering_s[b] for b in self.backends)
 
     @property
     def fits(self) -> bool:
         return self.available_bytes is None or self.peak_bytes <= self.available_bytes
 
+    def only(self, backends: list[str]) -> Forecast:
+        """The forecast of an export building just these artifacts (one backend name per artifact)."""
+        return replace(self, backends=tuple(backends))
+
     def describe(self) -> str:
         avail = f" of {self.available_bytes / GiB:.1f} GiB available" if self.available_bytes else ""
         return (f"predicted peak memory {self.peak_bytes / GiB:.1f} GiB{avail} "
-                f"(fp32 model {self.fp32_bytes / GiB:.1f} GiB), about {_duration(self.seconds)} on this machine")
+                f"(fp32 model {self.fp32_bytes / GiB:.1f} GiB), about {about(self.seconds)} on this machine")
 
     def to_json(self) -> dict:
         return {"peak_rss_mib": round(self.peak_bytes / 2**20), "seconds": round(self.seconds),
                 "available_mib": round(self.available_bytes / 2**20) if self.available_bytes else None,
                 "fp32_mib": round(self.fp32_bytes / 2**20)}
-
-
-def _duration(s: float) -> str:
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
 
 def _read_int(path: str) -> int | None:
@@ -84,14 +99,15 @@ def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int
     """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
     the parity phase and the most demanding lowering, over the base."""
     fp32 = 4 * parameters
-    chosen = [get_backend(b) for b in backends]
+    chosen = {b: get_backend(b) for b in backends}
     untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
-    peak = BASE_BYTES + max([PARITY_PER_FP32_BYTE * fp32,
-                             *(b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers
-                               for b in chosen)])
-    seconds = SECONDS_PER_PARAMETER * untied * (2 + len(backends)) + sum(
-        b.seconds_per_layer * num_layers for b in chosen)
-    return Forecast(int(peak), seconds, available, fp32)
+    per_pass = SECONDS_PER_PARAMETER * untied  # loading, reference, decoder: 2; each artifact's two passes: 1
+    return Forecast(
+        tuple(backends), int(BASE_BYTES + PARITY_PER_FP32_BYTE * fp32),
+        {n: int(BASE_BYTES + b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers)
+         for n, b in chosen.items()},
+        2 * per_pass, per_pass / 2, {n: b.seconds_per_layer * num_layers for n, b in chosen.items()},
+        available, fp32)
 
 
 def env_available() -> int | None:

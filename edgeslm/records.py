@@ -482,6 +482,46 @@ class Predicted:
 
 
 @dataclass
+class ExportCost:
+    """The export's forecast (edgeslm/preflight.py) against what the export took, so the forecast can be
+    recalibrated from real runs: wall time from the transformers reference to the bundle's reports (the latency
+    bench, which the forecast leaves out, excluded) and the process's peak RSS since the export began."""
+
+    backends: list[str]  # the artifacts forecast, one backend name each
+    predicted_s: float
+    measured_s: float
+    predicted_peak_mib: float
+    measured_peak_mib: float | None
+    rss_method: str | None  # how the peak was read (edgeslm/latency/rss.py)
+    cpu_count: int | None
+
+    @property
+    def seconds_error(self) -> float | None:
+        return _error(self.predicted_s, self.measured_s)
+
+    @property
+    def peak_error(self) -> float | None:
+        return _error(self.predicted_peak_mib, self.measured_peak_mib)
+
+    def to_json(self) -> dict:
+        return {"backends": self.backends, "cpu_count": self.cpu_count,
+                "seconds": {"predicted": self.predicted_s, "measured": self.measured_s, "error": self.seconds_error},
+                "peak_rss_mib": {"predicted": self.predicted_peak_mib, "measured": self.measured_peak_mib,
+                                 "error": self.peak_error, "method": self.rss_method}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ExportCost":
+        t, m = d["seconds"], d["peak_rss_mib"]
+        return cls(d["backends"], t["predicted"], t["measured"], m["predicted"], m["measured"], m.get("method"),
+                   d.get("cpu_count"))
+
+
+def _error(predicted: float, measured: float | None) -> float | None:
+    """measured / predicted - 1 (+0.25: a quarter more than forecast); None without a measurement."""
+    return None if measured is None or not predicted else round(measured / predicted - 1, 3)
+
+
+@dataclass
 class Latency:
     """latency.json: what was measured here and what is predicted on the target device, labelled apart, and the
     target's budgets; ``passed`` is :func:`release` over the budgets."""
@@ -498,6 +538,7 @@ class Latency:
     assumptions: list
     budgets: list[Budget]
     kind: str = "edgeslm-latency"
+    export_cost: ExportCost | None = None  # 1.2; None: not written by an export (or before 1.2)
 
     @property
     def status(self) -> Status:
@@ -521,6 +562,7 @@ class Latency:
                                     "assumptions": self.assumptions},
             "budgets": [b.to_json() for b in self.budgets],
             "passed": self.passed,
+            **({"export_cost": self.export_cost.to_json()} if self.export_cost is not None else {}),
         }
 
     @classmethod
@@ -531,7 +573,8 @@ class Latency:
                    [Measured.from_json(m) for m in here.get("artifacts") or []] if here else None,
                    there.get("device"), there.get("description"),
                    [Predicted.from_json(p) for p in there.get("artifacts", [])], there.get("assumptions", []),
-                   [Budget.from_json(b) for b in d["budgets"]], d.get("kind", "edgeslm-latency"))
+                   [Budget.from_json(b) for b in d["budgets"]], d.get("kind", "edgeslm-latency"),
+                   ExportCost.from_json(d["export_cost"]) if d.get("export_cost") else None)
 
 
 # --- summary.json (the release report) ---------------------------------------------------------------------------

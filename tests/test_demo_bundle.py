@@ -206,7 +206,7 @@ def test_ios_target_states_what_ran(tmp_path):
 def test_latency_report_in_bundle(demo_bundle):
     out, _ = demo_bundle
     doc = json.loads((out / "latency.json").read_text())
-    assert (doc["schema_version"], doc["kind"]) == ("1.1", "edgeslm-latency")
+    assert (doc["schema_version"], doc["kind"]) == ("1.2", "edgeslm-latency")
     assert doc["measured_here"]["host"]["memory_bandwidth"]["read_gb_s"] > 0
     measured = {a["backend"]: a for a in doc["measured_here"]["artifacts"]}
     assert set(measured) == {"executorch", "onnx"}

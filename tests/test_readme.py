@@ -109,6 +109,7 @@ def test_readme_commands_run(workdir):
             assert res.stdout.strip(), line  # generated text
         if args[0] == "export":
             assert "bundle:" in res.stdout or "--json" in args, line
+            _readable_in_a_log(line, args, res)
     # what the commands were meant to produce
     assert (workdir / "out" / "demo" / "ios" / "manifest.json").is_file()
     assert (workdir / "reports" / "index.html").is_file()
@@ -117,6 +118,17 @@ def test_readme_commands_run(workdir):
     mine = json.loads((workdir / "out" / "my-model-android" / "manifest.json").read_text())
     assert [(a["backend"], a["recipe"]) for a in mine["artifacts"]] == [("executorch", "8da4w"), ("onnx", "int8")]
     print(f"README commands: {sum(s for s, _ in timings):.0f} s in all")
+
+
+def _readable_in_a_log(line: str, args: list[str], res: subprocess.CompletedProcess) -> None:
+    """An export on pipes, as in a CI log: stderr is plain lines (no ANSI escape, no carriage-return redraw), one
+    per finished stage with its time; stdout is only the result, its parity tables in Markdown with full names
+    (rich would cut them to the pipe's 80 columns)."""
+    assert "\x1b" not in res.stderr + res.stdout and "\r" not in res.stderr, line
+    stages = [s for s in res.stderr.splitlines() if " — done in " in s]
+    assert stages and all(s.startswith("· ") for s in res.stderr.splitlines()), (line, res.stderr[-2000:])
+    if "--json" not in args:
+        assert "| artifact | stage |" in res.stdout and "…" not in res.stdout, (line, res.stdout[-2000:])
 
 
 def test_project_stands_alone():

@@ -175,11 +175,11 @@ def test_one_word_per_status():
 
 
 def _latency_record():
-    from edgeslm.records import Budget, Latency, Measured, Predicted
+    from edgeslm.records import Budget, ExportCost, Latency, Measured, Predicted
 
     band = {"low": 8.0, "point": 10.0, "high": 12.0}
     spread = {"median": 10.0, "min": 9.0, "max": 11.0}
-    return Latency("1.1", "2026-01-01T00:00:00+00:00", "android",
+    return Latency("1.2", "2026-01-01T00:00:00+00:00", "android",
                    {"measured": {"prompt_len": 8, "gen_len": 8}, "predicted": {"prompt_len": 128, "gen_len": 128}},
                    {"cpu": "x", "cores": 2, "memory_bandwidth": {"read_gb_s": 8.0}},
                    [Measured("m.pte", "executorch", "8da4w", "executorch", True,
@@ -194,7 +194,8 @@ def _latency_record():
                     Predicted("m.mlpackage", False, backend="coreml", reason="no figures")],
                    ["assumption"],
                    [Budget("m.pte", "snapdragon-8-gen-3", "min_decode_tok_s", 5.0, 8.0, True),
-                    Budget("m.pte", "snapdragon-8-gen-3", "max_context_mb", 1000.0, 12.0, True, None)])
+                    Budget("m.pte", "snapdragon-8-gen-3", "max_context_mb", 1000.0, 12.0, True, None)],
+                   export_cost=ExportCost(["executorch"], 40.0, 52.0, 1100, 935, "vmhwm-reset", 2))
 
 
 def test_latency_record_round_trips_and_its_budgets_decide_by_the_one_rule():
@@ -205,6 +206,11 @@ def test_latency_record_round_trips_and_its_budgets_decide_by_the_one_rule():
     assert problems(doc, "latency") == [], problems(doc, "latency")
     assert Latency.from_json(doc) == lat and json.dumps(Latency.from_json(doc).to_json()) == json.dumps(doc)
     assert doc["passed"] and "reason" in doc["budgets"][1] and "reason" not in doc["budgets"][0]
+    # the forecast against the run: errors are measured / predicted - 1, derived, not stored apart
+    assert (doc["export_cost"]["seconds"]["error"], doc["export_cost"]["peak_rss_mib"]["error"]) == (0.3, -0.15)
+    bad = json.loads(json.dumps(doc))
+    bad["export_cost"]["seconds"]["measured"] = "52 s"
+    assert problems(bad, "latency")
     lat.budgets.append(Budget("m.pte", "d", "max_ttft_ms", 1.0, 12.0, False))
     assert lat.status is Status.FAILED and lat.to_json()["passed"] is False
     assert lat.budgets[-1].message() == "predicted 12 vs limit 1 on d"

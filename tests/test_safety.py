@@ -130,7 +130,8 @@ def test_two_targets_landing_in_one_folder_are_refused_first(tiny_dir, tmp_path)
 
 
 def _export_and_signal(model: Path, out: Path, sig: int, when: str) -> tuple[int, str]:
-    """Start a real export replacing ``out`` and send ``sig`` once its status line ``when`` appears."""
+    """Start a real export replacing ``out`` and send ``sig`` once the line of its stage ``when`` appears: off a
+    terminal a stage's line is written when it ends, that is as the next stage begins."""
     proc = subprocess.Popen([*EDGESLM, "export", str(model), "-o", str(out), "--force", *FAST],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     seen = []
@@ -149,8 +150,9 @@ def _export_and_signal(model: Path, out: Path, sig: int, when: str) -> tuple[int
     return proc.returncode, "".join(seen) + rest
 
 
-@pytest.mark.parametrize("sig,code,when", [(signal.SIGINT, 130, "executorch: lowering"),
-                                           (signal.SIGTERM, 143, "running the transformers reference")])
+# each stage named ends as lowering / the transformers reference begins: those are what the signal interrupts
+@pytest.mark.parametrize("sig,code,when", [(signal.SIGINT, 130, "executorch: quantizing"),
+                                           (signal.SIGTERM, 143, "resolving model —")])
 def test_interrupted_export_leaves_nothing_and_the_old_bundle_intact(bundle, tiny_dir, tmp_path, sig, code, when):
     import shutil
 

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Callable
 from edgeslm.gates import Thresholds
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import Observations, compare, compare_greedy, observe, observe_free
+from edgeslm.progress import Count, Stage, counter
 from edgeslm.records import Artifact, Check, Status, Validation, artifact_verdict, stage_summary
 if TYPE_CHECKING:  # annotations only: the pipeline builds jobs and targets; backends import neither
     from edgeslm.pipeline.reference import Reference, Variant
+    from edgeslm.preflight import Forecast
     from edgeslm.target import Target
 
 
@@ -60,6 +62,7 @@ class ExportJob:
     tag: str = ""  # artifact name suffix: "-NAME" for each LoRA adapter when a bundle holds several
     role: str = "model"  # "draft": a speculative-decoding draft (a backend may place it beside its target)
     searching: bool = False  # a --recipe auto candidate: stop at its first failing gated stage
+    forecast: Forecast | None = None  # the export's forecast: each stage's share of it (progress display)
 
     @classmethod
     def for_variant(cls, reference: Reference, variant: Variant, target: Target, context_length: int,
@@ -68,7 +71,8 @@ class ExportJob:
         return cls(ckpt=variant.ckpt, target=target, context_length=context_length, prompts=reference.prompts,
                    prompt_ids=reference.prompt_ids, obs_ref=variant.obs_ref, obs_fp32=variant.obs_fp32,
                    heldout_ids=reference.heldout_ids, group_size=group_size, status=status, records=records,
-                   tag=variant.tag, role="draft" if variant.draft is not None else "model")
+                   tag=variant.tag, role="draft" if variant.draft is not None else "model",
+                   forecast=reference.forecast)
 
     @property
     def checks(self) -> list[Check]:
@@ -82,14 +86,27 @@ class ExportJob:
     def timings(self) -> dict:
         return self.records.timings
 
+    def stage(self, text: str, work: str | None = None) -> None:
+        """A stage begins (the status message), with the forecast's share of it: ``work`` is ``"pass"`` (one
+        parity pass over the prompts) or a backend's name (lowering with it); None: not forecast."""
+        fc = self.forecast
+        share = None if fc is None or work is None else fc.pass_s if work == "pass" else fc.lowering_s.get(work)
+        self.status(Stage(text, share))
+
+    def counter(self, unit: str) -> Count:
+        """``count(done, total)`` for the current stage's countable work (layers quantized, ...)."""
+        return counter(self.status, unit)
+
     def observe(self, model) -> Observations:
         """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers
         reference's greedy path (exact greedy prefixes at one forward per prompt; see parity/stages.py)."""
-        return observe(model, self.prompt_ids, self.heldout_ids, path=self.obs_ref.greedy)
+        return observe(model, self.prompt_ids, self.heldout_ids, path=self.obs_ref.greedy,
+                       on_step=self.counter("prompts"))
 
     def observe_free(self, model) -> Observations:
         """``model``'s own free-running greedy tokens (to compare a runtime's generator with the same graph)."""
-        return observe_free(model, self.prompt_ids, max(map(len, self.obs_ref.greedy)))
+        return observe_free(model, self.prompt_ids, max(map(len, self.obs_ref.greedy)),
+                            on_step=self.counter("prompts"))
 
     def gate(self, recipe: str, stage: str, default: Thresholds | None = None) -> Thresholds | None:
         return self.target.thresholds(recipe, stage) or default

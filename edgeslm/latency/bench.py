@@ -19,6 +19,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,7 @@ from edgeslm.manifest import read_manifest
 from edgeslm.records import artifact_name
 from edgeslm.errors import InputError, InternalError
 from edgeslm.latency.workload import require_shape
+from edgeslm.progress import COUNT_LINE, Count, counter
 
 
 def _spread(values: list[float]) -> dict:
@@ -66,6 +68,7 @@ def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup:
         if not unavailable_here(art["backend"]):
             check_artifact(bundle, art, m)
     out = []
+    runs = counter(status, "runs")
     for i, art in enumerate(m["artifacts"]):
         name = artifact_name(art)
         entry = {"artifact": name, "backend": art["backend"], "recipe": art["recipe"],
@@ -75,12 +78,27 @@ def bench_bundle(bundle: Path, prompt_len: int = 128, gen_len: int = 64, warmup:
             out.append({**entry, "measured": False, "reason": why_not})
             continue
         status(f"bench: {name} ({warmup} warm-up + {repeats} runs, prompt {prompt_len}, {gen_len} new tokens)")
-        cmd = [sys.executable, "-m", "edgeslm.latency.worker", str(bundle), str(i), str(prompt_len), str(gen_len),
-               str(warmup), str(repeats)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise InternalError(f"timing {name} failed: {proc.stderr.strip().splitlines()[-1:]}",
-                                "re-run with EDGESLM_DEBUG=1 to see the runtime's output")
-        raw = json.loads(proc.stdout.strip().splitlines()[-1])
+        raw = _run_worker(bundle, i, prompt_len, gen_len, warmup, repeats, runs, name)
         out.append({**entry, **summarize(raw, prompt_len, gen_len)})
     return out
+
+
+def _run_worker(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int, runs: Count,
+                name: str) -> dict:
+    """One artifact timed by ``edgeslm.latency.worker`` in its own process; its ``count K N`` lines go to
+    ``runs`` as they come, its last line is the result."""
+    cmd = [sys.executable, "-m", "edgeslm.latency.worker", str(bundle), str(index), str(prompt_len), str(gen_len),
+           str(warmup), str(repeats)]
+    lines = []
+    with tempfile.TemporaryFile("w+") as err, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err,
+                                                               text=True) as proc:
+        for line in proc.stdout:
+            if line.startswith(COUNT_LINE):
+                runs(*map(int, line.split()[1:3]))
+            else:
+                lines.append(line)
+        if proc.wait() != 0:
+            err.seek(0)
+            raise InternalError(f"timing {name} failed: {err.read().strip().splitlines()[-1:]}",
+                                "re-run with EDGESLM_DEBUG=1 to see the runtime's output")
+    return json.loads("".join(lines).strip().splitlines()[-1])

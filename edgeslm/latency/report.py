@@ -17,11 +17,12 @@ from edgeslm.records import artifact_name
 from edgeslm.latency.devices import Device, load_device
 from edgeslm.latency.perf import ASSUMPTIONS, predict
 from edgeslm.latency.workload import from_artifact, require_shape
-from edgeslm.records import CONTEXT_BUDGET, Budget, Latency, Manifest, Measured, Predicted
+from edgeslm.records import CONTEXT_BUDGET, Budget, ExportCost, Latency, Manifest, Measured, Predicted
 from edgeslm.latency.bench import bench_bundle
 from edgeslm.latency.host import host_facts
 
-LATENCY_SCHEMA_VERSION = "1.1"  # 1.1: peak_rss_mib is the artifact's cost above the runtime baseline
+# 1.1: peak_rss_mib is the artifact's cost above the runtime baseline; 1.2: export_cost (forecast vs measured)
+LATENCY_SCHEMA_VERSION = "1.2"
 LATENCY_FILE = "latency.json"
 BUDGET_KEYS = ("max_ttft_ms", "min_prefill_tok_s", "min_decode_tok_s", "max_memory_mb")
 
@@ -67,18 +68,20 @@ def check_budgets(budgets: dict, predicted: list[dict]) -> list[Budget]:
 
 
 def latency_document(bundle: str, measured: list[dict] | None, host: dict | None, device: Device | None,
-                     predicted: list[dict], budgets: dict, settings: dict) -> Latency:
+                     predicted: list[dict], budgets: dict, settings: dict, cost: ExportCost | None = None) -> Latency:
     return Latency(LATENCY_SCHEMA_VERSION, datetime.now(timezone.utc).isoformat(timespec="seconds"), bundle,
                    settings, host, [Measured.from_json(m) for m in measured] if measured is not None else None,
                    device.name if device else None, device.description if device else None,
-                   [Predicted.from_json(p) for p in predicted], ASSUMPTIONS, check_budgets(budgets, predicted))
+                   [Predicted.from_json(p) for p in predicted], ASSUMPTIONS, check_budgets(budgets, predicted),
+                   export_cost=cost)
 
 
 def latency_for_export(folder: Path, label: str, target, status: Callable[[str], None], prompt_len: int = 64,
-                       gen_len: int = 32, bench: bool = True, manifest: Manifest | None = None) -> Latency:
-    """What export writes: a short bench of every artifact here + the target device's prediction + budgets.
-    ``manifest``: the bundle's record, before it is written (prediction reads it; the bench's runtimes load the
-    bundle as an app does, manifest.json included)."""
+                       gen_len: int = 32, bench: bool = True, manifest: Manifest | None = None,
+                       cost: ExportCost | None = None) -> Latency:
+    """What export writes: a short bench of every artifact here + the target device's prediction + budgets,
+    and the export's ``cost`` against its forecast. ``manifest``: the bundle's record, before it is written
+    (prediction reads it; the bench's runtimes load the bundle as an app does, manifest.json included)."""
     m = manifest.to_json() if manifest is not None else read_manifest(folder)
     ctx = m["context_length"]
     prompt_len = min(prompt_len, ctx // 2)
@@ -90,7 +93,8 @@ def latency_for_export(folder: Path, label: str, target, status: Callable[[str],
     budgets = {k: v for k, v in target.latency.items() if k in BUDGET_KEYS}
     settings = {"measured": {"prompt_len": prompt_len, "gen_len": gen_len, "warmup": 1, "repeats": 3},
                 "predicted": {"prompt_len": budget_p, "gen_len": budget_g}}
-    return latency_document(label, measured, host_facts() if bench else None, device, predicted, budgets, settings)
+    return latency_document(label, measured, host_facts() if bench else None, device, predicted, budgets, settings,
+                            cost)
 
 
 def write_latency(folder: Path, doc: Latency) -> list[str]:

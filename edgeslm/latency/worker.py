@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from edgeslm.latency.reference_rss import has_bare_runtime, measure_here, prompt_ids
 from edgeslm.latency.rss import PeakRss
+from edgeslm.progress import COUNT_LINE, Count, no_count
 from edgeslm.quiet import native_output_silenced
 
 
@@ -40,7 +42,9 @@ def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: 
     return rss
 
 
-def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int) -> dict:
+def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
+                  on_run: Count = no_count) -> dict:
+    """The memory pass, then ``warmup`` + ``repeats`` timed runs (``on_run(done, total)`` after each)."""
     memory = _memory_in_bare_runtime(bundle, index, prompt_len, gen_len)
 
     # Only now, after the bare-runtime pass: the registry's step models and the validating manifest reader.
@@ -71,6 +75,7 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
             decode = time.perf_counter() - t1
             if r >= warmup:
                 runs.append({"ttft_s": ttft, "decode_s": decode})
+            on_run(r + 1, warmup + repeats)
             if probe and r == 0:  # load + one generation, as the bare pass measures
                 first = probe.stop()
                 memory = {"rss_baseline_mib": first["baseline_mib"], "rss_peak_mib": first["peak_mib"],
@@ -81,6 +86,13 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
             "rss_memory_pass": "step model" if probe else "bare runtime"}
 
 
+def _report_runs() -> Count:
+    """``count K N`` lines on the real stdout (a copy of fd 1 taken before the runtime's output is silenced), for
+    the parent's progress display."""
+    progress = os.fdopen(os.dup(1), "w", buffering=1)
+    return lambda done, total: progress.write(f"{COUNT_LINE}{done} {total}\n")
+
+
 if __name__ == "__main__":
     b, i, p, g, w, n = sys.argv[1:7]
-    print(json.dumps(time_artifact(Path(b), int(i), int(p), int(g), int(w), int(n))))
+    print(json.dumps(time_artifact(Path(b), int(i), int(p), int(g), int(w), int(n), _report_runs())))

@@ -8,6 +8,7 @@ from edgeslm.errors import InputError
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.families import family_for, rope_tables
+from edgeslm.progress import Count, no_count
 from edgeslm.quant.apply import quantize_module
 from edgeslm.quant.recipes import Recipe, plan
 
@@ -22,12 +23,12 @@ def meta_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fals
 
 
 def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True,
-                  recipe: Recipe | None = None) -> Decoder:
+                  recipe: Recipe | None = None, on_quantized: Count = no_count) -> Decoder:
     """The decoder with the checkpoint's weights in fp32, read one tensor at a time. ``untie`` gives lm_head its
     own copy of tied embeddings (to quantize them apart); without it they share one tensor (fp32 parity runs:
     on Llama-3.2-1B that is 1 GB less). With ``recipe``, each module the recipe names is quantized as soon as
     its weights are in, so the whole fp32 model never exists beside quantization's temporaries (the plan
-    applied is ``model.quant_plan``)."""
+    applied is ``model.quant_plan``; ``on_quantized(done, total)`` after each module)."""
     config = ckpt.config
     family = family_for(config)
     limit = getattr(config, "max_position_embeddings", None)
@@ -51,7 +52,7 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
         )
     shared = tied and not untie
     chosen = plan(model, recipe) if recipe is not None else {}  # types and shapes: the meta model suffices
-    names = list(expected)
+    names, quantized = list(expected), 0
     for i, name in enumerate(names):  # one tensor at a time: peak is the fp32 model plus one tensor
         owner, _, attr = name.rpartition(".")
         if not (shared and name == "lm_head.weight"):
@@ -63,6 +64,8 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
         last_of_owner = i + 1 == len(names) or names[i + 1].rpartition(".")[0] != owner
         if last_of_owner and owner in chosen:
             quantize_module(model, owner, chosen[owner])
+            quantized += 1
+            on_quantized(quantized, len(chosen))
     model.quant_plan = chosen
     if shared:
         model.lm_head.weight = model.embed_tokens.weight

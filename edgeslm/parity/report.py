@@ -63,16 +63,35 @@ def _reference_note(reference: dict | None) -> list[str]:
 
 
 def parity_markdown(doc: dict) -> str:
-    checks = [Check.from_json(c) for c in doc["checks"]]
-    validations = [Validation.from_json(v) for v in doc.get("validations", [])]
     verdict_word = "PASSED" if doc["passed"] else "FAILED"
-    lines = [
+    return "\n".join([
         f"# Parity: {doc['model']} → {doc['target']}: **{verdict_word}**",
         "",
         "Each stage compares two models on the same fixed prompts (teacher-forced logits at every position,",
         "then greedy continuations) and on a fixed held-out text (perplexity). Stages are gated apart.",
         "",
         *_reference_note(doc.get("reference")),
+        *parity_tables(doc),
+        "",
+        "Top-1 agree: over positions where the reference is decisive (its top-1 beats its top-2 by more than "
+        "0.5 nats; the share of such positions in brackets). SQNR: reference logits vs the candidate's "
+        "difference, centred. ppl Δ: perplexity change on the held-out text. Greedy agree: mean fraction of "
+        "the greedy tokens that match before the first divergence; a divergence where the reference's own "
+        "margin is within the gate's tie margin counts as agreement (ties in brackets).",
+        "",
+    ])
+
+
+VALIDATION_WORD = {Status.PASSED: "pass", Status.FAILED: "**FAIL**", Status.NOT_RUN: "NOT RUN on this platform"}
+
+
+def parity_tables(doc: dict) -> list[str]:
+    """parity.md's body: one row per stage of every artifact (metric checks, then the stages that are facts
+    or did not run), then the facts, what did not run, notes, the recipe search and the failures. Also what
+    ``export`` prints where no terminal shows its rich table (a CI log): full names, no width to fit."""
+    checks = [Check.from_json(c) for c in doc["checks"]]
+    validations = [Validation.from_json(v) for v in doc.get("validations", [])]
+    lines = [
         "| artifact | stage | max abs Δlogit | top-1 agree (decisive) | mean KL | SQNR dB | ppl Δ | greedy agree "
         "(ties) | exact | gate |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -88,6 +107,8 @@ def parity_markdown(doc: dict) -> str:
             f"{_num(m.get('logit_sqnr_db'), '{:.1f}') if 'kl_mean' in m else '—'} | {_pct(m.get('ppl_rise'))} | "
             f"{greedy} | {m['greedy_exact']}/{c['prompts']} | {GATE_WORD[rec.status]} |"
         )
+    lines += [f"| {v.artifact} | {v.stage} | — | — | — | — | — | — | — | {VALIDATION_WORD[v.status]} |"
+              for v in validations]
     for v in validations:
         if v.status is Status.NOT_RUN:
             continue
@@ -114,13 +135,7 @@ def parity_markdown(doc: dict) -> str:
     if failures:
         lines += ["", "## Failures", ""]
         lines += [f"- {c.get('artifact') or 'model'} / {c['stage']}: {f}" for c, f in failures]
-    lines += ["",
-              "Top-1 agree: over positions where the reference is decisive (its top-1 beats its top-2 by more than "
-              "0.5 nats; the share of such positions in brackets). SQNR: reference logits vs the candidate's "
-              "difference, centred. ppl Δ: perplexity change on the held-out text. Greedy agree: mean fraction of "
-              "the greedy tokens that match before the first divergence; a divergence where the reference's own "
-              "margin is within the gate's tie margin counts as agreement (ties in brackets).", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _search_lines(search: dict) -> list[str]:

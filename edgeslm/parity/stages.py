@@ -29,6 +29,7 @@ import torch
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
 from edgeslm.parity.models import ParityModel, top_alternatives
+from edgeslm.progress import Count, no_count
 from edgeslm.records import Check
 
 GREEDY_TOKENS = 32
@@ -91,40 +92,48 @@ class Observations:
 
 
 def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[int]] = (),
-            n: int = GREEDY_TOKENS, path: list[list[int]] | None = None) -> Observations:
+            n: int = GREEDY_TOKENS, path: list[list[int]] | None = None,
+            on_step: Count = no_count) -> Observations:
     """What ``model`` says on the prompts and the held-out text. Without ``path`` it generates ``n`` greedy tokens
     per prompt freely; with ``path`` (the reference's greedy tokens) it is teacher-forced along them instead, one
-    forward per prompt (see the module docstring)."""
+    forward per prompt (see the module docstring). ``on_step(done, total)`` after each prompt and held-out chunk."""
+    total = len(prompt_ids) + len(heldout)
     if path is None:
-        free = observe_free(model, prompt_ids, n)
+        free = observe_free(model, prompt_ids, n, on_step=lambda i, _: on_step(i, total))
         logits, greedy, tops = [model.logits(ids) for ids in prompt_ids], free.greedy, free.greedy_top
     else:
         logits, greedy, tops = [], [], []
-        for ids, p in zip(prompt_ids, path):
+        for i, (ids, p) in enumerate(zip(prompt_ids, path)):
             full = model.logits(list(ids) + list(p[:-1]))
             logits.append(full[:len(ids)])
             rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
             greedy.append([int(r.argmax()) for r in rows])
             tops.append([top_alternatives(r) for r in rows])
-    total, count, bad = 0.0, 0, []
-    for chunk in heldout:
+            on_step(i + 1, total)
+    nll_sum, count, bad = 0.0, 0, []
+    for i, chunk in enumerate(heldout):
         lg = model.logits(chunk)
         bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
         s, k = nll(lg, chunk)
-        total, count = total + s, count + k
-    return Observations(logits, greedy, tops, total if count else None, count, tuple(bad))
+        nll_sum, count = nll_sum + s, count + k
+        on_step(len(prompt_ids) + i + 1, total)
+    return Observations(logits, greedy, tops, nll_sum if count else None, count, tuple(bad))
 
 
-def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS) -> Observations:
-    """``n`` freely generated greedy tokens per prompt with each step's alternatives (no logits, no perplexity)."""
+def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS,
+                 on_step: Count = no_count) -> Observations:
+    """``n`` freely generated greedy tokens per prompt with each step's alternatives (no logits, no perplexity);
+    ``on_step(done, total)`` after each prompt."""
     if hasattr(model, "greedy_batch"):  # the transformers reference: all prompts in one batch
         greedy, tops = model.greedy_batch(prompt_ids, n)
+        on_step(len(prompt_ids), len(prompt_ids))
         return Observations([], greedy, tops)
     greedy, tops = [], []
-    for ids in prompt_ids:
+    for i, ids in enumerate(prompt_ids):
         t: list[dict] = []
         greedy.append(model.greedy(ids, n, t))
         tops.append(t)
+        on_step(i + 1, len(prompt_ids))
     return Observations([], greedy, tops)
 
 

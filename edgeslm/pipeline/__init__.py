@@ -76,6 +76,7 @@ def export_targets(request: ExportRequest, status: Status = lambda msg: None) ->
     probe = PeakRss()
     probe.start()
     ref, ctx_info, fc = shared_reference(r, [t for t, _ in tgts], plans, status)
+    ref.rss = probe
     results = [build_target(ref, tgt, plan, ctx, out, r.force, r.group_size, status, r.bench, ctx_from)
                for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
     peak = probe.stop()
@@ -103,7 +104,8 @@ def shared_reference(r: ExportRequest, tgts: list[Target], plans, status: Status
     lora = load_adapters(tuple(r.adapters), loaded[1])
     draft_loaded = load_draft(r.draft, loaded[1], tgts, plans, ctxs, r.group_size, prompts, lora, status)
     fc = check_memory(loaded[1], plans, r.memory_check, status)
-    ref = prepare(r.model, r.revision, prompts, max(ctxs), status, loaded, min(ctxs))
+    ref = prepare(r.model, r.revision, prompts, max(ctxs), status, loaded, min(ctxs), fc.reference_s)
+    ref.forecast = fc
     prepare_adapters(ref, lora, max(ctxs), status)
     if draft_loaded is not None:
         prepare_draft(ref, r.draft, draft_loaded, prompts, ctxs, status)

@@ -15,6 +15,7 @@ from edgeslm.model.build import meta_decoder
 from edgeslm.model.checkpoint import Checkpoint
 from edgeslm.parity.stages import GREEDY_TOKENS, default_prompts
 from edgeslm.pipeline.plan import Recipes, Status, candidates, plan_target
+from edgeslm.progress import Note, Plan
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.quant.recipes import plan as plan_recipe
 from edgeslm.target import Target, check_gate_coverage, check_target_device
@@ -79,8 +80,8 @@ def context_lengths(ckpt: Checkpoint, tgts: list[Target], context_length: int | 
     out = []
     for t in tgts:
         if limit and t.context_length > limit:
-            status(f"target {t.name}: context length {t.context_length} is above the model's "
-                   f"max_position_embeddings ({limit}); using {limit}")
+            status(Note(f"target {t.name}: context length {t.context_length} is above the model's "
+                   f"max_position_embeddings ({limit}); using {limit}"))
             out.append((limit, {"source": "model", "target": t.context_length, "max_position_embeddings": limit}))
         else:
             out.append((t.context_length, {"source": "target"}))
@@ -118,7 +119,7 @@ def check_memory(ckpt: Checkpoint, plans, memory_check: bool, status: Status) ->
     fc = preflight.forecast(ckpt.parameters, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers,
                             bool(getattr(cfg, "tie_word_embeddings", False)), [b for b, _ in artifacts],
                             preflight.env_available())
-    status(fc.describe())
+    status(Plan(fc.describe(), fc.seconds))
     if memory_check and not fc.fits:
         need = fc.peak_bytes / preflight.GiB
         raise InputError(

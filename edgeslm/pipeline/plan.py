@@ -7,6 +7,7 @@ from typing import Callable
 
 from edgeslm.backends import backend_names, get_backend
 from edgeslm.errors import InputError
+from edgeslm.progress import Note
 from edgeslm.quant.recipes import AUTO, canonical, get_recipe
 from edgeslm.target import Target
 
@@ -68,8 +69,8 @@ def plan_target(tgt: Target, backends, recipe: Recipes, group_size, status: Stat
         pairs.append((b, r))
     kept = [f"{b} keeps the target's {r}" for b, r in pairs if bare and b not in per and b not in takers]
     if kept:
-        status(f"target {tgt.name}: --recipe {', '.join(bare)} applies to "
-               f"{', '.join(b for b in chosen if b in takers) or 'no backend'}; {', '.join(kept)}")
+        status(Note(f"target {tgt.name}: --recipe {', '.join(bare)} applies to "
+                    f"{', '.join(b for b in chosen if b in takers) or 'no backend'}; {', '.join(kept)}"))
     return pairs
 
 

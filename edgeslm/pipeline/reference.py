@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from edgeslm.errors import InputError
+from edgeslm.latency.rss import PeakRss
 from edgeslm.memory import release_memory
 from edgeslm.model.adapter import adapted, load_adapter, peft_reference
 from edgeslm.model.build import build_decoder
@@ -18,6 +19,8 @@ from edgeslm.parity.models import EagerDecoder, HFModel
 from edgeslm.parity.stages import default_prompts, heldout_chunks, observe
 from edgeslm.pipeline.checks import check_model_fits
 from edgeslm.pipeline.plan import Status
+from edgeslm.preflight import Forecast
+from edgeslm.progress import Stage, counter
 from edgeslm.speculative import check_tokenizers
 from edgeslm.target import Target
 
@@ -39,6 +42,8 @@ class Reference:
     heldout_ids: list = field(default_factory=list)  # held-out text chunks: perplexity at every stage
     built: dict = field(default_factory=dict)  # artifact key → what another target can reuse (ExportJob.adopt)
     variants: list = field(default_factory=list)  # one per LoRA adapter (empty: the base model is exported)
+    forecast: Forecast | None = None  # the run's forecast (edgeslm/preflight.py): stages' shares, export_cost
+    rss: PeakRss | None = None  # the run's peak RSS probe, started before the checkpoint was read
 
     def models(self) -> list[Variant]:
         """The variants artifacts are built from: ``variants``, or the base model alone."""
@@ -101,22 +106,24 @@ def load_draft(draft: str, ckpt: Checkpoint, tgts: list[Target], plans, ctxs, gr
 
 def prepare(model: str, revision: str | None, prompts: list[str] | None, context_length: int,
             status: Status = lambda msg: None, loaded: tuple[object, Checkpoint] | None = None,
-            min_context: int | None = None) -> Reference:
+            min_context: int | None = None, forecast_s: float | None = None) -> Reference:
     """The shared reference: transformers fp32 and edgeslm fp32 observations, with the decoder built for the
-    longest ``context_length`` and held-out chunks that fit the shortest (``min_context``)."""
+    longest ``context_length`` and held-out chunks that fit the shortest (``min_context``). ``forecast_s``: the
+    export forecast's share of this stage (for the progress display)."""
     source, ckpt = loaded or load(model, revision, status)
     family = family_for(ckpt.config)
     prompts = prompts or default_prompts()
     prompt_ids = [ckpt.tokenizer(p).input_ids for p in prompts]
     heldout = heldout_chunks(ckpt.tokenizer, min_context or context_length)
-    status("running the transformers reference")
+    status(Stage("running the transformers reference", forecast_s))
     t = time.perf_counter()
     ref = ckpt.reference_model()
-    obs_ref = observe(HFModel(ref), prompt_ids, heldout)
+    obs_ref = observe(HFModel(ref), prompt_ids, heldout, on_step=counter(status, "prompts (transformers)"))
     del ref
     release_memory()  # the fp32 reference must be gone before the fp32 decoder is built (peak memory)
     fp32 = build_decoder(ckpt, context_length, untie=False)
-    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy)
+    obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy,
+                       on_step=counter(status, "prompts (edgeslm fp32)"))
     shape = _shape(fp32.spec)
     del fp32
     release_memory()

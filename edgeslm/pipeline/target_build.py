@@ -6,6 +6,7 @@ pair, golden vectors for apps, the parity document, the manifest record, latency
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from edgeslm.pipeline.result import ExportResult
 from edgeslm.pipeline.search import search
 from edgeslm.pipeline.tokenizer import write_tokenizer
 from edgeslm.quant.recipes import AUTO
-from edgeslm.records import Artifact, Check, Latency, Manifest, NotBuilt, release, ships
+from edgeslm.records import Artifact, Check, ExportCost, Latency, Manifest, NotBuilt, release, ships
 from edgeslm.records import Status as Verdict
 from edgeslm.speculative import pair_section, validation_checks
 from edgeslm.target import Target
@@ -55,7 +56,8 @@ def build_target(ref: Reference, tgt: Target, plan, ctx: int, out: Path, force: 
         reports = write_parity(tmp, doc)
         manifest = manifest_record(ref, tgt, ctx, ctx_from, doc, artifacts, not_built, tokenizer_files, reports,
                                    app, speculative, tmp)
-        latency = add_latency(manifest, tmp, out, tgt, bench, status, records.timings)
+        cost = export_cost(ref, [b for b, _ in plan], time.perf_counter() - t0 + ref.seconds)
+        latency = add_latency(manifest, tmp, out, tgt, bench, status, records.timings, cost)
         manifest.write(tmp)
     for key, built in new:
         ref.built[key] = dict(built, folder=out)
@@ -136,15 +138,26 @@ def speculative_pair(ref: Reference, jobs: Jobs, artifacts: list[Artifact], tgt:
     return speculative
 
 
+def export_cost(ref: Reference, backends: list[str], seconds: float) -> ExportCost | None:
+    """This target's share of the run's forecast (its artifacts, the shared reference) against the ``seconds``
+    it took and the run's peak RSS so far; None where the run has no forecast (a reference made by hand)."""
+    if ref.forecast is None:
+        return None
+    fc = ref.forecast.only(backends)
+    peak = ref.rss.read() if ref.rss is not None else None
+    return ExportCost(backends, round(fc.seconds, 1), round(seconds, 1), round(fc.peak_bytes / 2**20),
+                      round(peak["peak_mib"]) if peak else None, peak["method"] if peak else None, os.cpu_count())
+
+
 def add_latency(manifest: Manifest, tmp: Path, out: Path, tgt: Target, bench: bool, status: Status,
-                timings: dict) -> Latency:
-    """latency.json (measured here with ``bench``, predicted on the target device always); its report and verdict
-    join the manifest record, which the caller then writes."""
+                timings: dict, cost: ExportCost | None = None) -> Latency:
+    """latency.json (measured here with ``bench``, predicted on the target device always, the export's ``cost``
+    against its forecast); its report and verdict join the manifest record, which the caller then writes."""
     status("latency: " + ("measuring here, " if bench else "") + "predicting on the target device")
     if bench:  # the bench's runtimes load the bundle as an app does: a provisional manifest.json, replaced below
         manifest.write(tmp)
     t = time.perf_counter()
-    latency = latency_for_export(tmp, out.name, tgt, status, bench=bench, manifest=manifest)
+    latency = latency_for_export(tmp, out.name, tgt, status, bench=bench, manifest=manifest, cost=cost)
     timings["latency_s"] = time.perf_counter() - t
     manifest.reports += [file_entry(tmp, r) for r in write_latency(tmp, latency)]
     manifest.status = release([manifest.status, latency.status])

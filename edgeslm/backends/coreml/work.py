@@ -101,7 +101,7 @@ def _expected_structure(dec, job: ExportJob, chosen: dict, meta: dict) -> dict:
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     name = f"model-{recipe_name}{job.tag}.mlpackage"
-    job.status(f"coreml: converting to {name} (fp16, stateful KV cache, {recipe_name} weights)")
+    job.stage(f"coreml: converting to {name} (fp16, stateful KV cache, {recipe_name} weights)", "coreml")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length).use_fp16_norms()
     meta = package_metadata(job, recipe_name, dec.spec.vocab_size)
@@ -113,7 +113,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     del ml
     job.timings[f"coreml_{recipe_name}_convert_s"] = time.perf_counter() - t
 
-    job.status("coreml: stage 1, the package's weights in PyTorch (fp16)")
+    job.stage("coreml: stage 1, the package's weights in PyTorch (fp16)", "pass")
     weights = package_weights(tmp / name)
     sim = simulated_decoder(build_decoder(ckpt, job.context_length).use_fp16_norms(), weights)
     obs_q = job.observe(EagerDecoder(sim))
@@ -132,7 +132,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
 
     why_not = unavailable_here()
     if why_not is None:
-        job.status(f"coreml: stage 3, parity in {RUNTIME}")
+        job.stage(f"coreml: stage 3, parity in {RUNTIME}", "pass")
         obs_rt = job.observe(RuntimeStepModel(CoreMLModel(tmp / name)))
         job.check("lowering", recipe_name, sim_label, f"{name} in Core ML ({COMPUTE_UNITS})", obs_q, obs_rt, name)
         job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in Core ML", job.obs_ref, obs_rt, name,

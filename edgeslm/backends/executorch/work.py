@@ -24,9 +24,10 @@ from edgeslm.records import Artifact
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     ckpt, name = job.ckpt, f"model-{recipe_name}{job.tag}.pte"
     rec = get_recipe(recipe_name, job.group_size)
-    job.status(f"executorch: quantizing ({recipe_name})")
+    job.stage(f"executorch: quantizing ({recipe_name})", "pass")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec).use_delegate_forms()
+    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec,
+                        on_quantized=job.counter("layers")).use_delegate_forms()
     applied = dec.quant_plan
     release_memory()  # the fp32 weights the quantized ones replaced
     obs_q = job.obs_fp32
@@ -34,13 +35,13 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         obs_q = job.observe(EagerDecoder(dec))
         job.check("quantization", recipe_name, "edgeslm fp32 eager", f"{recipe_name} eager", job.obs_fp32, obs_q,
                   name)
-    job.status(f"executorch: lowering to {name}")
+    job.stage(f"executorch: lowering to {name}", "executorch")
     meta = runner_metadata(dec, ckpt.special.bos_id, ckpt.special.eos_ids)
     facts = lower_to_pte(dec, meta, tmp / name)
     job.timings["executorch_export_s"] = time.perf_counter() - t
     del dec
     release_memory()
-    job.status(f"executorch: parity in {RUNTIME}")
+    job.stage(f"executorch: parity in {RUNTIME}", "pass")
     obs_rt = job.observe(RuntimeStepModel(PteModel(tmp / name)))
     job.check("lowering", recipe_name, f"{recipe_name} eager", f"{name} in executorch", obs_q, obs_rt, name)
     job.check("end_to_end", recipe_name, "transformers fp32", f"{name} in executorch", job.obs_ref, obs_rt, name,

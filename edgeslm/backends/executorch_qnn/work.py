@@ -68,7 +68,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
     graph = quantize(dec, [list(w) for w in cal.windows], scheme=main, sensitive=sensitive,
                        sensitive_scheme="16a8w", block_size=block, seq_len=1, soc=soc)
     job.timings["executorch_qnn_quantize_s"] = time.perf_counter() - t
-    job.status("executorch-qnn: parity of the quantized program (simulated HTP numerics, one token per call)")
+    job.stage("executorch-qnn: parity of the quantized program (simulated HTP numerics, one token per call)",
+              "pass")
     obs_q = job.observe(RuntimeStepModel(_DecodeGraph(graph)))
     sim = f"{recipe_name} QnnQuantizer program, quant-dequant in PyTorch (simulated HTP)"
     job.check("quantization", recipe_name, "edgeslm fp32 eager", sim, job.obs_fp32, obs_q, name)
@@ -87,7 +88,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact | NotBuilt:
         job.not_run("lowering", name, why, "a machine with Qualcomm's QNN SDK (QNN_SDK_ROOT)")
         return NotBuilt(name, "executorch-qnn", recipe_name, why, HOW, quantization, facts=facts)
 
-    job.status(f"executorch-qnn: lowering to {name} with the QNN SDK ({soc})")
+    job.stage(f"executorch-qnn: lowering to {name} with the QNN SDK ({soc})", "executorch-qnn")
     meta = runner_metadata(dec, ckpt.special.bos_id, ckpt.special.eos_ids)
     lowered = lower(graph, tmp / name, seq_len=1, soc=soc, metadata=meta)
     job.validate("lowering", name, [

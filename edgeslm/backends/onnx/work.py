@@ -92,7 +92,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     folder = tmp / folder_name
     folder.mkdir()
     name = f"{folder_name}/{MODEL_FILE}"
-    job.status(f"onnx: exporting {name}")
+    job.stage(f"onnx: exporting {name}", "onnx")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)
     facts = export_onnx(dec, folder / MODEL_FILE)
@@ -104,20 +104,20 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         if (tmp / f).is_file():
             shutil.copyfile(tmp / f, folder / f)
     del dec
-    job.status(f"onnx: parity in {RUNTIME}")
+    job.stage(f"onnx: parity in {RUNTIME}", "pass")
     obs = job.observe(RuntimeStepModel(OrtModel(folder)))
     job.check("lowering", recipe_name, "edgeslm fp32 eager", "fp32 ONNX in onnxruntime", job.obs_fp32, obs, name)
     if scheme:
         tq = time.perf_counter()
         if scheme == "fp16":
-            job.status("onnx: converting to fp16")
+            job.stage("onnx: converting to fp16", "pass")
             convert_fp16(folder / MODEL_FILE)
         elif isinstance(scheme[0], NBits):
-            job.status(f"onnx: {scheme[0].describe()}; embeddings + lm_head {scheme[1].describe()}")
+            job.stage(f"onnx: {scheme[0].describe()}; embeddings + lm_head {scheme[1].describe()}", "pass")
             facts["table"] = quantize_nbits_with_table(folder / MODEL_FILE, *scheme)
         else:
-            job.status(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
-                       + (" (+ embeddings)" if scheme[2] else ""))
+            job.stage(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
+                      + (" (+ embeddings)" if scheme[2] else ""), "pass")
             quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
         lowering_s += time.perf_counter() - tq
         obs_q = job.observe(RuntimeStepModel(OrtModel(folder)))

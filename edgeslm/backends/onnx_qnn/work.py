@@ -50,14 +50,14 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
                               qnn_options(job.target).get("calibration_samples", DEFAULT_SAMPLES),
                               min(window * 2, ctx - 1 - CALIBRATION_DECODE), ckpt.special.bos_id)
     t = time.perf_counter()
-    job.status(f"onnx-qnn: exporting static graphs (prompt window {window}, context {ctx})")
+    job.stage(f"onnx-qnn: exporting static graphs (prompt window {window}, context {ctx})", "onnx-qnn")
     scales = kv_scales(dec, [list(w) for w in cal.windows])
     del dec
     facts = export_static(lambda: build_decoder(ckpt, ctx), fp32_dir, window, ctx, scales)
     providers = qnn_options(job.target).get("provider_options", DEFAULT_PROVIDERS)
     for d in (fp32_dir, folder):
         write_pipeline_config(d, _spec(ckpt, ctx), ckpt.special, ctx, window, ckpt.generation, providers)
-    job.status("onnx-qnn: lowering parity (static fp32 graphs in onnxruntime)")
+    job.stage("onnx-qnn: lowering parity (static fp32 graphs in onnxruntime)", "pass")
     record: tuple[list, list] = ([], [])
     fp32_model = WindowedModel(fp32_dir)
     obs = job.observe(fp32_model)
@@ -76,7 +76,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
             shutil.copyfile(tmp / f, folder / f)
     shutil.copyfile(cal.path, folder / "calibration.txt")
     job.timings["onnx_qnn_export_s"] = time.perf_counter() - t
-    job.status("onnx-qnn: quantization parity (QDQ on the CPU EP: the simulated NPU)")
+    job.stage("onnx-qnn: quantization parity (QDQ on the CPU EP: the simulated NPU)", "pass")
     qdq = WindowedModel(folder)
     obs_q = job.observe(qdq)
     simulated = f"{recipe_name} QDQ graphs on onnxruntime's CPU EP (simulated HTP)"
