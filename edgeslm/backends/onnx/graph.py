@@ -98,7 +98,7 @@ class _Writer:
         """One MatMul(NBits) computing every linear in ``owners`` (their outputs concatenated); each module is
         swapped for its eager twin."""
         mods = [getattr(o, a) for o, a in owners]
-        w = torch.cat([m.weight.detach() for m in mods]).to(torch.float32)
+        w = torch.cat([m.weight.detach() for m in mods]) if len(mods) > 1 else mods[0].weight.detach()
         bias = torch.cat([m.bias.detach() for m in mods]) if mods[0].bias is not None else None
         sizes = [m.weight.shape[0] for m in mods]
         g = self.g
