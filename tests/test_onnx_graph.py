@@ -4,6 +4,8 @@ computes, and NBitsLinear (the lowering stage's eager reference) computes what M
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -18,8 +20,6 @@ IDS = [5, 17, 200, 33, 401, 7, 99, 250, 3, 44, 12, 300]  # longer than the tiny 
 
 
 def _session(path):
-    import onnxruntime as ort
-
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -77,8 +77,6 @@ def test_written_graph_computes_what_the_eager_decoder_computes(family, tiny_dir
 def test_nbits_linear_is_matmulnbits():
     """The eager twin's int8 activation rounding is MLAS's: scale max|x|/127, its reciprocal, half to even (inputs
     on a grid land on exact ties: .5 here), for 4- and 8-bit weights."""
-    import onnx_ir as ir
-
     g = torch.Generator().manual_seed(0)
     k, n = 64, 48
     x = torch.randn(3, k, generator=g)
@@ -95,8 +93,6 @@ def test_nbits_linear_is_matmulnbits():
                        accuracy_level=4), domain="com.microsoft", outputs=[y])
         model = ir.Model(ir.Graph([vals[0]], [y], nodes=[node], initializers=vals[1:],
                                   opset_imports={"": 21, "com.microsoft": 1}), ir_version=10)
-        import onnxruntime as ort
-
         sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
         want = sess.run(None, {"x": x.numpy()})[0]
         twin = NBitsLinear(dequantize(packed, scales, bits), 32, bias)

@@ -29,7 +29,7 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
-from edgeslm.backends.onnx.nbits import ACCURACY_LEVEL, NBits, NBitsLinear, dequantize, quantize
+from edgeslm.backends.onnx.nbits import ACCURACY_LEVEL, NBits, NBitsLinear, dequantize, pack4, quantize
 from edgeslm.model.decoder import Decoder
 from edgeslm.quant import offset_linear
 
@@ -109,10 +109,11 @@ class _Writer:
                 y = g.op("Add", [y, g.const(f"{name}.bias", bias.numpy())], f"/{name}/Add")
             return y
         offsets = None
-        if scheme.method == "asym":
+        if scheme.method == "asym":  # the fitted grid is already symmetric int4: packed as it is
             q, scale, offsets = offset_linear.fit(w, scheme.block, torch.float32)
-            w = offset_linear.grid(q, scale)
-        packed, scales = quantize(w, scheme.bits, scheme.block)
+            packed, scales = pack4(q + 8, scheme.block), scale.numpy()
+        else:
+            packed, scales = quantize(w, scheme.bits, scheme.block)
         del w
         inputs = [x, g.const(f"{name}.weight_Q{scheme.bits}", packed), g.const(f"{name}.weight_scales", scales)]
         if bias is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 from torch import nn
 
 ACCURACY_LEVEL = 4  # int8 activations × n-bit weights (MLAS CompInt8)
@@ -41,8 +42,6 @@ def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, n
     """``weight [N, K]`` (a linear's) → MatMulNBits' B ``uint8 [N, K/block, block·bits/8]`` and fp32 scales
     ``[N, K/block]``, symmetric (codes stored offset by 2^(bits-1)), by onnxruntime's own quantizer (what
     ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder call)."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
-
     n, k = weight.shape
     blocks = k // block
     packed = np.zeros((n, blocks, block * bits // 8), np.uint8)
@@ -51,6 +50,12 @@ def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, n
     fn = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
     fn(packed, np.ascontiguousarray(weight.detach().numpy().T, np.float32), scales, zero, block, n, k, True)
     return packed, scales
+
+
+def pack4(codes: torch.Tensor, block: int) -> np.ndarray:
+    """Unsigned 4-bit codes ``[N, K]`` (0…15) as MatMulNBits' B ``[N, K/block, block/2]``, low nibble first."""
+    c = codes.to(torch.uint8).reshape(codes.shape[0], -1, block)
+    return (c[..., 0::2] | (c[..., 1::2] << 4)).numpy()
 
 
 def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int) -> torch.Tensor:
