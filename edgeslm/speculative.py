@@ -29,8 +29,10 @@ from edgeslm.parity.stages import GREEDY_TOKENS
 
 K_VALUES = (2, 4, 6)
 # A divergence from the target's own greedy output is accepted only where the target's top-2 margin is this small:
-# verifying k+1 tokens in one pass and one token per pass differ by float rounding (batched kernels).
-NEAR_TIE = 0.05
+# verifying k+1 tokens in one pass and one token per pass differ by float rounding (batched kernels), which int8
+# activation kernels (MatMulNBits at accuracy level 4) turn into flipped roundings: on the demo model such flips
+# move a logit by up to 0.11 (its ONNX lowering stage, eager twin vs onnxruntime).
+NEAR_TIE = 0.25
 
 
 def check_tokenizers(target_tok, draft_tok, target_vocab: int, draft_vocab: int, target_special,

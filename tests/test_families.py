@@ -95,14 +95,21 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
 @pytest.mark.parametrize("family", FAMILIES)
 def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
     res = export(str(tiny_dir(family)), "jetson-orin", tmp_path / "b", recipe="int4", context_length=64, bench=False)
-    assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", "lowering", "quantization", "end_to_end",
-                                                         "runtime_agreement"]
+    (art,) = [a.to_json() for a in res.artifacts]
+    traced = "traced_because" in art  # the tiny phi3's 12-dim partial rotary: GQA cannot fuse it
+    assert traced == (family == "phi3")
+    stages = ["lowering", "quantization"] if traced else ["quantization", "lowering"]
+    assert [c["stage"] for c in res.parity["checks"]] == ["reauthoring", *stages, "end_to_end", "runtime_agreement"]
     assert _check(res, "quantization")["metrics"]["kl_mean"] > 0
-    assert _check(res, "lowering")["metrics"]["max_abs_logit_diff"] < 1e-3
+    low = _check(res, "lowering")["metrics"]
+    assert low["max_abs_logit_diff"] < 1e-3 if traced else low["kl_mean"] < 1e-3 and low["top1_agreement"] >= 0.99
     import onnx
 
     graph = onnx.load(str(tmp_path / "b" / "onnx-int4" / "model.onnx"), load_external_data=False).graph
-    assert sum(n.op_type == "MatMulNBits" for n in graph.node) >= 7 * 2  # every projection of both layers
+    ops = [n.op_type for n in graph.node]
+    # every projection of both layers (q, k and v as one when written), and lm_head
+    assert ops.count("MatMulNBits") == (7 if traced else 5) * 2 + 1
+    assert traced or ops.count("GroupQueryAttention") == 2
 
 
 @pytest.mark.parametrize("recipe,dtype", [("fp16", "float16"), ("int8", "float32")])
@@ -144,7 +151,7 @@ def _logit_sqnr(ref_path, path) -> float:
     import onnxruntime as ort
 
     ids = np.array([[5, 17, 200, 33, 401, 7, 99, 250]])
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     sess = ort.InferenceSession(str(ref_path))
     for i in sess.get_inputs():
         if i.name.startswith("past_key_values"):
@@ -157,45 +164,42 @@ def _logit_sqnr(ref_path, path) -> float:
 def test_onnx_int4_asym_reproduces_an_asymmetric_grid_with_the_int4_kernel(tiny_dir, tmp_path):
     """int4-asym: each linear as a symmetric int4 MatMulNBits (no zero points: onnxruntime's fast kernel) on the
     fitted grid plus an fp32 offset MatMul over block sums; lm_head int8 sharing one table with the embedding
-    Gather. On weights already on an asymmetric 4-bit grid it is near-exact; symmetric int4 (int4) is not."""
-    import shutil
-
+    GatherBlockQuantized. On weights already on an asymmetric 4-bit grid it is near-exact; symmetric int4 (int4)
+    is not."""
     import onnx
 
-    from edgeslm.backends.onnx.export import NBits, export_onnx, quantize_matmul_nbits, quantize_nbits_with_table
-    from edgeslm.backends.onnx.work import _matmul_scheme
+    from edgeslm.backends.onnx.graph import write_decoder
+    from edgeslm.backends.onnx.nbits import NBits
+    from edgeslm.backends.onnx.work import _graph_weights, _matmul_scheme
     from edgeslm.quant.recipes import get_recipe
 
     assert _matmul_scheme(get_recipe("int4-asym")) == (NBits(4, 32, "asym"), NBits(8, 32))
-    dec = build_decoder(load_checkpoint(resolve(str(tiny_dir("llama")))), 64)
-    _on_grids(dec)
+    ckpt = load_checkpoint(resolve(str(tiny_dir("llama"))))
     paths = {}
-    for name in ("fp32", "asym", "sym"):
+    for name in ("fp32", "int4-asym", "int4"):
+        dec = build_decoder(ckpt, 64)
+        _on_grids(dec)
         (tmp_path / name).mkdir()
         paths[name] = tmp_path / name / "model.onnx"
-    export_onnx(dec, paths["fp32"])
-    for name in ("asym", "sym"):
-        for f in ("model.onnx", "model.onnx.data"):
-            shutil.copyfile(tmp_path / "fp32" / f, tmp_path / name / f)
-    facts = quantize_nbits_with_table(paths["asym"], NBits(4, 32, "asym"), NBits(8, 32))
-    quantize_matmul_nbits(paths["sym"], 4, 32)
-    assert facts["tied_table"]
+        facts = write_decoder(dec, paths[name], _graph_weights(_matmul_scheme(get_recipe(name))))
+    assert facts["table"]["tied_table"]
 
-    graph = onnx.load(str(paths["asym"])).graph
+    graph = onnx.load(str(paths["int4-asym"])).graph
     inits = {i.name: i for i in graph.initializer}
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     four = [n for n in nbits if onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits")) == 4]
-    assert len(four) == 7 * 2 and len(nbits) == len(four) + 1  # every projection of both layers, + lm_head
+    assert len(four) == 5 * 2 and len(nbits) == len(four) + 1  # q/k/v as one, o, gate, up, down; + lm_head
     assert all(len(n.input) < 4 or not n.input[3] for n in four)  # symmetric: no zero points, the fast kernel
     offsets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
     assert len(offsets) == len(four)  # one fp32 offset term per linear, 1/32 of its size
-    assert all(inits[n.input[1]].dims[0] * 32 in (h_ * 1 for h_ in (dec.spec.hidden_size, dec.spec.intermediate_size,
-               dec.spec.num_heads * dec.spec.head_dim)) for n in offsets)
+    s = dec.spec
+    assert all(inits[n.input[1]].dims[0] * 32 in (s.hidden_size, s.intermediate_size) for n in offsets)
     (head,) = [n for n in nbits if n not in four]
-    assert any(n.op_type == "Gather" and n.input[0] == head.input[1] for n in graph.node)  # one shared table
-    v, h = dec.embed_tokens.weight.shape
+    (gather,) = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+    assert gather.input[2] == head.input[2]  # one shared table (its scales, and its codes reshaped)
+    v, h = s.vocab_size, s.hidden_size
     assert not [i for i in graph.initializer if tuple(i.dims) in ((v, h), (h, v))]  # no float table left
 
-    asym, sym = _logit_sqnr(paths["fp32"], paths["asym"]), _logit_sqnr(paths["fp32"], paths["sym"])
-    assert asym > 40, asym
+    asym, sym = _logit_sqnr(paths["fp32"], paths["int4-asym"]), _logit_sqnr(paths["fp32"], paths["int4"])
+    assert asym > 35, asym
     assert sym < asym - 15, (sym, asym)

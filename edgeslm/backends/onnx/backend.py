@@ -1,10 +1,12 @@
-"""ONNX backend: the decoder exported with past/present KV → a folder onnxruntime-genai loads; int4/int8 weights
-via onnxruntime's MatMulNBits quantizer; parity in onnxruntime (CPU EP) and a greedy check in onnxruntime-genai.
+"""ONNX backend: the decoder's graph written from its weights (GroupQueryAttention, MatMulNBits quantized layer by
+layer; :mod:`edgeslm.backends.onnx.graph`) → a folder onnxruntime-genai loads; parity in onnxruntime (CPU EP) and
+a greedy check in onnxruntime-genai. The fp16 recipe and rotary widths GroupQueryAttention cannot fuse keep the
+traced path (torch.onnx, then onnxruntime's quantizer: :mod:`edgeslm.backends.onnx.export`).
 
-Stages (each in the real runtime): lowering = edgeslm fp32 eager → fp32 ONNX in onnxruntime; quantization =
-fp32 ONNX → quantized ONNX, both in onnxruntime (the quantizer rewrites the exported graph's weights, so the
-quantization error is measured where it happens).
-"""
+Stages (each in the real runtime): quantization = edgeslm fp32 eager → the eager model of the graph's numerics
+(MatMulNBits' grids and its int8 activation rounding, :mod:`edgeslm.backends.onnx.nbits`); lowering = that eager
+model → the graph in onnxruntime. On the traced path: lowering = fp32 eager → fp32 ONNX, quantization = fp32 ONNX
+→ quantized ONNX, both in onnxruntime."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Lower the decoder to ONNX with past/present KV tensors (the layout onnxruntime-genai reads), via torch.onnx
-(dynamo exporter); int4/int8 weights via onnxruntime's own MatMulNBits quantizer.
+"""The traced ONNX path (the fallback for what :mod:`edgeslm.backends.onnx.graph` does not write: the fp16 recipe,
+rotary widths GroupQueryAttention cannot fuse): the decoder lowered with past/present KV tensors via torch.onnx
+(dynamo exporter); int4/int8 weights via onnxruntime's own MatMulNBits quantizer. Also genai_config.json, for both.
 
 Prefill and decode share one graph: ``input_ids [1, S]``, ``attention_mask [1, P+S]``, ``position_ids [1, S]``,
 ``past_key_values.N.key/value [1, Hkv, P, D]`` → ``logits [1, S, V]``, ``present.N.key/value [1, Hkv, P+S, D]``.
@@ -8,11 +9,11 @@ Prefill and decode share one graph: ``input_ids [1, S]``, ``attention_mask [1, P
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edgeslm.backends.onnx.nbits import NBits
 from edgeslm.errors import InputError
 from edgeslm.model.decoder import Decoder
 from edgeslm.model.generation import generation_defaults
@@ -68,21 +69,6 @@ def _name_mask_axis(path: Path) -> None:
     mask = next(v for v in model.graph.input if v.name == "attention_mask")
     mask.type.tensor_type.shape.dim[1].dim_param = "total_sequence_length"
     onnx.save(model, str(path))
-
-
-@dataclass(frozen=True)
-class NBits:
-    """One MatMulNBits scheme: bits, block size and how the grid is fitted (``rtn``: symmetric round-to-nearest,
-    ORT's default quantizer; ``asym``: a scale and a float zero point per block, ORT's HQQ quantizer)."""
-
-    bits: int
-    block: int
-    method: str = "rtn"
-
-    def describe(self) -> str:
-        how = ("asymmetric: symmetric MatMulNBits on the fitted grid plus an fp32 offset term over block sums"
-               if self.method == "asym" else "symmetric RTN")
-        return f"MatMulNBits {self.bits}-bit, block {self.block}, {how}"
 
 
 def _quantizer(model, scheme: NBits, **kw):
@@ -270,9 +256,10 @@ def _dequant_gather(graph, names: list[str], ids: str, out: str, vocab: int, hid
 
 
 def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, generation: dict,
-                       provider_options: list) -> dict:
+                       provider_options: list, graph_io: bool = False) -> dict:
     """genai_config.json: what onnxruntime_genai.Model(folder) needs to load and generate; ``search`` holds the
-    same defaults as the manifest's ``app.generation`` (one function makes both)."""
+    same defaults as the manifest's ``app.generation`` (one function makes both). ``graph_io``: the written graph's
+    I/O (GroupQueryAttention: no position_ids, past and present sharing one max_length buffer)."""
     gen = generation_defaults(generation)
     s = decoder.spec
     eos = list(eos_ids)
@@ -295,7 +282,7 @@ def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, 
                 "inputs": {
                     "input_ids": "input_ids",
                     "attention_mask": "attention_mask",
-                    "position_ids": "position_ids",
+                    **({} if graph_io else {"position_ids": "position_ids"}),
                     "past_key_names": "past_key_values.%d.key",
                     "past_value_names": "past_key_values.%d.value",
                 },
@@ -312,7 +299,7 @@ def write_genai_config(folder: Path, decoder: Decoder, bos_id, eos_ids, pad_id, 
             "min_length": 0,
             "num_beams": 1,
             "num_return_sequences": 1,
-            "past_present_share_buffer": False,
+            "past_present_share_buffer": graph_io,
             "repetition_penalty": gen["repetition_penalty"],
             "temperature": gen["temperature"],
             "top_k": gen["top_k"],

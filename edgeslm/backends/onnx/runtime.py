@@ -24,6 +24,8 @@ class OrtModel:
         self.sess = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
         self.n_layers, self.n_kv, self.hd = cfg["num_hidden_layers"], cfg["num_key_value_heads"], cfg["head_size"]
         kv_type = next(i.type for i in self.sess.get_inputs() if i.name == "past_key_values.0.key")
+        # the traced graph takes position_ids; the written one derives positions from attention_mask
+        self.positions = any(i.name == "position_ids" for i in self.sess.get_inputs())
         self.kv_dtype = np.float16 if "float16" in kv_type else np.float32
         self.past: list[np.ndarray] = []
 
@@ -32,17 +34,19 @@ class OrtModel:
             self.past = [np.zeros((1, self.n_kv, 0, self.hd), self.kv_dtype) for _ in range(2 * self.n_layers)]
         elif self.past[0].shape[2] != start_pos:
             raise ValueError(f"step at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
+        logits, *self.past = self.sess.run(None, self.feeds(tokens, start_pos))
+        return torch.from_numpy(logits[0, -1].astype(np.float32))
+
+    def feeds(self, tokens: list[int], start_pos: int) -> dict:
+        """The graph's inputs for ``tokens`` at ``start_pos`` over the cache held."""
         n = len(tokens)
-        feeds = {
-            "input_ids": np.array([tokens], np.int64),
-            "attention_mask": np.ones((1, start_pos + n), np.int64),
-            "position_ids": np.arange(start_pos, start_pos + n, dtype=np.int64)[None],
-        }
+        feeds = {"input_ids": np.array([tokens], np.int64), "attention_mask": np.ones((1, start_pos + n), np.int64)}
+        if self.positions:
+            feeds["position_ids"] = np.arange(start_pos, start_pos + n, dtype=np.int64)[None]
         for i in range(self.n_layers):
             feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
             feeds[f"past_key_values.{i}.value"] = self.past[2 * i + 1]
-        logits, *self.past = self.sess.run(None, feeds)
-        return torch.from_numpy(logits[0, -1].astype(np.float32))
+        return feeds
 
 
 def padded_length(folder: Path, n: int) -> int:
@@ -162,14 +166,7 @@ class OrtVerifier(OrtModel):
             self.past = [np.zeros((1, self.n_kv, 0, self.hd), self.kv_dtype) for _ in range(2 * self.n_layers)]
         if self.past[0].shape[2] != start_pos:
             raise ValueError(f"score at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
-        n = len(tokens)
-        feeds = {"input_ids": np.array([tokens], np.int64),
-                 "attention_mask": np.ones((1, start_pos + n), np.int64),
-                 "position_ids": np.arange(start_pos, start_pos + n, dtype=np.int64)[None]}
-        for i in range(self.n_layers):
-            feeds[f"past_key_values.{i}.key"] = self.past[2 * i]
-            feeds[f"past_key_values.{i}.value"] = self.past[2 * i + 1]
-        logits, *self.past = self.sess.run(None, feeds)
+        logits, *self.past = self.sess.run(None, self.feeds(tokens, start_pos))
         return torch.from_numpy(logits[0].astype(np.float32))
 
     def truncate(self, length: int) -> None:

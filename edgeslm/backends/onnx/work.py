@@ -14,13 +14,14 @@ from edgeslm.backends.base import ExportJob
 from edgeslm.backends.onnx.backend import BITS, RUNTIME, RUNTIME_AGREEMENT, build_options
 from edgeslm.backends.onnx.export import (
     MODEL_FILE,
-    NBits,
     convert_fp16,
     export_onnx,
     quantize_matmul_nbits,
     quantize_nbits_with_table,
     write_genai_config,
 )
+from edgeslm.backends.onnx.graph import Weights, unsupported, write_decoder
+from edgeslm.backends.onnx.nbits import NBits
 from edgeslm.backends.onnx.runtime import (
     GenaiModel,
     OrtModel,
@@ -34,7 +35,7 @@ from edgeslm.filefacts import file_entry
 from edgeslm.manifest import read_manifest
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import TOKENIZER_FILES
-from edgeslm.parity.models import RuntimeStepModel
+from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
 
@@ -83,6 +84,19 @@ def _split_scheme(recipe, table_rules: set) -> tuple[NBits, NBits]:
             NBits(BITS[t.scheme], t.group_size, t.method))
 
 
+def _graph_weights(scheme) -> Weights | None:
+    """How the graph writer stores a recipe's weights (:func:`_matmul_scheme`'s answer), or None for the fp16
+    recipe, which keeps the traced path."""
+    if scheme == "fp16":
+        return None
+    if scheme is None:
+        return Weights(None, None, False)
+    if isinstance(scheme[0], NBits):
+        return Weights(scheme[0], scheme[1], True)
+    bits, block, embeddings = scheme
+    return Weights(NBits(bits, block), NBits(bits, block), embeddings)
+
+
 def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     ckpt, rec = job.ckpt, get_recipe(recipe_name, job.group_size)
     scheme = _matmul_scheme(rec)
@@ -95,37 +109,23 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.stage(f"onnx: exporting {name}", "onnx")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length)
-    facts = export_onnx(dec, folder / MODEL_FILE)
-    lowering_s = time.perf_counter() - t
-    providers = build_options(job.target).get("provider_options", [])
-    sp = ckpt.special
-    write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, ckpt.generation, providers)
-    for f in TOKENIZER_FILES:  # onnxruntime-genai reads the tokenizer from the model folder
-        if (tmp / f).is_file():
-            shutil.copyfile(tmp / f, folder / f)
+    weights = _graph_weights(scheme)
+    why_traced = "the fp16 recipe" if weights is None else _gqa_provider_gap(job) or unsupported(dec)
+    if why_traced is None:
+        facts, reference, ref_obs = _write(job, recipe_name, dec, weights, folder, tmp, name)
+        candidate = f"{recipe_name} ONNX in onnxruntime"
+    else:
+        job.status(f"onnx: tracing ({why_traced} is not written directly)")
+        facts = _trace(job, dec, folder, tmp)
+        facts["traced_because"] = why_traced
+        reference, ref_obs, candidate = "edgeslm fp32 eager", job.obs_fp32, "fp32 ONNX in onnxruntime"
     del dec
     job.stage(f"onnx: parity in {RUNTIME}", "pass")
     obs = job.observe(RuntimeStepModel(OrtModel(folder)))
-    job.check("lowering", recipe_name, "edgeslm fp32 eager", "fp32 ONNX in onnxruntime", job.obs_fp32, obs, name)
-    if scheme:
-        tq = time.perf_counter()
-        if scheme == "fp16":
-            job.stage("onnx: converting to fp16", "pass")
-            convert_fp16(folder / MODEL_FILE)
-        elif isinstance(scheme[0], NBits):
-            job.stage(f"onnx: {scheme[0].describe()}; embeddings + lm_head {scheme[1].describe()}", "pass")
-            facts["table"] = quantize_nbits_with_table(folder / MODEL_FILE, *scheme)
-        else:
-            job.stage(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}"
-                      + (" (+ embeddings)" if scheme[2] else ""), "pass")
-            quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
-        lowering_s += time.perf_counter() - tq
-        obs_q = job.observe(RuntimeStepModel(OrtModel(folder)))
-        job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
-                  obs, obs_q, name)
-        obs = obs_q
+    job.check("lowering", recipe_name, reference, candidate, ref_obs, obs, name)
+    if why_traced is not None and scheme:
+        obs = _quantize_traced(job, recipe_name, scheme, folder, name, obs, facts)
     job.timings["onnx_export_s"] = time.perf_counter() - t  # with parity in onnxruntime
-    job.timings["onnx_lowering_s"] = lowering_s  # torch.onnx export + quantizer alone
     job.check("end_to_end", recipe_name, "transformers fp32", f"{recipe_name} ONNX in onnxruntime", job.obs_ref,
               obs, name, gated=False)
     job.status("onnx: greedy in onnxruntime-genai")
@@ -133,7 +133,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, free.greedy)]
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
                              f"{recipe_name} ONNX in onnxruntime-genai", free, genai, name, RUNTIME_AGREEMENT)
-    configured = [next(iter(p)) for p in providers]
+    configured = [next(iter(p)) for p in build_options(job.target).get("provider_options", [])]
     return Artifact(
         **file_entry(tmp, name),
         files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
@@ -148,6 +148,72 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         })
 
 
+def _write_folder(job: ExportJob, dec, folder: Path, tmp: Path, graph_io: bool) -> None:
+    """genai_config.json and the tokenizer files beside the model (onnxruntime-genai reads them from its folder)."""
+    sp = job.ckpt.special
+    write_genai_config(folder, dec, sp.bos_id, sp.eos_ids, sp.pad_id, job.ckpt.generation,
+                       build_options(job.target).get("provider_options", []), graph_io=graph_io)
+    for f in TOKENIZER_FILES:
+        if (tmp / f).is_file():
+            shutil.copyfile(tmp / f, folder / f)
+
+
+def _write(job: ExportJob, recipe_name: str, dec, weights: Weights, folder: Path, tmp: Path, name: str):
+    """The graph written from the weights (:mod:`edgeslm.backends.onnx.graph`); ``dec`` becomes the eager model
+    of its numerics (MatMulNBits' grids and int8 activation rounding), checked against edgeslm fp32 eager as the
+    quantization stage. Returns the graph's facts and the lowering stage's reference (name, observations)."""
+    t = time.perf_counter()
+    facts = write_decoder(dec, folder / MODEL_FILE, weights)
+    job.timings["onnx_lowering_s"] = time.perf_counter() - t  # graph written, weights quantized
+    _write_folder(job, dec, folder, tmp, graph_io=True)
+    if weights.linear is None and weights.table is None:
+        return facts, "edgeslm fp32 eager", job.obs_fp32
+    job.stage(f"onnx: parity of the {recipe_name} eager model", "pass")
+    eager = f"{recipe_name} eager (MatMulNBits numerics)"
+    obs = job.observe(EagerDecoder(dec))
+    job.check("quantization", recipe_name, "edgeslm fp32 eager", eager, job.obs_fp32, obs, name)
+    return facts, eager, obs
+
+
+def _trace(job: ExportJob, dec, folder: Path, tmp: Path) -> dict:
+    """torch.onnx export of the fp32 decoder (the fallback path); the recipe is applied after the lowering
+    stage by :func:`_quantize_traced`."""
+    t = time.perf_counter()
+    facts = export_onnx(dec, folder / MODEL_FILE)
+    job.timings["onnx_lowering_s"] = time.perf_counter() - t
+    _write_folder(job, dec, folder, tmp, graph_io=False)
+    return facts
+
+
+def _gqa_provider_gap(job: ExportJob) -> str | None:
+    """Why the target's execution providers need the traced graph: onnxruntime's CUDA GroupQueryAttention runs
+    fp16/bf16 only, and the written graph is fp32 (on CUDA its attention would fall back to the CPU)."""
+    configured = {next(iter(p)) for p in build_options(job.target).get("provider_options", [])}
+    return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)" if "cuda" in configured \
+        else None
+
+
+def _quantize_traced(job: ExportJob, recipe_name: str, scheme, folder: Path, name: str, obs, facts: dict):
+    """onnxruntime's quantizer (or fp16 converter) over the traced graph; the quantization stage compares the
+    fp32 and quantized graphs, both in onnxruntime. Returns the quantized graph's observations."""
+    tq = time.perf_counter()
+    if scheme == "fp16":
+        job.stage("onnx: converting to fp16", "pass")
+        convert_fp16(folder / MODEL_FILE)
+    elif isinstance(scheme[0], NBits):
+        job.stage(f"onnx: {scheme[0].describe()}; embeddings + lm_head {scheme[1].describe()}", "pass")
+        facts["table"] = quantize_nbits_with_table(folder / MODEL_FILE, *scheme)
+    else:
+        job.stage(f"onnx: MatMulNBits {scheme[0]}-bit, block {scheme[1]}" + (" (+ embeddings)" if scheme[2] else ""),
+                  "pass")
+        quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
+    job.timings["onnx_lowering_s"] += time.perf_counter() - tq  # torch.onnx export + quantizer alone
+    obs_q = job.observe(RuntimeStepModel(OrtModel(folder)))
+    job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
+              obs, obs_q, name)
+    return obs_q
+
+
 def _describe(scheme, table: dict | None) -> list[str]:
     if not scheme:
         return []
@@ -156,7 +222,7 @@ def _describe(scheme, table: dict | None) -> list[str]:
     if isinstance(scheme[0], NBits):
         shared = "one table shared with lm_head (tied)" if table and table["tied_table"] else "its own table"
         return [f"every MatMul but lm_head → {scheme[0].describe()}", f"lm_head → {scheme[1].describe()}",
-                f"embeddings → Gather + dequantize of the same scheme, {shared}"]
+                f"embeddings → {(table or {}).get('gather', 'Gather + dequantize')} of the same scheme, {shared}"]
     return ([f"every MatMul → MatMulNBits {scheme[0]}-bit, block {scheme[1]}, symmetric RTN"]
             + (["embeddings → GatherBlockQuantized, same scheme"] if scheme[2] else []))
 

@@ -1,0 +1,103 @@
+"""The ONNX graph writer (edgeslm/backends/onnx/graph.py): every family it writes computes what the eager decoder
+computes, and NBitsLinear (the lowering stage's eager reference) computes what MatMulNBits computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgeslm.backends.onnx.graph import Weights, unsupported, write_decoder
+from edgeslm.backends.onnx.nbits import NBits, NBitsLinear, dequantize, quantize
+from edgeslm.model.build import build_decoder
+from edgeslm.model.checkpoint import load_checkpoint
+from edgeslm.model.source import resolve
+from edgeslm.testing.tiny import CONFIGS
+
+IDS = [5, 17, 200, 33, 401, 7, 99, 250, 3, 44, 12, 300]  # longer than the tiny Gemmas' window of 8
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _run(sess, spec, ids, step: bool) -> np.ndarray:
+    """Logits of every position: one run over ``ids`` (prefill), or token by token through the KV cache."""
+    past = [np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32) for _ in range(2 * spec.num_layers)]
+    names = [f"past_key_values.{i}.{kv}" for i in range(spec.num_layers) for kv in ("key", "value")]
+    chunks = [[t] for t in ids] if step else [ids]
+    out, pos = [], 0
+    for chunk in chunks:
+        feeds = {"input_ids": np.array([chunk]), "attention_mask": np.ones((1, pos + len(chunk)), np.int64),
+                 **dict(zip(names, past))}
+        logits, *past = sess.run(None, feeds)
+        out.append(logits[0])
+        pos += len(chunk)
+    return np.concatenate(out)
+
+
+def _eager(dec, ids) -> np.ndarray:
+    with torch.no_grad():
+        dec.full_logits = True
+        return dec(torch.tensor([ids]), torch.arange(len(ids)))[0].numpy()
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_written_graph_computes_what_the_eager_decoder_computes(family, tiny_dir, tmp_path):
+    """fp32: the graph equals the eager decoder (prefill and cached decode). int4-asym: the decoder the writer
+    leaves behind is the graph's eager twin; int8 activation roundings flipped by fp32 ulps (the only difference)
+    stay far below the quantization's own change."""
+    ckpt = load_checkpoint(resolve(str(tiny_dir(family))))
+    dec = build_decoder(ckpt, 64)
+    if unsupported(dec):  # the tiny phi3's partial rotary (12 dims): the traced path exports it
+        assert family == "phi3" and "rotary width 12" in unsupported(dec)
+        return
+    fp32 = _eager(dec, IDS)
+    write_decoder(dec, tmp_path / "model.onnx", Weights(None, None, False))
+    sess = _session(tmp_path / "model.onnx")
+    for step in (False, True):
+        assert np.abs(_run(sess, dec.spec, IDS, step) - fp32).max() < 1e-4
+
+    (tmp_path / "q").mkdir()
+    facts = write_decoder(dec, tmp_path / "q" / "model.onnx", Weights(NBits(4, 32, "asym"), NBits(8, 32), True))
+    twin = _eager(dec, IDS)
+    got = _run(_session(tmp_path / "q" / "model.onnx"), dec.spec, IDS, step=True)
+
+    def kl(p, q):
+        lp, lq = torch.log_softmax(torch.from_numpy(p).double(), -1), torch.log_softmax(torch.from_numpy(q).double(), -1)
+        return float((lp.exp() * (lp - lq)).sum(-1).mean())
+
+    assert kl(twin, got) < 1e-3 and (twin.argmax(-1) == got.argmax(-1)).mean() >= 0.9
+    assert kl(fp32, twin) > 10 * kl(twin, got)  # the quantization itself is what changed the model
+    assert facts["table"]["tied_table"] == bool(ckpt.config.tie_word_embeddings)
+
+
+def test_nbits_linear_is_matmulnbits():
+    """The eager twin's int8 activation rounding is MLAS's: scale max|x|/127, its reciprocal, half to even (inputs
+    on a grid land on exact ties: .5 here), for 4- and 8-bit weights."""
+    g = torch.Generator().manual_seed(0)
+    k, n = 64, 48
+    x = torch.randn(3, k, generator=g)
+    x[1, :32] = torch.arange(32) * 0.5 - 7.75  # a block on a grid: many products on exact .5 ties
+    x[1, 0] = 127 / 8
+    for bits in (4, 8):
+        packed, scales = quantize(torch.randn(n, k, generator=g) * 0.05, bits, 32)
+        bias = torch.randn(n, generator=g)
+        vals = [ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["m", k])),
+                ir.Value(name="w", const_value=ir.tensor(packed)), ir.Value(name="s", const_value=ir.tensor(scales)),
+                ir.Value(name="b", const_value=ir.tensor(bias.numpy()))]
+        y = ir.Value(name="y", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["m", n]))
+        node = ir.node("MatMulNBits", [*vals[:3], None, None, vals[3]], dict(K=k, N=n, bits=bits, block_size=32,
+                       accuracy_level=4), domain="com.microsoft", outputs=[y])
+        model = ir.Model(ir.Graph([vals[0]], [y], nodes=[node], initializers=vals[1:],
+                                  opset_imports={"": 21, "com.microsoft": 1}), ir_version=10)
+        sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+        want = sess.run(None, {"x": x.numpy()})[0]
+        twin = NBitsLinear(dequantize(packed, scales, bits), 32, bias)
+        with torch.no_grad():
+            got = twin(x).numpy()
+            plain = torch.nn.functional.linear(x, twin.weight, bias).numpy()
+        assert np.abs(got - want).max() < 1e-5
+        assert np.abs(plain - want).max() > 1e-3  # without the activation rounding it would not be exact
