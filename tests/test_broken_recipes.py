@@ -5,12 +5,15 @@ counterparts pass (tests/test_random_families.py, tests/test_demo_bundle.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+import torch
 
 import edgeslm.backends.executorch.work as et_backend
 import edgeslm.backends.executorch.export as et_export
+import edgeslm.backends.onnx.work as onnx_work
 from edgeslm.pipeline import export
 
 from edgeslm.quant.apply import apply_recipe
@@ -75,3 +78,31 @@ def test_broken_recipe_or_lowering_fails_its_stage(model, flat_llama, tmp_path, 
     assert {"quantization", "lowering"} <= failed, [(c["stage"], c["status"], c["gate"]["failures"])
                                                      for c in doc["checks"]]
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_written_onnx_graph_missing_a_layer_fails_lowering(tmp_path, monkeypatch):
+    """The ONNX lowering stage (the eager model of MatMulNBits' numerics → the written graph in onnxruntime), whose
+    bounds leave room for flipped int8 activation roundings, still fails a graph written without its middle layer
+    (the layer's output projections zeroed in the copy the graph is written from), while the quantization stage,
+    judged on the intact eager model, passes."""
+    real_write = onnx_work.write_decoder
+
+    def write_without_a_layer(dec, path, weights):
+        broken = copy.deepcopy(dec)
+        layer = broken.layers[len(broken.layers) // 2]
+        with torch.no_grad():
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        facts = real_write(dec, path.with_name("intact.onnx"), weights)  # dec becomes the graph's eager twin
+        for f in path.parent.glob("intact.onnx*"):
+            f.unlink()
+        real_write(broken, path, weights)
+        return facts
+
+    monkeypatch.setattr(onnx_work, "write_decoder", write_without_a_layer)
+    res = export("demo", "android", tmp_path / "b", backends=("onnx",), bench=False)
+    assert not res.passed
+    doc = json.loads((tmp_path / "b" / "parity.json").read_text())
+    status = {c["stage"]: c["status"] for c in doc["checks"]}
+    assert status["lowering"] == "failed" and status["quantization"] == "passed", doc["checks"]
