@@ -6,7 +6,7 @@ say more for a display that wants it (``edgeslm.progress_view`` draws a bar and 
 * :class:`Stage` — a stage begins (and the previous one ends), with the forecast's share of its time;
 * :class:`Note` — a notice, not a stage (the current stage goes on); :class:`Plan` is the whole run's forecast.
 
-Counts within a stage (layers quantized, prompts observed, artifacts timed) go to the callback's ``count``
+Counts within a stage (modules quantized, prompts observed, bench runs) go to the callback's ``count``
 method, where it has one (:func:`counter`); a plain function gets the messages only. Nothing here names a
 backend or imports anything of edgeslm's: the model, parity, backends, latency and the pipeline all report
 through it.

@@ -94,7 +94,7 @@ class ExportJob:
         self.status(Stage(text, share))
 
     def counter(self, unit: str) -> Count:
-        """``count(done, total)`` for the current stage's countable work (layers quantized, ...)."""
+        """``count(done, total)`` for the current stage's countable work (modules quantized, ...)."""
         return counter(self.status, unit)
 
     def observe(self, model) -> Observations:

@@ -27,7 +27,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.stage(f"executorch: quantizing ({recipe_name})", "pass")
     t = time.perf_counter()
     dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec,
-                        on_quantized=job.counter("layers")).use_delegate_forms()
+                        on_quantized=job.counter("modules quantized")).use_delegate_forms()
     applied = dec.quant_plan
     release_memory()  # the fp32 weights the quantized ones replaced
     obs_q = job.obs_fp32
