@@ -66,8 +66,9 @@ def test_bench_names_the_failed_stages_in_json_and_strict_times_nothing(failed, 
     out, _ = failed
     name, stages = _failed_stages(out)
     started = []
-    real_run = bench.subprocess.run
-    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, *a, **kw: started.append(cmd) or real_run(cmd, *a, **kw))
+    real_popen = bench.subprocess.Popen  # the bench worker's process (its count lines stream back)
+    monkeypatch.setattr(bench.subprocess, "Popen",
+                        lambda cmd, *a, **kw: started.append(cmd) or real_popen(cmd, *a, **kw))
     monkeypatch.setattr(api, "host_facts", lambda: {"cpu": "stub"})
     args = ["bench", str(out), "--prompt-len", "4", "--gen-len", "2", "--warmup", "0", "--repeats", "1", "--json"]
 

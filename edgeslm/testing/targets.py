@@ -1,5 +1,6 @@
 """Target files for tests on random-weight tiny models: ONNX int8 (or int4) with loose gates, since their top-1
-under quantization says little and the mean KL bounds the damage."""
+under quantization says little and the mean KL bounds the damage. The lowering bounds are the built-in targets'
+(the written graph's int8 activation roundings flip where fp32 ulps differ: docs/parity.md)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ device = "{device}"
 [gates.reauthoring]
 max_abs_logit_diff = 1e-3
 [gates.int8.lowering]
-max_abs_logit_diff = 1e-3
+min_sqnr_db = 20.0
+max_kl_mean = 0.02
 [gates.int8.quantization]
 max_kl_mean = {kl}
 [gates.int4.lowering]
-max_abs_logit_diff = 1e-3
+min_sqnr_db = 20.0
+max_kl_mean = 0.02
 [gates.int4.quantization]
 max_kl_mean = {kl}
 [latency]
