@@ -133,7 +133,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, free.greedy)]
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
                              f"{recipe_name} ONNX in onnxruntime-genai", free, genai, name, RUNTIME_AGREEMENT)
-    configured = [next(iter(p)) for p in build_options(job.target).get("provider_options", [])]
+    configured = _configured_providers(job)
     return Artifact(
         **file_entry(tmp, name),
         files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
@@ -185,12 +185,17 @@ def _trace(job: ExportJob, dec, folder: Path, tmp: Path) -> dict:
     return facts
 
 
+def _configured_providers(job: ExportJob) -> list[str]:
+    """The execution providers the target's genai_config names, in order (the CPU's is implicit)."""
+    return [next(iter(p)) for p in build_options(job.target).get("provider_options", [])]
+
+
 def _gqa_provider_gap(job: ExportJob) -> str | None:
     """Why the target's execution providers need the traced graph: onnxruntime's CUDA GroupQueryAttention runs
     fp16/bf16 only, and the written graph is fp32 (on CUDA its attention would fall back to the CPU)."""
-    configured = {next(iter(p)) for p in build_options(job.target).get("provider_options", [])}
-    return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)" if "cuda" in configured \
-        else None
+    if "cuda" in _configured_providers(job):
+        return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)"
+    return None
 
 
 def _quantize_traced(job: ExportJob, recipe_name: str, scheme, folder: Path, name: str, obs, facts: dict):
