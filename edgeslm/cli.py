@@ -112,6 +112,19 @@ def _classify(e: BaseException, command: str) -> tuple[str, str, int]:
             "please report this with the traceback (set EDGESLM_DEBUG=1 to print it)", EXIT_ERROR)
 
 
+class _Interrupt:
+    """The signal that arrived, if one did: set by ``_signals_raise``'s handler."""
+
+    signum: int | None = None
+
+
+def _raise_if_interrupted() -> None:
+    """Raise the interruption again where one was swallowed on its way out (a signal landing in a finalizer, whose
+    exceptions Python only prints): the export's next stage or count stops it, a single Ctrl-C is enough."""
+    if _Interrupt.signum is not None:
+        raise Interrupted(_Interrupt.signum)
+
+
 @contextmanager
 def _signals_raise():
     """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, so temp folders are removed on the way out;
@@ -122,8 +135,9 @@ def _signals_raise():
     sigs = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum, frame):
-        for s in sigs:
-            signal.signal(s, signal.SIG_IGN)
+        if _Interrupt.signum is not None:
+            return  # a repeat: the first is unwinding, or is raised again at the next progress event
+        _Interrupt.signum = signum
         raise Interrupted(signum)
 
     old = {s: signal.getsignal(s) for s in sigs}
@@ -134,6 +148,7 @@ def _signals_raise():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _Interrupt.signum = None
 
 
 class _RegistryHelp(click.Option):
@@ -234,7 +249,7 @@ def export(model, targets, output, report_dir, backends, recipes, group_size, re
                                adapters=adapters, draft=draft, gguf_file=gguf_file)
     with native_output_silenced() as (_, err):
         live = not as_json and Console(file=err).is_terminal  # a CI log or --json: plain lines
-        with export_view(err, live) as status:
+        with export_view(err, live, _raise_if_interrupted) as status:
             results = api.export(request, status)
     passed = all(r.passed for r in results)
     if as_json:

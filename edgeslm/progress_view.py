@@ -26,10 +26,13 @@ BAR_WIDTH = 24
 class ExportView:
     """An export's ``status`` callback (:mod:`edgeslm.progress`): a message begins a stage and ends the last one
     (its line printed), a :class:`Note` is printed as it comes, a :class:`Plan` also sets the forecast;
-    ``count`` counts within the stage. ``live``: draw the rich row (a terminal), else write lines only."""
+    ``count`` counts within the stage. ``live``: draw the rich row (a terminal), else write lines only.
+    ``checkpoint`` runs first on every event (the CLI raises an interruption there that was swallowed)."""
 
-    def __init__(self, file: TextIO, live: bool, now: Callable[[], float] = time.monotonic):
+    def __init__(self, file: TextIO, live: bool, now: Callable[[], float] = time.monotonic,
+                 checkpoint: Callable[[], None] = lambda: None):
         self.file = file
+        self.checkpoint = checkpoint
         self.eta = eta = Eta(now)
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), _Drawn(eta, _bar), _Drawn(eta, _count),
@@ -39,6 +42,7 @@ class ExportView:
         self.task = self.progress.add_task("starting", total=None) if self.progress is not None else None
 
     def __call__(self, msg: str) -> None:
+        self.checkpoint()
         if isinstance(msg, Plan):
             self.eta.plan(msg.seconds)
         if isinstance(msg, Note):
@@ -51,6 +55,7 @@ class ExportView:
             self.progress.update(self.task, description=str(msg))
 
     def count(self, done: int, total: int, unit: str) -> None:
+        self.checkpoint()
         self.eta.count(done, total, unit)
 
     def close(self, finished: bool) -> None:
@@ -96,9 +101,10 @@ def _left(eta: Eta, now: float) -> Text:
 
 
 @contextmanager
-def export_view(file: TextIO, live: bool):
-    """The ``status`` callback of one export, writing to ``file``: live on a terminal (``live``), else lines."""
-    view = ExportView(file, live)
+def export_view(file: TextIO, live: bool, checkpoint: Callable[[], None] = lambda: None):
+    """The ``status`` callback of one export, writing to ``file``: live on a terminal (``live``), else lines;
+    ``checkpoint``: see :class:`ExportView`."""
+    view = ExportView(file, live, checkpoint=checkpoint)
     finished = False
     with view.progress or nullcontext():
         try:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from edgeslm.cli import _raise_if_interrupted, _signals_raise
+from edgeslm.errors import Interrupted
 from edgeslm.eta import Eta
 from edgeslm.json_schemas import problems
 from edgeslm.progress import Note, Plan, Stage, counter
@@ -107,6 +109,30 @@ def test_lines_off_a_terminal_one_per_finished_stage():
         "· executorch: lowering to model-8da4w.pte — stopped after 88.0 s",
     ]
     assert view.progress is None and "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+
+
+def _signal_lost_in_a_finalizer() -> None:
+    """SIGINT handled inside code that drops what it raises, as CPython does with a ``__del__``'s exception."""
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here
+    except BaseException:  # noqa: BLE001 — the finalizer's swallow
+        pass
+
+
+def test_an_interruption_lost_on_its_way_out_stops_the_next_progress_event():
+    """One SIGINT whose exception is lost still stops the export at its next stage or count; the state is
+    cleared once the command ends."""
+    view = ExportView(io.StringIO(), live=False, checkpoint=_raise_if_interrupted)
+    reached = False
+    with pytest.raises(Interrupted) as caught:
+        with _signals_raise():
+            view(Stage("resolving model", 1))
+            _signal_lost_in_a_finalizer()
+            reached = True
+            view.count(1, 2, "prompts")
+    assert reached and caught.value.exit_code == 130
+    _raise_if_interrupted()  # the next command starts clean
 
 
 def _export_args(tiny_dir, tmp_path) -> list[str]:
