@@ -99,7 +99,18 @@ _LONGEST_FIRST = ("test_real_model_exports_for_android_and_passes", "test_readme
                   "test_broken_recipe_or_lowering_fails_its_stage", "test_broken_recipe_fails_on_the_real_model")
 
 
-def pytest_collection_modifyitems(items):
+def pytest_addoption(parser):
+    parser.addoption("--extra", action="store_true",
+                     help="also run the `extra` tier: more instances of cases CI already runs (other families)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--extra"):
+        extra = [item for item in items if item.get_closest_marker("extra")]
+        if extra:
+            config.hook.pytest_deselected(items=extra)
+            items[:] = [item for item in items if not item.get_closest_marker("extra")]
+
     def rank(item):
         name = item.name.split("[")[0]
         return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
