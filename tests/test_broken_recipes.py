@@ -34,8 +34,8 @@ def _swap_layers(dec):
 def _broken_before_quantizing(breakage):
     """The backend's build_decoder with ``breakage`` applied to the fp32 weights before the recipe quantizes them
     (the backend otherwise quantizes each module as it loads)."""
-    def build(ckpt, max_seq_len, use_custom_ops=False, untie=True, recipe=None, on_quantized=None):
-        dec = real_build(ckpt, max_seq_len, use_custom_ops=use_custom_ops, untie=untie)
+    def build(ckpt, max_seq_len, use_custom_ops=False, untie=True, recipe=None, on_quantized=None, fuse=False):
+        dec = real_build(ckpt, max_seq_len, use_custom_ops=use_custom_ops, untie=untie, fuse=fuse)
         breakage(dec)
         dec.quant_plan = apply_recipe(dec, recipe) if recipe is not None else {}
         return dec

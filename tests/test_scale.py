@@ -193,3 +193,36 @@ def test_memory_check_override_goes_on(monkeypatch):
         check_memory(ckpt, plans, True, said.append)
     fc = check_memory(ckpt, plans, False, said.append)
     assert not fc.fits and len(said) == 2 and "64 MiB" not in said[0] and "0.1 GiB available" in said[1]
+
+
+def test_fused_projections_compute_the_parts_and_lower_smaller(tiny_dir, tmp_path):
+    """build_decoder(fuse=True), as ExecuTorch builds: q/k/v and gate/up become one linear each, quantized by the
+    parts' rule, and compute what the parts do (same grids, one matmul); parts the recipe treats differently stay
+    apart. The fused program lowers with fewer nodes, at most three XNNPACK partitions per layer (the slices that
+    split a fused output run outside the delegate: XNNPACK takes no slice of a dynamic-length tensor)."""
+    from edgeslm.backends.executorch.export import lower_to_pte, runner_metadata
+    from edgeslm.quant.recipes import Recipe, Rule
+
+    ckpt = load_checkpoint(resolve(str(tiny_dir("qwen2"))))  # q/k/v with biases
+    rec = get_recipe("8da4w-asym")
+    parts = build_decoder(ckpt, 64, use_custom_ops=True, recipe=rec)
+    fused = build_decoder(ckpt, 64, use_custom_ops=True, recipe=rec, fuse=True)
+    attn, mlp = fused.layers[0].self_attn, fused.layers[0].mlp
+    assert attn.qkv_proj is not None and mlp.gate_up_proj is not None and not hasattr(attn, "q_proj")
+    assert "layers.0.self_attn.qkv_proj.linear" in fused.quant_plan
+    assert not any(".q_proj" in n or ".up_proj" in n for n in fused.quant_plan)
+    assert len(fused.quant_plan) == len(parts.quant_plan) - 3 * len(fused.layers)
+    ids = torch.tensor([[1, 7, 9, 11, 13, 200, 201]])
+    parts.full_logits = fused.full_logits = True
+    with torch.no_grad():
+        want, got = parts(ids, torch.arange(7)), fused(ids, torch.arange(7))
+    assert (want - got).abs().max() < 1e-4 * want.abs().max(), (want - got).abs().max()
+
+    k_apart = Recipe("k-apart", (Rule("*.k_proj", "8da8w"), *rec.rules), "k_proj at 8 bits")
+    mixed = build_decoder(ckpt, 64, recipe=k_apart, fuse=True)
+    assert mixed.layers[0].self_attn.qkv_proj is None and mixed.layers[0].mlp.gate_up_proj is not None
+
+    layers = ckpt.config.num_hidden_layers
+    fused.use_delegate_forms()
+    facts = lower_to_pte(fused, runner_metadata(fused, 1, (2,)), tmp_path / "fused.pte")
+    assert 0 < facts["xnnpack_partitions"] <= 3 * layers + 4

@@ -6,11 +6,11 @@ import torch
 
 from edgeslm.errors import InputError
 from edgeslm.model.checkpoint import Checkpoint
-from edgeslm.model.decoder import Decoder
+from edgeslm.model.decoder import FUSIONS, Decoder, Fused
 from edgeslm.model.families import family_for, rope_tables
 from edgeslm.progress import Count, no_count
 from edgeslm.quant.apply import quantize_module
-from edgeslm.quant.recipes import Recipe, plan
+from edgeslm.quant.recipes import Recipe, Rule, plan
 
 
 def meta_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False) -> Decoder:
@@ -22,13 +22,43 @@ def meta_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fals
         return Decoder(spec, rope, use_custom_ops=use_custom_ops)
 
 
+def _fusion_groups(model: Decoder, chosen: dict[str, Rule]) -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """Part module → (parent, parts, fused name) for every :data:`FUSIONS` group whose parts the recipe
+    quantizes alike (same scheme, group and method; or all left in fp32)."""
+    groups = {}
+    for i in range(len(model.layers)):
+        for parent_attr, parts, fused in FUSIONS:
+            parent = f"layers.{i}.{parent_attr}"
+            names = [f"{parent}.{p}" for p in parts]
+            kinds = {(r.scheme, r.group_size, r.method) if (r := chosen.get(n)) else None for n in names}
+            if len(kinds) == 1:
+                groups.update({n: (parent, parts, fused) for n in names})
+    return groups
+
+
+def _fuse(model: Decoder, parent_fqn: str, parts: tuple[str, ...], fused: str) -> str:
+    """Replace ``parts`` of ``parent_fqn`` (loaded linears) by one :class:`Fused` linear; its linear's name."""
+    parent = model.get_submodule(parent_fqn)
+    mods = [getattr(parent, p) for p in parts]
+    with torch.device("meta"):
+        linear = torch.nn.Linear(mods[0].in_features, sum(m.out_features for m in mods), bias=mods[0].bias is not None)
+    linear.weight = torch.nn.Parameter(torch.cat([m.weight for m in mods]), requires_grad=False)
+    if linear.bias is not None:
+        linear.bias = torch.nn.Parameter(torch.cat([m.bias for m in mods]), requires_grad=False)
+    for p in parts:
+        delattr(parent, p)
+    setattr(parent, fused, Fused(linear, [m.out_features for m in mods]))
+    return f"{parent_fqn}.{fused}.linear"
+
+
 def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True,
-                  recipe: Recipe | None = None, on_quantized: Count = no_count) -> Decoder:
+                  recipe: Recipe | None = None, on_quantized: Count = no_count, fuse: bool = False) -> Decoder:
     """The decoder with the checkpoint's weights in fp32, read one tensor at a time. ``untie`` gives lm_head its
     own copy of tied embeddings (to quantize them apart); without it they share one tensor (fp32 parity runs:
     on Llama-3.2-1B that is 1 GB less). With ``recipe``, each module the recipe names is quantized as soon as
     its weights are in, so the whole fp32 model never exists beside quantization's temporaries (the plan
-    applied is ``model.quant_plan``; ``on_quantized(done, total)`` after each module)."""
+    applied is ``model.quant_plan``; ``on_quantized(done, total)`` after each module). ``fuse``: q/k/v and
+    gate/up become one linear each (:class:`Fused`) where the recipe quantizes the parts alike."""
     config = ckpt.config
     family = family_for(config)
     limit = getattr(config, "max_position_embeddings", None)
@@ -52,7 +82,8 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
         )
     shared = tied and not untie
     chosen = plan(model, recipe) if recipe is not None else {}  # types and shapes: the meta model suffices
-    names, quantized = list(expected), 0
+    groups = _fusion_groups(model, chosen) if fuse else {}
+    names, quantized, total = list(expected), 0, len(chosen)
     for i, name in enumerate(names):  # one tensor at a time: peak is the fp32 model plus one tensor
         owner, _, attr = name.rpartition(".")
         if not (shared and name == "lm_head.weight"):
@@ -62,10 +93,23 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
                                  f"layout expects {tuple(expected[name].shape)}", "check config.json against the weights")
             setattr(model.get_submodule(owner), attr, torch.nn.Parameter(t, requires_grad=False))
         last_of_owner = i + 1 == len(names) or names[i + 1].rpartition(".")[0] != owner
-        if last_of_owner and owner in chosen:
+        if not last_of_owner:
+            continue
+        if owner in groups:  # quantized once its group is complete, as one
+            parent, parts, fused = groups[owner]
+            if not owner.endswith(f".{parts[-1]}"):
+                continue
+            rule = chosen.get(owner)
+            owner = _fuse(model, parent, parts, fused)
+            for p in parts:
+                chosen.pop(f"{parent}.{p}", None)
+            if rule is not None:
+                chosen[owner] = rule
+                quantized += len(parts) - 1
+        if owner in chosen:
             quantize_module(model, owner, chosen[owner])
             quantized += 1
-            on_quantized(quantized, len(chosen))
+            on_quantized(quantized, total)
     model.quant_plan = chosen
     if shared:
         model.lm_head.weight = model.embed_tokens.weight

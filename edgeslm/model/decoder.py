@@ -12,6 +12,7 @@ returns float logits ``[1, vocab]`` for the last position, or ``[1, L, vocab]`` 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -124,6 +125,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rot: torch
     return torch.cat((rot * cos + _rotate_half(rot) * sin, rest), dim=-1)
 
 
+class Fused(nn.Module):
+    """Linears that read the same input, computed as one (their weights stacked) and split again: one matmul and,
+    quantized with dynamic int8 activations, one quantization of the input instead of one per part. The numbers
+    are the parts' (per-token activation scales and per-row or per-block weight grids do not depend on the
+    stacking); the exported graph is smaller, which is most of what ExecuTorch's lowering time scales with."""
+
+    def __init__(self, linear: nn.Module, sizes: list[int]):
+        super().__init__()
+        self.linear, self.sizes = linear, list(sizes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y, ends = self.linear(x), list(itertools.accumulate(self.sizes))
+        return tuple(y[..., e - n:e] for n, e in zip(self.sizes, ends))  # slices: XNNPACK delegates them, not split
+
+
+# Decoder.fuse groups: (parent module, parts reading one input, the fused module's name)
+FUSIONS = (("self_attn", ("q_proj", "k_proj", "v_proj"), "qkv_proj"), ("mlp", ("gate_proj", "up_proj"), "gate_up_proj"))
+
+
 class Attention(nn.Module):
     def __init__(self, spec: DecoderSpec, layer: int, use_custom_ops: bool, cache_dtype: torch.dtype):
         super().__init__()
@@ -150,12 +170,14 @@ class Attention(nn.Module):
         self.register_buffer("v_cache", torch.zeros(shape, dtype=cache_dtype), persistent=False)
         # rotation_matrix() when set for XNNPACK (Decoder.use_delegate_forms), else empty
         self.register_buffer("rope_rotation", torch.zeros(0), persistent=False)
+        self.qkv_proj: Fused | None = None  # q/k/v as one (build_decoder(fuse=True))
 
     def _qkv(self, x, cos, sin):
         b = x.shape[0]  # -1 for the length: XNNPACK cannot reshape to a symbolic size
-        q = self.q_proj(x).view(b, -1, self.n_heads, self.hd)
-        k = self.k_proj(x).view(b, -1, self.n_kv, self.hd)
-        v = self.v_proj(x).view(b, -1, self.n_kv, self.hd)
+        q, k, v = self.qkv_proj(x) if self.qkv_proj is not None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        q = q.view(b, -1, self.n_heads, self.hd)
+        k = k.view(b, -1, self.n_kv, self.hd)
+        v = v.view(b, -1, self.n_kv, self.hd)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         rot = self.rope_rotation if self.rope_rotation.numel() else None
@@ -237,9 +259,11 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=spec.mlp_bias)
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
         self.act = ACTIVATIONS[spec.activation]
+        self.gate_up_proj: Fused | None = None  # gate/up as one (build_decoder(fuse=True))
 
     def forward(self, x):
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x) if self.gate_up_proj is not None else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(self.act(gate) * up)
 
 
 class Layer(nn.Module):

@@ -26,7 +26,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     rec = get_recipe(recipe_name, job.group_size)
     job.stage(f"executorch: quantizing ({recipe_name})", "pass")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec,
+    dec = build_decoder(ckpt, job.context_length, use_custom_ops=True, recipe=rec, fuse=True,
                         on_quantized=job.counter("modules quantized")).use_delegate_forms()
     applied = dec.quant_plan
     release_memory()  # the fp32 weights the quantized ones replaced
