@@ -57,7 +57,8 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
     assert checks["lowering"]["metrics"]["top1_agreement"] >= 0.95
     (art,) = manifest["artifacts"]
     assert art["file"] == "model-8da4w-asym.pte" and art["size_bytes"] <= PTE_LIMIT
-    assert art["xnnpack_partitions"] <= manifest["model"]["shape"]["num_layers"] + 4
+    # q/k/v and gate/up fused: up to three delegates a layer (the slices that split them run outside XNNPACK)
+    assert art["xnnpack_partitions"] <= 3 * manifest["model"]["shape"]["num_layers"] + 4
     # the forecast printed before the heavy work holds (the export's own high-water mark)
     fc, peak = res["forecast"], res["memory"]["peak_rss_mib"]
     assert 0 < peak <= fc["peak_rss_mib"] * 1.1, (peak, fc)

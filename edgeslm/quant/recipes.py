@@ -150,6 +150,14 @@ RECIPES: dict[str, Recipe] = {
             "as 8da4w, with asymmetric int4 blocks (a scale and an offset per block of 32); lm_head int8; int8 "
             "embeddings",
         ),
+        # Smaller still: lm_head asymmetric int4 like the other linears and the embedding table int4 (block 32).
+        # For --recipe auto's ladder: it passes where the output layer tolerates 4 bits.
+        Recipe(
+            "8da4w-asym-compact",
+            (Rule("embed_tokens", "4w", 32), Rule("lm_head", "8da4w", 32, "asym"), Rule("*", "8da4w", 32, "asym")),
+            "as 8da4w-asym, with lm_head asymmetric int4 too and int4 embeddings (block 32): the smallest "
+            "ExecuTorch recipe",
+        ),
         Recipe(
             "8da4w-hqq",
             (Rule("embed_tokens", "8w"), Rule("lm_head", "8da8w"), Rule("*", "8da4w", 32, "hqq")),
@@ -176,6 +184,9 @@ RECIPES: dict[str, Recipe] = {
                (Rule("embed_tokens", "8w", 32), Rule("lm_head", "8w", 32), Rule("*", "4w", 32, "asym")),
                "int4 weight-only, block 32, asymmetric (a scale and a float offset per block, min–max) on every "
                "linear; the embedding table and lm_head int8, block 32, symmetric, one table when tied"),
+        Recipe("int4-asym-compact",
+               (Rule("embed_tokens", "4w", 32), Rule("lm_head", "4w", 32), Rule("*", "4w", 32, "asym")),
+               "as int4-asym, with the embedding table and lm_head int4, block 32, symmetric (one table when tied)"),
         Recipe("int8", (Rule("*", "8w", 32),),
                "int8 weight-only, block 32, symmetric, on every linear and the embedding table"),
         # One table per 4 output channels: on the demo model, top-1 0.724 / KL 0.088 against 0.697 / 0.139 with
