@@ -189,8 +189,9 @@ class _Writer:
 
     def mlp(self, x, i: int, layer) -> ir.Value:
         g, mlp, p = self.g, layer.mlp, f"model.layers.{i}.mlp"
-        gate = self.linear(x, [(mlp, "gate_proj")], f"{p}.gate_proj", self.w.linear)
-        up = self.linear(x, [(mlp, "up_proj")], f"{p}.up_proj", self.w.linear)
+        both = self.linear(x, [(mlp, "gate_proj"), (mlp, "up_proj")], f"{p}.gate_up_proj", self.w.linear)
+        half = g.const(f"{p}.gate_up_sizes", np.array([self.spec.intermediate_size] * 2, dtype=np.int64))
+        gate, up = g.op("Split", [both, half], f"/{p}/Split", outputs=2, axis=-1)
         op, attrs = ACTIVATION_OPS[self.spec.activation]
         act = g.op(op, [gate], f"/{p}/act/{op}", **attrs)
         if op == "Sigmoid":  # silu = x · sigmoid(x)
