@@ -104,7 +104,8 @@ EXPECTED = {  # name: (kind, bits, embedding bits): the values the latency model
     "palettize4": ("weight_only", 4, 4), "16a4w": ("fixed_point", 4, 8), "16a8w": ("fixed_point", 8, 8),
     "16a4w-block": ("fixed_point", 4, 8), "int4-asym": ("weight_only", 4, 8 + 16 / 32),
     "8da4w-asym": ("int8_dynamic", 4, 8), "8da4w-hqq": ("int8_dynamic", 4, 8),
-    "8da4w-asym-compact": ("int8_dynamic", 4, 4 + 16 / 32), "int4-asym-compact": ("weight_only", 4, 4 + 16 / 32),
+    "8da4w-asym-all4": ("int8_dynamic", 4, 4 + 16 / 32), "8da4w-asym-emb4": ("int8_dynamic", 4, 4 + 16 / 32),
+    "int4-asym-all4": ("weight_only", 4, 4 + 16 / 32),
 }
 
 

@@ -51,12 +51,12 @@ def test_backend_recipe_sets_one_backend():
 @pytest.mark.parametrize("recipe,backends,needles", [
     # a bare recipe no chosen backend supports: the backends and their recipes are listed
     (("palettize4",), None, ["recipe 'palettize4' is not available for the executorch or onnx backends",
-                             "executorch supports fp32, 8da4w, 8da4w-asym, 8da4w-asym-compact, 8da4w-hqq, int8w, auto; "
-                             "onnx supports fp32, fp16, int4, int4-asym"]),
+                             "executorch supports fp32, 8da4w, 8da4w-asym, 8da4w-asym-emb4, 8da4w-asym-all4, "
+                             "8da4w-hqq, int8w, auto; onnx supports fp32, fp16, int4, int4-asym"]),
     (("8da4w",), ("onnx",), ["recipe '8da4w' is not available for the onnx backend", "onnx supports"]),
     # BACKEND= naming a backend not being built, or a recipe that backend lacks
     (("coreml=int4",), None, ["the coreml backend is not being built", "executorch supports", "onnx supports"]),
-    (("onnx=8da4w",), None, ["recipe '8da4w' is not available for the onnx backend", "fp32, fp16, int4, int4-asym, int4-asym-compact, int8"]),
+    (("onnx=8da4w",), None, ["recipe '8da4w' is not available for the onnx backend", "fp32, fp16, int4, int4-asym, int4-asym-all4, int8"]),
     (("onnx=int3",), None, ["unknown recipe 'int3'"]),
     # two bare recipes for one backend, or two recipes for one backend= : ambiguous
     (("fp32", "int8"), None, ["'fp32' and 'int8' both apply to the onnx backend", "--recipe onnx=RECIPE"]),

@@ -38,7 +38,8 @@ def _gates(strict: set[str]) -> dict:
 def test_ladder_is_ordered_by_predicted_bytes(tiny_dir):
     meta = meta_decoder(load_checkpoint(resolve(str(tiny_dir("llama")))), 128)
     sizes = {r: predicted_bytes(meta, get_recipe(r)) for r in get_backend("executorch").search}
-    assert sizes["8da4w-asym-compact"] < sizes["8da4w"] == sizes["8da4w-hqq"] < sizes["8da4w-asym"] < sizes["int8w"]
+    assert sizes["8da4w-asym-all4"] < sizes["8da4w-asym-emb4"] < sizes["8da4w"] == sizes["8da4w-hqq"] \
+        < sizes["8da4w-asym"] < sizes["int8w"]
     assert predicted_bytes(meta, get_recipe("fp32")) > sizes["int8w"]
 
 
@@ -52,7 +53,7 @@ def _search(tiny_dir, tmp_path, strict: set[str], code: int):
 
 
 def test_search_skips_failing_candidates_and_records_them(tiny_dir, tmp_path):
-    out = _search(tiny_dir, tmp_path, {"8da4w-asym-compact", "8da4w", "8da4w-hqq"}, 0)
+    out = _search(tiny_dir, tmp_path, {"8da4w-asym-all4", "8da4w-asym-emb4", "8da4w", "8da4w-hqq"}, 0)
     m = json.loads((out / "manifest.json").read_text())
     (art,) = m["artifacts"]
     assert art["recipe"] == "8da4w-asym" and art["file"] == "model-8da4w-asym.pte"
@@ -60,8 +61,8 @@ def test_search_skips_failing_candidates_and_records_them(tiny_dir, tmp_path):
     record = art["search"]
     assert record["chosen"] == "8da4w-asym"
     tried = [c["recipe"] for c in record["candidates"]]
-    assert tried == ["8da4w-asym-compact", "8da4w", "8da4w-hqq", "8da4w-asym"]  # int8w, larger, never built
-    for loser in record["candidates"][:3]:
+    assert tried == ["8da4w-asym-all4", "8da4w-asym-emb4", "8da4w", "8da4w-hqq", "8da4w-asym"]  # not int8w: larger
+    for loser in record["candidates"][:4]:
         assert loser["stages"]["quantization"]["status"] == "failed" and "lowering" not in loser["stages"]
         assert loser["bytes"] is None and "quantization" in loser["outcome"]
     assert sorted(p.name for p in out.glob("*.pte")) == ["model-8da4w-asym.pte"]  # losers left nothing
@@ -77,8 +78,8 @@ def test_search_with_no_passing_candidate_fails_with_the_largest(tiny_dir, tmp_p
     m = json.loads((out / "manifest.json").read_text())
     (art,) = m["artifacts"]
     assert art["recipe"] == "int8w" and art["parity"] == "failed"
-    assert [c["recipe"] for c in art["search"]["candidates"]] == ["8da4w-asym-compact", "8da4w", "8da4w-hqq",
-                                                                  "8da4w-asym", "int8w"]
+    assert [c["recipe"] for c in art["search"]["candidates"]] == ["8da4w-asym-all4", "8da4w-asym-emb4", "8da4w",
+                                                                  "8da4w-hqq", "8da4w-asym", "int8w"]
 
 
 @pytest.mark.parametrize("args, needle", [

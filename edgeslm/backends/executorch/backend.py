@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtim
     from edgeslm.records import Artifact
 
 RUNTIME = "ExecuTorch (XNNPACK delegate)"
-RECIPES = ("fp32", "8da4w", "8da4w-asym", "8da4w-asym-compact", "8da4w-hqq", "int8w")
+RECIPES = ("fp32", "8da4w", "8da4w-asym", "8da4w-asym-emb4", "8da4w-asym-all4", "8da4w-hqq", "int8w")
 # For apps (manifest ``load`` / ``app.honoured``): the runtime's id, the package whose version ran parity here,
 # and which generation defaults LlmModule applies (it samples with a temperature only).
 APP = AppRuntime(runtime="executorch", package="executorch", honoured=("temperature", "max_new_tokens"))
@@ -57,7 +57,7 @@ class ExecuTorch(Backend):
     runtime = RUNTIME
     artifact_format = FORMAT
     recipes = RECIPES
-    search = ("8da4w", "8da4w-hqq", "8da4w-asym-compact", "8da4w-asym", "int8w")
+    search = ("8da4w", "8da4w-hqq", "8da4w-asym-all4", "8da4w-asym-emb4", "8da4w-asym", "int8w")
     app = APP
     runtime_modules = RUNTIME_MODULES
     kv_bytes = 4

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtim
     from edgeslm.records import Artifact
 
 RUNTIME = "ONNX Runtime (CPU EP here), onnxruntime-genai"
-RECIPES = ("fp32", "fp16", "int4", "int4-asym", "int4-asym-compact", "int8")
+RECIPES = ("fp32", "fp16", "int4", "int4-asym", "int4-asym-all4", "int8")
 APP = AppRuntime(runtime="onnxruntime-genai", package="onnxruntime-genai",
                  honoured=("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"))
 # genai's Python API hands back numpy arrays (imported on first use)
@@ -94,7 +94,7 @@ class Onnx(Backend):
     runtime = RUNTIME
     artifact_format = FORMAT
     recipes = RECIPES
-    search = ("int4", "int4-asym-compact", "int4-asym", "int8")
+    search = ("int4", "int4-asym-all4", "int4-asym", "int8")
     app = APP
     runtime_modules = RUNTIME_MODULES
     kv_bytes = 4  # the fp16 recipe's cache is 2 bytes (Backend.kv_element_bytes)
