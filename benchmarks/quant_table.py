@@ -62,8 +62,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # edgeslm's recipes, per backend: the old defaults (RTN), the new fitting methods, and whatever a run finds in
 # the registry that is asked for here (absent ones are skipped with a note).
 EDGESLM_RECIPES = [("executorch", "8da4w"), ("executorch", "8da4w-hqq"), ("executorch", "8da4w-asym"),
-                   ("executorch", "int8w"), ("executorch", "auto"), ("onnx", "int4"), ("onnx", "int4-asym"),
-                   ("onnx", "auto")]
+                   ("executorch", "8da4w-asym-all4"), ("executorch", "auto"), ("onnx", "int4"),
+                   ("onnx", "int4-asym"), ("onnx", "int4-asym-all4"), ("onnx", "auto")]
 DRY_RECIPES = [("executorch", "8da4w"), ("onnx", "int4")]
 # peer name → (format, exporter, algorithm as run, builder --extra_options)
 PEERS = {
@@ -72,6 +72,11 @@ PEERS = {
     "optimum-executorch-8da4w": ("executorch", "optimum-executorch", "8da4w", "rtn (symmetric, torchao)", None),
     "builder-int4-rtn-asym": ("onnx", "genai-builder", "int4", "rtn (asymmetric: is_symmetric=false)",
                               ["is_symmetric=false"]),
+    # the builder's own ways to spend more bytes on 4-bit weights (edgeslm's asymmetric recipes spend them on
+    # offsets): twice the scales, or the last MatMul (lm_head) at int8
+    "builder-int4-rtn-b16": ("onnx", "genai-builder", "int4", "rtn (symmetric), blocks of 16", ["block_size=16"]),
+    "builder-int4-k_quant-last": ("onnx", "genai-builder", "int4", "k_quant (symmetric), lm_head int8",
+                                  ["algo_config=k_quant_last"]),
 }
 METRICS = ("kl_mean", "top1_agreement", "logit_sqnr_db", "ppl_rise", "perplexity_candidate", "perplexity_reference",
            "top1_exact", "greedy_prefix_mean")
