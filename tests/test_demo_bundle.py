@@ -149,11 +149,11 @@ def test_inspect_reads_the_artifacts(demo_bundle):
     et, onnx = json.loads(res.stdout)
     assert et["runner_metadata"]["get_max_seq_len"] == 512 and et["inputs"][0]["dtype"] == "int64"
     assert onnx["opset"]["ai.onnx"] == 21
-    # the written graph: q/k/v as one MatMulNBits, o, gate, up, down per layer (4 layers), and lm_head
-    assert onnx["ops"]["MatMulNBits"] == 4 * 5 + 1 and onnx["ops"]["GroupQueryAttention"] == 4
-    # block sums once per distinct input (gate and up share theirs) for the asymmetric offset terms, + the mask's
+    # the written graph: q/k/v as one MatMulNBits, o, gate/up as one, down per layer (4 layers), and lm_head
+    assert onnx["ops"]["MatMulNBits"] == 4 * 4 + 1 and onnx["ops"]["GroupQueryAttention"] == 4
+    # block sums once per distinct input for the asymmetric offset terms, + the mask's
     assert onnx["ops"]["ReduceSum"] == 4 * 4 + 1
-    assert onnx["ops"]["MatMul"] == 4 * 5  # the offset terms only (fp32, 1/32 the size): attention is fused
+    assert onnx["ops"]["MatMul"] == 4 * 4  # the offset terms only (fp32, 1/32 the size): attention is fused
     assert onnx["weight_bytes_by_dtype"]["uint8"] > 0  # packed 4-bit weights
     names = [i["name"] for i in onnx["inputs"]]
     assert names[:2] == ["input_ids", "attention_mask"] and len(names) == 2 + 2 * 4

@@ -112,8 +112,8 @@ def test_int4_onnx_exports_runs_and_reports(family, tiny_dir, tmp_path):
 
     graph = onnx.load(str(tmp_path / "b" / "onnx-int4" / "model.onnx"), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
-    # every projection of both layers (q, k and v as one when written), and lm_head
-    assert ops.count("MatMulNBits") == (7 if traced else 5) * 2 + 1
+    # every projection of both layers (q, k and v as one when written, gate and up as one), and lm_head
+    assert ops.count("MatMulNBits") == (7 if traced else 4) * 2 + 1
     assert traced or ops.count("GroupQueryAttention") == 2
 
 
@@ -193,7 +193,7 @@ def test_onnx_int4_asym_reproduces_an_asymmetric_grid_with_the_int4_kernel(tiny_
     inits = {i.name: i for i in graph.initializer}
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     four = [n for n in nbits if onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits")) == 4]
-    assert len(four) == 5 * 2 and len(nbits) == len(four) + 1  # q/k/v as one, o, gate, up, down; + lm_head
+    assert len(four) == 4 * 2 and len(nbits) == len(four) + 1  # q/k/v as one, o, gate/up as one, down; + lm_head
     assert all(len(n.input) < 4 or not n.input[3] for n in four)  # symmetric: no zero points, the fast kernel
     offsets = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
     assert len(offsets) == len(four)  # one fp32 offset term per linear, 1/32 of its size
