@@ -30,7 +30,8 @@ ONNX, int4 weight-only, block 32, CPU:
 Per export: wall seconds and peak RSS of the child (GNU time's %M), artifact bytes (.pte; for ONNX the .onnx and
 external-data files), and peak RSS over the checkpoint's fp32 size (parameters × 4). Per artifact: decode tok/s in
 one runtime for each format (ExecuTorch's Python runtime for both .pte files, onnxruntime-genai for the ONNX
-folders; a child process each, median of --repeats runs of --decode-tokens greedy steps) next to the host's
+folders; one child process per run, median of --repeats runs of --decode-tokens greedy steps, taken in rounds after
+all of a model's exports so that a drifting host shifts every artifact alike) next to the host's
 roofline: measured DRAM read bandwidth (edgeslm.latency.host) over the bytes one decode step reads (the artifact's
 weights less the embedding table, of which a gather reads one row).
 
@@ -415,9 +416,9 @@ def measure_decode(row: dict, ids: list[int], n: int, repeats: int, logs: Path) 
         row["decode_error"] = r["error"]
         return
     got = json.loads(r["stdout"].strip().splitlines()[-1])
-    row["decode_tok_s"] = got["decode_tok_s"]
-    row["decode_runs"] = got["runs"]
-    row["decode_peak_rss_bytes"] = r["peak_rss_bytes"]
+    row["decode_runs"] = row.get("decode_runs", []) + got["runs"]  # one call per round: the median of all rounds
+    row["decode_tok_s"] = round(statistics.median(row["decode_runs"]), 2)
+    row["decode_peak_rss_bytes"] = max(r["peak_rss_bytes"] or 0, row.get("decode_peak_rss_bytes") or 0) or None
 
 
 # ---------------------------------------------------------------------------------------------------- roofline
@@ -746,17 +747,22 @@ def main() -> None:
                                  work / "logs" / name, bench=not args.no_bench)
                 if "error" in row:
                     log(f"  {side}/{exporter} FAILED: {row['error']}")
-                else:
-                    row["rss_over_fp32"] = (round(row["peak_rss_bytes"] / (params * 4), 3)
-                                            if row.get("peak_rss_bytes") else None)
-                    measure_decode(row, ids, args.decode_tokens, args.repeats, work / "logs" / name)
-                    if exporter == "edgeslm":
-                        bench_rss(row, work / "exports" / name / f"{side}-{exporter}")
-                    roofline(row, cfg, bw)
-                    log(f"  {side}/{exporter}: {row['wall_s']:.1f} s, {(row['peak_rss_bytes'] or 0) / 2**20:.0f} MiB,"
-                        f" {row['bytes'] / 1e6:.2f} MB, decode {row.get('decode_tok_s', '—')} tok/s "
-                        f"(roofline {row.get('roofline_tok_s', '—')})")
                 rows.append(row)
+        built = [r for r in rows if "error" not in r]
+        # decode after every export of the model, in rounds (one run of each artifact per round): a host whose
+        # speed drifts (turbo after a heavy export, a neighbour's load) shifts every artifact alike
+        for _ in range(args.repeats):
+            for row in built:
+                measure_decode(row, ids, args.decode_tokens, 1, work / "logs" / name)
+        for row in built:
+            side, exporter = row["side"], row["exporter"]
+            row["rss_over_fp32"] = round(row["peak_rss_bytes"] / (params * 4), 3) if row.get("peak_rss_bytes") else None
+            if exporter == "edgeslm":
+                bench_rss(row, work / "exports" / name / f"{side}-{exporter}")
+            roofline(row, cfg, bw)
+            log(f"  {side}/{exporter}: {row['wall_s']:.1f} s, {(row['peak_rss_bytes'] or 0) / 2**20:.0f} MiB,"
+                f" {row['bytes'] / 1e6:.2f} MB, decode {row.get('decode_tok_s', '—')} tok/s "
+                f"(roofline {row.get('roofline_tok_s', '—')})")
         rows = merge_rows(previous, name, ctx, rows, sides,
                           set(args.exporters.split(",")) if args.exporters else None)
         entry = {"model": name, "parameters": params, "fp32_bytes": params * 4, "context_length": ctx,
