@@ -91,8 +91,10 @@ def _disk_full(e: BaseException | None) -> OSError | None:
 def _classify(e: BaseException, command: str) -> tuple[str, str, int]:
     """(problem, fix, exit code) for anything that ends a command other than a normal exit."""
     if isinstance(e, Interrupted):
-        return (f"interrupted by {signal.Signals(e.signum).name}; nothing was written (an existing bundle is left "
-                "as it was)", "", e.exit_code)
+        name = signal.Signals(e.signum).name
+        if e.written:
+            return f"interrupted by {name} while cleaning up: {e.written}", "", e.exit_code
+        return f"interrupted by {name}; nothing was written (an existing bundle is left as it was)", "", e.exit_code
     if isinstance(e, click.exceptions.Abort):  # click's form of a KeyboardInterrupt outside our handler
         return "interrupted by SIGINT; nothing was written", "", EXIT_SIGNAL_BASE + signal.SIGINT
     if isinstance(e, click.ClickException):

@@ -44,9 +44,10 @@ class Interrupted(BaseException):
     """Raised in the main thread when SIGINT or SIGTERM arrives, so every ``finally`` and temp-folder cleanup on
     the way out runs; a BaseException so that no ``except Exception`` on the way swallows it."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, written: str | None = None):
         import signal
 
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = EXIT_SIGNAL_BASE + signum
+        self.written = written  # what was already in place when the signal came (None: nothing was written)

@@ -258,3 +258,30 @@ def test_mangled_manifests_never_crash(bundle, tmp_path_factory):
 
     check()
     assert 2 in seen_codes  # the mutations did reach the validation
+
+
+def test_interrupt_while_the_old_copy_is_removed_says_the_new_one_is_written(tmp_path, monkeypatch):
+    """A signal after the new folder took the bundle's name, while its previous copy is being deleted: the bundle
+    is the new one, and the message says so instead of "nothing was written"."""
+    import shutil as shutil_mod
+
+    from edgeslm.bundle import files
+    from edgeslm.cli import _classify
+    from edgeslm.errors import Interrupted
+
+    out = tmp_path / "b"
+    out.mkdir()  # empty: replaceable with --force
+    real_rmtree = shutil_mod.rmtree
+
+    def interrupted_rmtree(path, *args, **kwargs):
+        if Path(path).name.startswith(".b.old-"):
+            raise Interrupted(signal.SIGINT)
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.shutil, "rmtree", interrupted_rmtree)
+    with pytest.raises(Interrupted) as caught:
+        with files.atomic_folder(out, force=True) as tmp:
+            (tmp / "new.txt").write_text("the new bundle")
+    assert (out / "new.txt").read_text() == "the new bundle"
+    problem, _, code = _classify(caught.value, "export")
+    assert code == 130 and "nothing was written" not in problem and f"{out} is written" in problem, problem

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from edgeslm.errors import InputError
+from edgeslm.errors import InputError, Interrupted
 
 
 def _kind(folder: Path) -> str | None:
@@ -107,7 +107,11 @@ def atomic_folder(out: Path, force: bool, status: Callable[[str], None] = lambda
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-        for stale in stale_copies(out):
-            shutil.rmtree(stale, ignore_errors=True)
-            status(f"removed {stale}: an earlier copy of {out.name} left by an interrupted replacement")
+        try:
+            shutil.rmtree(old, ignore_errors=True)
+            for stale in stale_copies(out):
+                shutil.rmtree(stale, ignore_errors=True)
+                status(f"removed {stale}: an earlier copy of {out.name} left by an interrupted replacement")
+        except Interrupted as e:  # out is already the new folder: say so, not "nothing was written"
+            raise Interrupted(e.signum, f"{out} is written; what is left of its previous copy ({old.name}) is "
+                                        "removed by the next replacement") from None
