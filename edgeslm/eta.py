@@ -2,7 +2,9 @@
 
 The export's :class:`~edgeslm.progress.Plan` gives the run's forecast; each :class:`~edgeslm.progress.Stage`
 carries the forecast's share of it. Time left = (forecast not yet begun + the current stage's share not yet
-used) x (measured / forecast of the stages finished so far); a stage running past its share counts as it goes. A stage that is one upstream call (lowering a
+used) x (measured / forecast of the stages finished so far, damped: both sides start from a fifth of the plan, so
+a first short stage twice as slow as its share moves the rest a little, not twice); a stage running past its
+share counts as it goes. A stage that is one upstream call (lowering a
 model) has no count to go by: its share of the forecast is what its bar fills against. Counts only draw the
 bar; the time left always comes from the forecast, so two counts in one stage (layers, then prompts) cannot
 throw it.
@@ -19,6 +21,9 @@ from edgeslm.progress import Stage
 # How far finished stages may rescale the rest: a first stage much faster or slower than forecast (a warm or
 # cold file cache) should not multiply the rest of the run by more than this.
 SCALE_LIMITS = (0.25, 4.0)
+# The evidence the forecast itself counts as, in its own seconds: a fifth of the plan (measured on the demo export:
+# a reference taking 3.9 s for a 1 s share turned "about 64 s" into "about 4 min left"; the run took 85 s).
+PRIOR_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,12 @@ class Eta:
         """Seconds the current stage has run."""
         return self._now() - self._started
 
-    def scale(self) -> float:
-        """Measured / forecast time of the finished stages (1 before any), within ``SCALE_LIMITS``."""
-        return _clamp(self._measured_done / self._forecast_done) if self._forecast_done else 1.0
+    def scale(self, measured: float = 0.0, forecast: float = 0.0) -> float:
+        """Measured / forecast time of the finished stages (plus ``measured`` / ``forecast`` of the running one),
+        each side starting from the prior (``PRIOR_SHARE`` of the plan), within ``SCALE_LIMITS``; 1 before any."""
+        prior = PRIOR_SHARE * (self.plan_s or 0.0)
+        m, f = self._measured_done + measured, self._forecast_done + forecast
+        return _clamp((m + prior) / (f + prior)) if f else 1.0
 
     def left(self) -> float | None:
         """Seconds left in the run, or None before the forecast. A stage already past its rescaled share
@@ -99,7 +107,7 @@ class Eta:
         ahead = max(self.plan_s - self._begun_s, 0.0)
         share = self.stage.forecast_s if self.stage is not None and self.stage.forecast_s else 0.0
         if share and elapsed > k * share:
-            return ahead * _clamp((self._measured_done + elapsed) / (self._forecast_done + share))
+            return ahead * self.scale(elapsed, share)
         return k * ahead + (k * share - elapsed if share else 0.0)
 
     def fraction(self) -> float | None:

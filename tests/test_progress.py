@@ -54,16 +54,16 @@ def test_time_left_follows_the_forecast_and_is_rescaled_by_finished_stages():
     clock.t = 12  # half its share used
     assert eta.left() == 80 + 10 and eta.fraction() == 0.5
     clock.t = 42  # twice its share, still running: the rest is rescaled as it goes; the bar stops short of full
-    assert eta.left() == 2 * 80 and eta.fraction() == 0.99
+    assert eta.left() == 80 * (40 + 20) / (20 + 20) and eta.fraction() == 0.99  # both sides from a prior of 20 s
     done = eta.begin(Stage("lowering", 60))  # one upstream call: its share is what it fills against
-    assert done.seconds == 40 and eta.scale() == 2  # measured / forecast of the finished stages
-    assert eta.left() == 2 * 20 + 2 * 60
+    assert done.seconds == 40 and eta.scale() == 1.5  # measured / forecast of the finished stages, damped
+    assert eta.left() == 1.5 * 20 + 1.5 * 60
     clock.t += 30
-    assert eta.fraction() == 0.25 and eta.left() == 2 * 20 + 2 * 60 - 30
+    assert eta.fraction() == 30 / 90 and eta.left() == 1.5 * 20 + 1.5 * 60 - 30
     eta.count(3, 12, "prompts")  # a count draws the bar; the time left stays the forecast's
     assert eta.fraction() == 0.25 and eta.counted.words() == "3/12 prompts"
     eta.begin("writing bundle")  # not forecast; lowering took half its share, so the rest is rescaled again
-    assert eta.counted is None and eta.scale() == (40 + 30) / (20 + 60) and eta.left() == 20 * eta.scale()
+    assert eta.counted is None and eta.scale() == (40 + 30 + 20) / (20 + 60 + 20) and eta.left() == 20 * eta.scale()
     slow = Eta(clock)
     slow.plan(10)
     slow.begin(Stage("a", 1))
@@ -105,7 +105,7 @@ def test_lines_off_a_terminal_one_per_finished_stage():
         "· target android: context length 512 is above the model's max_position_embeddings (256); using 256",
         "· predicted peak memory 0.9 GiB, about 2 min on this machine",
         "· resolving model — done in 2.0 s · about 2 min left",
-        "· running the transformers reference — done in 10.0 s · about 30 s left",  # 3x faster: 90 s / 3
+        "· running the transformers reference — done in 10.0 s · about 57 s left",  # 3x faster, damped: 90 s x 34/54
         "· executorch: lowering to model-8da4w.pte — stopped after 88.0 s",
     ]
     assert view.progress is None and "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
