@@ -124,10 +124,25 @@ def algorithm_of(recipe_name: str) -> str:
 
 
 def available(backend: str, recipe: str) -> bool:
+    """A named recipe the backend implements, or ``auto`` where the backend has a recipe search."""
     from edgeslm.backends import get_backend
-    from edgeslm.quant.recipes import RECIPES
+    from edgeslm.quant.recipes import AUTO, RECIPES
 
-    return recipe in RECIPES and recipe in get_backend(backend).recipes
+    b = get_backend(backend)
+    return bool(b.search) if recipe == AUTO else recipe in RECIPES and recipe in b.recipes
+
+
+def searched(art: dict) -> str | None:
+    """``auto``'s outcome for a row: the recipe chosen, the candidates tried (predicted MB, the stage that stopped
+    a loser) and the search's seconds, from the artifact's manifest facts; None for a named recipe."""
+    s = art.get("search")
+    if not s:
+        return None
+    tried = "; ".join(f"{c['recipe']} (~{c['predicted_bytes'] / 1e6:.0f} MB): "
+                      + ("chosen" if c["recipe"] == s["chosen"] else
+                         ", ".join(f"{st} {v['status']}" for st, v in c["stages"].items()))
+                      for c in s["candidates"])
+    return f"chose {s['chosen']} in {s['seconds']:.0f} s; tried {tried}"
 
 
 # ---------------------------------------------------------------------------------------------------- edgeslm
@@ -193,7 +208,9 @@ def edgeslm_row(backend: str, recipe: str, out: Path, res, wall: float, shared: 
     e2e = checks.get("end_to_end")
     timings = res.timings if res is not None else {}
     key = "executorch_export_s" if backend == "executorch" else "onnx_export_s"
-    row = {"tool": "edgeslm", "format": backend, "recipe": recipe, "algorithm": algorithm_of(recipe),
+    chosen = art["recipe"]  # auto: the recipe the search chose
+    row = {"tool": "edgeslm", "format": backend, "recipe": recipe if chosen == recipe else f"{recipe} → {chosen}",
+           "algorithm": algorithm_of(chosen), "search": searched(art),
            "runtime": art["runtime"], "artifact": str(out / art["file"]), "bytes": nbytes,
            "bytes_from": "manifest.json" + (" (.onnx + external data)" if backend == "onnx" else ""),
            "export_s": round(timings[key], 1) if key in timings else None,
@@ -340,6 +357,9 @@ def render(record: dict) -> str:
             _f(r.get("top1_agreement"), ".3f"), _f(r.get("logit_sqnr_db"), ".1f"),
             "—" if ppl is None else f"{ppl * 100:+.1f}%", _f(r.get("export_s"), ".0f"), vs_cell]) + " |")
     lines += ["", "## Notes", "", *[f"- {n}" for n in record["notes"]]]
+    for r in record["rows"]:
+        if r.get("search"):
+            lines.append(f"- edgeslm {r['format']} {r['recipe']}: {r['search']}.")
     for r in record["rows"]:
         g = r.get("in_onnxruntime_genai")
         if g and "error" not in g:
