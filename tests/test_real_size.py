@@ -35,15 +35,22 @@ def gguf():
 
 
 README_LINE = "edgeslm export SmolLM2-135M-Instruct.Q4_1.gguf --target android --backend executorch --no-bench"
+README_SEARCH = "edgeslm export SmolLM2-135M-Instruct.Q4_1.gguf --target android --backend onnx --recipe auto --no-bench"
+ONNX_LIMIT = 120_000_000  # issue 24: the ONNX folder of the real SmolLM2 (model.onnx + its data)
+
+
+def _export(gguf: Path, line: str, out: Path) -> subprocess.CompletedProcess:
+    """A README line run as its user would, the file's path in place of its name."""
+    assert line in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    args = [str(gguf) if a.endswith(".gguf") else a for a in line.split()[1:]]
+    return subprocess.run([sys.executable, "-m", "edgeslm.cli", *args, "--output", str(out), "--json"],
+                          capture_output=True, text=True, timeout=1800)
 
 
 def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
     """README's worked example, as README shows it (the file's path in place of its name)."""
-    assert README_LINE in (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    args = [str(gguf) if a.endswith(".gguf") else a for a in README_LINE.split()[1:]]
     out = tmp_path / "bundle"
-    p = subprocess.run([sys.executable, "-m", "edgeslm.cli", *args, "--output", str(out), "--json"],
-                       capture_output=True, text=True, timeout=1800)
+    p = _export(gguf, README_LINE, out)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -67,6 +74,29 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Paris" in run.stdout
+
+
+def test_recipe_search_on_the_real_model_keeps_the_smallest_passing_onnx_recipe(gguf, tmp_path):
+    """README's ``--recipe auto`` line: the smaller candidates fail their quantization stage on the real model (a
+    symmetric grid over Q4_1 weights; a 4-bit tied table) and are recorded with their metrics; the smallest one
+    that passes is built whole, within the promised bytes, and its rules are in the manifest."""
+    out = tmp_path / "bundle"
+    p = _export(gguf, README_SEARCH, out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (art,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    search = art["search"]
+    tried = {c["recipe"]: c for c in search["candidates"]}
+    assert list(tried) == ["int4", "int4-asym-all4", "int4-asym"]  # smallest first
+    assert [c["predicted_bytes"] for c in tried.values()] == sorted(c["predicted_bytes"] for c in tried.values())
+    for loser in ("int4", "int4-asym-all4"):
+        q = tried[loser]["stages"]["quantization"]
+        assert q["status"] == "failed" and q["failures"] and tried[loser]["bytes"] is None, tried[loser]
+        assert "lowering" not in tried[loser]["stages"]  # stopped at its first failing stage
+    assert tried["int4"]["stages"]["quantization"]["ppl_rise"] > 0.2  # symmetric over an asymmetric grid
+    assert search["chosen"] == art["recipe"] == "int4-asym" and art["quantization"]
+    assert tried["int4-asym"]["bytes"] == art["size_bytes"] <= ONNX_LIMIT, art["size_bytes"]  # the folder's bytes
+    assert all(tried["int4-asym"]["stages"][s]["status"] == "passed" for s in ("quantization", "lowering"))
+    assert "int4-asym-all4" in (out / "parity.md").read_text()  # the report shows what was tried
 
 
 def test_broken_recipe_fails_on_the_real_model(gguf):
