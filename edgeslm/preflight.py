@@ -27,6 +27,13 @@ PARITY_PER_FP32_BYTE = 1.1
 # edgeslm/backends/<name>/backend.py). Seconds on that host per parameter for loading, the fp32 reference and
 # decoder, and each artifact's eager and runtime parity passes:
 SECONDS_PER_PARAMETER = 4e-8
+# Logits held through the export, per vocabulary entry, in every phase: each parity pass keeps its prompts'
+# teacher-forced logits ([positions, vocab] fp32; the reference's and the fp32 decoder's live to the end), and a
+# held-out forward makes its logits and their log-softmax. Negligible at 32 K entries, 2.5 GiB at Gemma 3's 262 K.
+# Fitted with the ONNX coefficient (edgeslm/backends/onnx/backend.py) on `export --target android` of the
+# Gemma-3-270M shape (262,144 entries, fp32 1.0 GiB: peak 5367 MiB, in the ONNX stage, where this file forecast 4450
+# without it) and the Qwen2.5-0.5B shape (151,936 entries, fp32 1.8 GiB: peak 6266 MiB), about 10% above both.
+LOGIT_BYTES_PER_VOCAB_ENTRY = 10 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,14 +104,15 @@ def available_memory() -> int | None:
 def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int, tied: bool,
              backends: list[str], available: int | None = None) -> Forecast:
     """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
-    the parity phase and the most demanding lowering, over the base."""
+    the parity phase and the most demanding lowering, over the base and the logits the parity passes hold."""
     fp32 = 4 * parameters
     chosen = {b: get_backend(b) for b in backends}
     untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
     per_pass = SECONDS_PER_PARAMETER * untied  # loading, reference, decoder: 2; each artifact's two passes: 1
+    base = BASE_BYTES + LOGIT_BYTES_PER_VOCAB_ENTRY * vocab_size
     return Forecast(
-        tuple(backends), int(BASE_BYTES + PARITY_PER_FP32_BYTE * fp32),
-        {n: int(BASE_BYTES + b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers)
+        tuple(backends), int(base + PARITY_PER_FP32_BYTE * fp32),
+        {n: int(base + b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers)
          for n, b in chosen.items()},
         2 * per_pass, per_pass / 2, {n: b.seconds_per_layer * num_layers for n, b in chosen.items()},
         available, fp32)
