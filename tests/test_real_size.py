@@ -6,6 +6,7 @@ promised size, and a broken recipe must still fail on it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,12 @@ def test_real_model_exports_for_android_and_passes(gguf, tmp_path):
     # the forecast printed before the heavy work holds (the export's own high-water mark)
     fc, peak = res["forecast"], res["memory"]["peak_rss_mib"]
     assert 0 < peak <= fc["peak_rss_mib"] * 1.1, (peak, fc)
+    # golden vectors for the apps from the real model: a decisive greedy run, so a device must match all of it
+    (greedy,) = json.loads((out / "golden.json").read_text())["greedy"]
+    assert greedy["must_match"] >= 12 and len(greedy["tokens"]) == 16, greedy
+    core = subprocess.run(["bash", str(Path(__file__).resolve().parent.parent / "android_demo" / "scripts" /
+                                       "test-core.sh"), str(out)], capture_output=True, text=True, timeout=900)
+    assert core.returncode == 0 and re.search(r"^OK \(\d+ tests?\)", core.stdout, re.M), core.stdout[-3000:]
     run = subprocess.run([sys.executable, "-m", "edgeslm.cli", "run", str(out), "--prompt",
                           "The capital of France is", "-n", "4", "--temperature", "0"],
                          capture_output=True, text=True, timeout=300)
