@@ -332,7 +332,9 @@ def _f(v, spec: str) -> str:
 def render(record: dict) -> str:
     m = record["model"]
     lines = ["# Quantization recipes: bytes against error", "",
-             f"Run {record['generated']}: `{record['command']}`. Model: {m['name']}"
+             f"Run {record['generated']}: `{record['command']}`"
+             + "".join(f"; the rows it did not redo from `{r['command']}` ({r['generated']})"
+                       for r in record.get("earlier_runs", [])) + f". Model: {m['name']}"
              + (f" ({m['gguf']}, {m.get('package', '')})" if "gguf" in m else "")
              + f", {record['parameters']:,} parameters; context {record['context_length']}; "
              f"{record['prompts']} prompts, {record['heldout_tokens']} held-out tokens; reference perplexity "
@@ -612,7 +614,8 @@ def save(out: Path, rows: list[dict], previous: dict, params: int, facts: dict, 
     refs.update({f"{k} ({'this run' if previous else 'run'} {datetime.now().strftime('%H:%M')})": v
                  for k, v in reference_ppl.items()} if previous else reference_ppl)
     finish_rows(rows, params)
-    old_notes = [n for n in previous.get("notes", []) if n.startswith("edgeslm ") and n not in notes]
+    old_notes = current_notes([n for n in previous.get("notes", []) if n.startswith("edgeslm ") and n not in notes],
+                              rows)
     record = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "benchmarks/quant_table.py " + " ".join(sys.argv[1:]), "model": facts,
               "parameters": params, "context_length": args.context, "prompts": n_prompts,
@@ -635,6 +638,13 @@ def save(out: Path, rows: list[dict], previous: dict, params: int, facts: dict, 
     (out / "quant_table.md").write_text(md)
     log(f"wrote {out / 'quant_table.md'} and {out / 'quant_table.json'}" + (" (partial)" if partial else ""))
     return md
+
+
+def current_notes(notes: list[str], rows: list[dict]) -> list[str]:
+    """An earlier run's notes without those a row now answers (a recipe it skipped that this run exported)."""
+    have = {(r["format"], r["recipe"].split(" ")[0]) for r in rows if r.get("tool") == "edgeslm" and "error" not in r}
+    return [n for n in notes
+            if not any(n.startswith(f"edgeslm {b} recipe {r!r}: not in") for b, r in have)]
 
 
 def scored_counts(model: str, ctx: int) -> tuple[int, int]:

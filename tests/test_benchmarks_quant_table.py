@@ -78,3 +78,12 @@ def test_merged_runs_and_nearest_peer():
         assert "heldout_tokens" in str(e)
     else:
         raise AssertionError("runs on different held-out text were merged")
+
+
+def test_merged_run_drops_the_notes_its_rows_answer():
+    qt = _module()
+    skipped = "edgeslm onnx recipe 'auto': not in edgeslm/quant/recipes.py RECIPES (or not offered ...): skipped"
+    other = "edgeslm executorch recipe 'auto': not in edgeslm/quant/recipes.py RECIPES: skipped"
+    rows = [{"tool": "edgeslm", "format": "onnx", "recipe": "auto → int4-asym"},
+            {"tool": "genai-builder", "format": "executorch", "recipe": "auto"}]
+    assert qt.current_notes([skipped, other, "edgeslm onnx int4: a fact"], rows) == [other, "edgeslm onnx int4: a fact"]
