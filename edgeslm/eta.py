@@ -4,10 +4,9 @@ The export's :class:`~edgeslm.progress.Plan` gives the run's forecast; each :cla
 carries the forecast's share of it. Time left = (forecast not yet begun + the current stage's share not yet
 used) x (measured / forecast of the stages finished so far, damped: both sides start from a fifth of the plan, so
 a first short stage twice as slow as its share moves the rest a little, not twice); a stage running past its
-share counts as it goes. A stage that is one upstream call (lowering a
-model) has no count to go by: its share of the forecast is what its bar fills against. Counts only draw the
-bar; the time left always comes from the forecast, so two counts in one stage (layers, then prompts) cannot
-throw it.
+share counts as it goes. A stage that is one upstream call (lowering a model) has no count to go by: its share of
+the forecast is what its bar fills against. Counts only draw the bar; the time left always comes from the
+forecast, so two counts in one stage (layers, then prompts) cannot throw it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ SECONDS_PER_PARAMETER = 4e-8
 # held-out forward makes its logits and their log-softmax. Negligible at 32 K entries, 2.5 GiB at Gemma 3's 262 K.
 # Fitted with the ONNX coefficient (edgeslm/backends/onnx/backend.py) on `export --target android` of the
 # Gemma-3-270M shape (262,144 entries, fp32 1.0 GiB: peak 5367 MiB, in the ONNX stage, where this file forecast 4450
-# without it) and the Qwen2.5-0.5B shape (151,936 entries, fp32 1.8 GiB: peak 6266 MiB), about 10% above both.
+# without it) and the Qwen2.5-0.5B shape (151,936 entries, fp32 1.8 GiB: peak 6266 MiB): it forecasts them 6% and 5% above (tests/test_scale.py).
 LOGIT_BYTES_PER_VOCAB_ENTRY = 10 * 1024
 
 

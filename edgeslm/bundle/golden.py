@@ -30,9 +30,10 @@ TEXTS = ("Hello world", "  two leading spaces", "café au lait, naïve", "中文
 # Counting first: a trained model continues it decisively (the real SmolLM2-135M-Instruct: 16 of 16 tokens beyond
 # the near-tie margin, where its best prose prompt gave 5), so a device must reproduce the whole run; the rest suit
 # the demo model, trained on Python's documentation.
-GREEDY_PROMPTS = ("1, 2, 3, 4, 5,", "Once upon a time", "The import statement is used to", "A function definition defines a",
-                  "The for statement is used to iterate", "Return a new list containing", "The return statement",
-                  "If the value is not", "Raise an exception when")
+GREEDY_PROMPTS = ("1, 2, 3, 4, 5,", "Once upon a time", "The import statement is used to",
+                  "A function definition defines a", "The for statement is used to iterate",
+                  "Return a new list containing", "The return statement", "If the value is not",
+                  "Raise an exception when")
 GREEDY_TOKENS = 16
 
 
