@@ -29,8 +29,10 @@ ROWS = [
          peak_rss_bytes=600 * 2**20, roofline_tok_s=200.0),
     _row("executorch", "optimum-executorch", wall_s=100.0, bytes=100, decode_tok_s=100.0, rss_over_fp32=2.0,
          peak_rss_bytes=900 * 2**20),
-    _row("onnx", "edgeslm", wall_s=30.0, bytes=120, decode_tok_s=50.0, rss_over_fp32=1.6, peak_rss_bytes=1),
-    _row("onnx", "genai-builder", wall_s=20.0, bytes=100, decode_tok_s=100.0, rss_over_fp32=0.5, peak_rss_bytes=1),
+    _row("onnx", "edgeslm", wall_s=30.0, lowering_s=5.0, bytes=120, decode_tok_s=50.0, ttft_ms=90.0,
+         rss_over_fp32=1.6, peak_rss_bytes=3),
+    _row("onnx", "genai-builder", wall_s=20.0, bytes=100, decode_tok_s=100.0, ttft_ms=100.0, rss_over_fp32=0.5,
+         peak_rss_bytes=2),
     _row("onnx", "optimum-onnx", error="export fp32: exit 1: ValueError: no such task"),
 ]
 
@@ -40,8 +42,11 @@ def test_goals_ratios_and_verdicts(peers):
     assert g["et_export_time"]["value"] == 0.4 and g["et_export_time"]["met"] is True  # ≤ 0.5
     assert g["pte_bytes"]["value"] == 0.9 and g["pte_bytes"]["met"] is True
     assert g["pte_decode"]["value"] == 1.1 and g["pte_decode"]["met"] is True  # ≥ 1.0
-    assert g["onnx_export_time"]["value"] == 1.5 and g["onnx_export_time"]["met"] is False
+    assert g["onnx_lowering_time"]["value"] == 0.25 and g["onnx_lowering_time"]["met"] is True  # vs its whole run
+    assert g["onnx_export_time"]["value"] == 1.5 and g["onnx_export_time"]["met"] is True  # ≤ 3
     assert g["onnx_decode"]["value"] == 0.5 and g["onnx_decode"]["met"] is False
+    assert g["onnx_ttft"]["value"] == 0.9 and g["onnx_ttft"]["met"] is True  # lower is better
+    assert g["onnx_rss"]["value"] == 1.5 and g["onnx_rss"]["met"] is False
     assert g["onnx_bytes"]["value"] == 1.2 and g["onnx_bytes"]["met"] is False
     # ours only, the worse of the two sides; the peers' RSS does not count
     assert g["rss_over_fp32"]["value"] == 1.6 and g["rss_over_fp32"]["met"] is False
@@ -70,9 +75,10 @@ def test_markdown_table_from_a_record(peers):
     row = next(ln for ln in lines if ln.startswith("| smollm2-135m | 135M"))
     assert header.count("|") == row.count("|")  # one cell per column
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2:11] == ["0.40 ✓", "0.90 ✓", "1.10 ✓", "1.50 ✗", "0.50 ✗", "1.20 ✗", "1.60 ✗", "0.67 ✓", "1.05 ✓"]
-    assert cells[11].startswith("met 5/9; missed: onnx_export_time, onnx_decode, onnx_bytes, rss_over_fp32")
-    assert "(≤0.5)" in header and "(≥1)" in header and "(≤1.5)" in header
+    assert cells[2:14] == ["0.40 ✓", "0.90 ✓", "1.10 ✓", "0.25 ✓", "1.50 ✓", "0.50 ✗", "0.90 ✓", "1.20 ✗", "1.50 ✗",
+                           "1.60 ✗", "0.67 ✓", "1.05 ✓"]
+    assert cells[14].startswith("met 8/12; missed: onnx_decode, onnx_bytes, onnx_rss, rss_over_fp32")
+    assert "(≤0.5)" in header and "(≥1.1)" in header and "(≤3)" in header and "(≤1.5)" in header
     # the failed peer is recorded with its error, not as a row of numbers
     assert "| smollm2-135m | onnx | optimum-onnx | failed (see notes) |" in md
     assert "optimum-onnx: export fp32: exit 1: ValueError: no such task" in md

@@ -91,7 +91,7 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
 
     tok = load_checkpoint(resolve(str(tiny_dir(family)))).tokenizer
     ids = tok(e2e["per_prompt"][0]["prompt"]).input_ids
-    assert genai_greedy_tokens(folder, ids, 32) == e2e["per_prompt"][0]["greedy_reference"]
+    assert genai_greedy_tokens(folder, [ids], [32])[0] == e2e["per_prompt"][0]["greedy_reference"]
 
 
 @pytest.mark.slow

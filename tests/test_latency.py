@@ -196,3 +196,18 @@ def test_bench_peak_rss_is_the_artifacts_own(slow_bundle):
     assert measured["rss_method"] in ("vmhwm-reset", "vmhwm+sampled", "ru_maxrss")
     assert measured["rss_measured_in"] == "bare runtime"
     assert problems(doc, "latency") == []
+
+
+@pytest.mark.parametrize("backend", ["onnx", "executorch"])
+def test_preloading_imports_what_the_step_model_needs(backend):
+    """bench's ``load_s`` is timed around ``step_model``: every module it reaches (the backend's work module,
+    torch, the runtime glue) must be imported before, by ``preload_runtime``, in a process that has none yet."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgeslm.backends import get_backend; b = get_backend(%r); "
+            "w = type(b).__module__.rsplit('.', 1)[0] + '.work'; "
+            "assert w not in sys.modules; b.preload_runtime(); "
+            "assert w in sys.modules and 'torch' in sys.modules, w" % backend)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]

@@ -70,7 +70,7 @@ def test_qdq_folder_generates_in_onnxruntime_genai(npu_bundle):
     tok = load_checkpoint(resolve("demo")).tokenizer
     window = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["sliding_window"]
     ids = tok((ROOT / "edgeslm" / "parity" / "heldout.txt").read_text()).input_ids[:window["window_size"] + 9]
-    genai = genai_greedy_tokens(folder, ids, 16)
+    [genai] = genai_greedy_tokens(folder, [ids], [16])
     assert len(genai) == 16
     assert genai == WindowedModel(folder).greedy(ids, 16)
     res = CliRunner().invoke(main, ["run", str(out), "--artifact", art["file"], "-p", "The for statement", "-n", "8"])

@@ -101,3 +101,37 @@ def test_nbits_linear_is_matmulnbits():
             plain = torch.nn.functional.linear(x, twin.weight, bias).numpy()
         assert np.abs(got - want).max() < 1e-5
         assert np.abs(plain - want).max() > 1e-3  # without the activation rounding it would not be exact
+
+
+def test_runtime_parity_prefills_the_prompt_and_decodes_the_rest(tiny_dir, tmp_path):
+    """The parity passes in onnxruntime score a prompt in one prefill and its continuation a token at a time (the
+    app's path: both kernels scored), held-out chunks in one prefill each; every row equals the token-by-token
+    decode path's."""
+    from edgeslm.backends.onnx.export import write_genai_config
+    from edgeslm.backends.onnx.runtime import OrtModel
+    from edgeslm.parity.models import RuntimeStepModel, logits_along
+
+    ckpt = load_checkpoint(resolve(str(tiny_dir("qwen2"))))
+    dec = build_decoder(ckpt, 64)
+    write_decoder(dec, tmp_path / "model.onnx", Weights(None, None, False))
+    write_genai_config(tmp_path, dec, 1, [2], 0, {}, [], graph_io=True)
+
+    class Counted(OrtModel):
+        calls: list = []
+
+        def prefill(self, tokens):
+            self.calls.append(("prefill", len(tokens)))
+            return super().prefill(tokens)
+
+        def step(self, tokens, start_pos):
+            self.calls.append(("step", len(tokens)))
+            return super().step(tokens, start_pos)
+
+    rt = Counted(tmp_path)
+    m = RuntimeStepModel(rt)
+    along = logits_along(m, IDS[:5], IDS[5:])
+    assert rt.calls == [("prefill", 5)] + [("step", 1)] * 7
+    per_token = torch.from_numpy(_run(rt.sess, dec.spec, IDS, step=True))
+    assert along.shape == per_token.shape and (along - per_token).abs().max() < 1e-4
+    rt.calls.clear()
+    assert (m.logits(IDS) - per_token).abs().max() < 1e-4 and rt.calls == [("prefill", len(IDS))]

@@ -162,7 +162,7 @@ def test_run_streams_whole_characters(multibyte_bundle, reference, backend):
     else:
         from edgeslm.backends.onnx.runtime import genai_greedy_tokens
 
-        ids = genai_greedy_tokens((out / art["file"]).parent, prompt_ids, len(ref_ids))
+        [ids] = genai_greedy_tokens((out / art["file"]).parent, [prompt_ids], [len(ref_ids)])
     assert ids == ref_ids
 
     res = CliRunner().invoke(main, ["run", str(out), "--artifact", art["file"], "-p", PROMPT, "-n", str(N_NEW)])

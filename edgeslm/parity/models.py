@@ -45,6 +45,13 @@ class ParityModel(Protocol):
         """``n`` greedily chosen tokens after ``ids`` (eos does not stop it); see :func:`greedy_loop`."""
 
 
+def logits_along(model: ParityModel, prompt: list[int], cont: list[int]) -> torch.Tensor:
+    """``model``'s logits over ``prompt + cont``; a runtime model scores them the way an app runs them
+    (``logits_along``: the prompt prefilled, the continuation decoded), any other in one pass."""
+    along = getattr(model, "logits_along", None)
+    return along(prompt, cont) if along is not None else model.logits(list(prompt) + list(cont))
+
+
 class HFModel:
     def __init__(self, model):
         self.model = model
@@ -65,14 +72,17 @@ class HFModel:
         return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n, tops)
 
     @torch.no_grad()
-    def greedy_batch(self, prompts: list[list[int]], n: int) -> tuple[list[list[int]], list[list[dict]]]:
+    def greedy_batch(self, prompts: list[list[int]], n: int) -> tuple[list[list[int]], list[list[dict]],
+                                                                     list[torch.Tensor]]:
         """Greedy tokens (and each step's alternatives) for all prompts at once, left-padded under an attention
-        mask: one forward per step for the batch instead of one per prompt and step."""
+        mask: one forward per step for the batch instead of one per prompt and step. Also each prompt's own
+        logits from that first forward (its teacher-forced logits, without a pass of its own)."""
         width = max(map(len, prompts))
         ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        prompt_logits = [out.logits[i, width - len(p):].float() for i, p in enumerate(prompts)]
         toks: list[list[int]] = [[] for _ in prompts]
         tops: list[list[dict]] = [[] for _ in prompts]
         for step in range(n):
@@ -87,7 +97,7 @@ class HFModel:
             pos = pos[:, -1:] + 1
             out = self.model(nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
                              use_cache=True)
-        return toks, tops
+        return toks, tops, prompt_logits
 
 
 class EagerDecoder:
@@ -118,8 +128,20 @@ class RuntimeStepModel:
         self.rt = runtime
 
     def logits(self, ids):
-        # Token by token: every position's logits go through the decode path the app uses.
+        # A runtime that returns every position's logits scores ``ids`` in one prefill pass; otherwise token by
+        # token, through the decode path.
+        prefill = getattr(self.rt, "prefill", None)
+        if prefill is not None:
+            return prefill(list(ids)).float()
         return torch.stack([self.rt.step([t], i) for i, t in enumerate(ids)]).float()
+
+    def logits_along(self, prompt, cont):
+        """The app's path: ``prompt`` prefilled, then ``cont`` decoded a token at a time (both kernels scored)."""
+        if getattr(self.rt, "prefill", None) is None:
+            return self.logits(list(prompt) + list(cont))
+        rows = [self.rt.prefill(list(prompt))]
+        rows += [self.rt.step([t], len(prompt) + i)[None] for i, t in enumerate(cont)]
+        return torch.cat(rows).float()
 
     def greedy(self, ids, n, tops=None):
         # prefill in one call (the runner's prefill path), then one token per step

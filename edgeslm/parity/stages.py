@@ -10,7 +10,8 @@ gates read them: edgeslm/gates.py.
 
 Greedy agreement along one path: the transformers reference generates its greedy continuations freely; every
 other model is run teacher-forced on prompt + that continuation (one forward per prompt instead of one per
-token) and its greedy choice at each position is its argmax there. Up to the first position where a model's
+token; a runtime model runs it as an app does, the prompt prefilled and the continuation decoded a token at a
+time) and its greedy choice at each position is its argmax there. Up to the first position where a model's
 argmax differs from the reference's token, its own free-running greedy output would be exactly the reference's,
 and at that position it would choose that argmax, so the greedy prefix against the reference is exact. Between
 two candidates (e.g. quantized eager vs the artifact), agreement is counted on the same contexts: the first
@@ -28,7 +29,7 @@ import torch
 
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
-from edgeslm.parity.models import ParityModel, top_alternatives
+from edgeslm.parity.models import ParityModel, logits_along, top_alternatives
 from edgeslm.progress import Count, no_count
 from edgeslm.records import Check
 
@@ -100,11 +101,12 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
     total = len(prompt_ids) + len(heldout)
     if path is None:
         free = observe_free(model, prompt_ids, n, on_step=lambda i, _: on_step(i, total))
-        logits, greedy, tops = [model.logits(ids) for ids in prompt_ids], free.greedy, free.greedy_top
+        logits = free.logits or [model.logits(ids) for ids in prompt_ids]
+        greedy, tops = free.greedy, free.greedy_top
     else:
         logits, greedy, tops = [], [], []
         for i, (ids, p) in enumerate(zip(prompt_ids, path)):
-            full = model.logits(list(ids) + list(p[:-1]))
+            full = logits_along(model, ids, p[:-1])
             logits.append(full[:len(ids)])
             rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
             greedy.append([int(r.argmax()) for r in rows])
@@ -122,12 +124,12 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
 
 def observe_free(model: ParityModel, prompt_ids: list[list[int]], n: int = GREEDY_TOKENS,
                  on_step: Count = no_count) -> Observations:
-    """``n`` freely generated greedy tokens per prompt with each step's alternatives (no logits, no perplexity);
-    ``on_step(done, total)`` after each prompt."""
+    """``n`` freely generated greedy tokens per prompt with each step's alternatives (no perplexity; the prompts'
+    logits only where a batched generator gives them for free); ``on_step(done, total)`` after each prompt."""
     if hasattr(model, "greedy_batch"):  # the transformers reference: all prompts in one batch
-        greedy, tops = model.greedy_batch(prompt_ids, n)
+        greedy, tops, logits = model.greedy_batch(prompt_ids, n)
         on_step(len(prompt_ids), len(prompt_ids))
-        return Observations([], greedy, tops)
+        return Observations(logits, greedy, tops)
     greedy, tops = [], []
     for i, ids in enumerate(prompt_ids):
         t: list[dict] = []

@@ -30,12 +30,20 @@ class OrtModel:
         self.past: list[np.ndarray] = []
 
     def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        return self._run(tokens, start_pos)[-1]
+
+    def prefill(self, tokens: list[int]) -> torch.Tensor:
+        """Every position's logits ``[len(tokens), vocab]`` of one pass from an empty cache (the prefill path),
+        the cache kept for the decode steps that follow."""
+        return self._run(tokens, 0)
+
+    def _run(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if start_pos == 0:
             self.past = [np.zeros((1, self.n_kv, 0, self.hd), self.kv_dtype) for _ in range(2 * self.n_layers)]
         elif self.past[0].shape[2] != start_pos:
             raise ValueError(f"step at {start_pos} but the cache holds {self.past[0].shape[2]} positions")
         logits, *self.past = self.sess.run(None, self.feeds(tokens, start_pos))
-        return torch.from_numpy(logits[0, -1].astype(np.float32))
+        return torch.from_numpy(logits[0].astype(np.float32))
 
     def feeds(self, tokens: list[int], start_pos: int) -> dict:
         """The graph's inputs for ``tokens`` at ``start_pos`` over the cache held."""
@@ -120,10 +128,12 @@ def _genai_greedy(model, folder: Path, ids: list[int], n: int):
     return out, gen
 
 
-def genai_greedy_tokens(folder: Path, ids: list[int], n: int) -> list[int]:
-    """Greedy token ids from onnxruntime_genai's own generator for a tokenized prompt: at most ``n``, fewer when
-    it stops at an eos token (forcing ``min_length`` instead would mask eos and change what greedy picks)."""
-    return _genai_greedy(load_genai_model(folder), folder, ids, n)[0]
+def genai_greedy_tokens(folder: Path, prompt_ids: list[list[int]], lengths: list[int]) -> list[list[int]]:
+    """Greedy token ids from onnxruntime_genai's own generator for each tokenized prompt, the model loaded once:
+    at most ``lengths[i]``, fewer when it stops at an eos token (forcing ``min_length`` instead would mask eos and
+    change what greedy picks)."""
+    model = load_genai_model(folder)
+    return [_genai_greedy(model, folder, ids, n)[0] for ids, n in zip(prompt_ids, lengths, strict=True)]
 
 
 def genai_speculative_tokens(folder: Path, overlay: dict, ids: list[int], n: int) -> tuple[list[int], dict]:

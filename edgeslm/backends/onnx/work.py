@@ -121,7 +121,8 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
         reference, ref_obs, candidate = "edgeslm fp32 eager", job.obs_fp32, "fp32 ONNX in onnxruntime"
     del dec
     job.stage(f"onnx: parity in {RUNTIME}", "pass")
-    obs = job.observe(RuntimeStepModel(OrtModel(folder)))
+    ort_model = RuntimeStepModel(OrtModel(folder))  # one session for every onnxruntime pass
+    obs = job.observe(ort_model)
     job.check("lowering", recipe_name, reference, candidate, ref_obs, obs, name)
     if why_traced is not None and scheme:
         obs = _quantize_traced(job, recipe_name, scheme, folder, name, obs, facts)
@@ -129,8 +130,10 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.check("end_to_end", recipe_name, "transformers fp32", f"{recipe_name} ONNX in onnxruntime", job.obs_ref,
               obs, name, gated=False)
     job.status("onnx: greedy in onnxruntime-genai")
-    free = job.observe_free(RuntimeStepModel(OrtModel(folder)))  # generators compared free-running, both
-    genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, free.greedy)]
+    if why_traced is not None and scheme:
+        ort_model = RuntimeStepModel(OrtModel(folder))  # the quantized graph replaced the traced one
+    free = job.observe_free(ort_model)  # generators compared free-running, both
+    genai = genai_greedy_tokens(folder, job.prompt_ids, [len(g) for g in free.greedy])
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
                              f"{recipe_name} ONNX in onnxruntime-genai", free, genai, name, RUNTIME_AGREEMENT)
     configured = _configured_providers(job)
@@ -262,7 +265,7 @@ def native_speculative(bundle: Path, target: dict, draft: dict, k: int, prompt_i
                "speculative": {"max_draft_tokens": k}}
     (folder / "speculative.json").write_text(json.dumps(overlay, indent=2) + "\n")
     runs = [genai_speculative_tokens(folder, overlay, ids, n) for ids in prompt_ids]
-    plain = [genai_greedy_tokens(folder, ids, n) for ids in prompt_ids]
+    plain = genai_greedy_tokens(folder, prompt_ids, [n] * len(prompt_ids))
     stats = [s for _, s in runs]
     proposed = sum(s.get("draft_tokens_proposed", 0) for s in stats)
     return {"file": f"{Path(target['file']).parent.as_posix()}/speculative.json", "max_draft_tokens": k,

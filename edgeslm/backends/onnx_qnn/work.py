@@ -84,7 +84,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.check("end_to_end", recipe_name, "transformers fp32", simulated, job.obs_ref, obs_q, name, gated=False)
     job.status("onnx-qnn: greedy in onnxruntime-genai (decoder-pipeline, sliding window)")
     free = job.observe_free(qdq)
-    genai = [genai_greedy_tokens(folder, ids, len(g)) for ids, g in zip(job.prompt_ids, free.greedy)]
+    genai = genai_greedy_tokens(folder, job.prompt_ids, [len(g) for g in free.greedy])
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} QDQ in onnxruntime",
                              f"{recipe_name} QDQ in onnxruntime-genai", free, genai, name, RUNTIME_AGREEMENT)
     job.not_run("npu", name, "no Qualcomm HTP here: the QDQ graphs were simulated on onnxruntime's CPU EP, not run "
