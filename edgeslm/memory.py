@@ -1,4 +1,5 @@
-"""Handing freed memory back to the OS between stages (used by the backends' lowering and by preflight)."""
+"""Handing freed memory back to the OS between stages (used by the backends' lowering and by preflight), and
+keeping large buffers out of the heap while an export runs."""
 
 from __future__ import annotations
 
@@ -13,4 +14,21 @@ def release_memory() -> None:
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+LARGE_BUFFER = 8 * 2**20
+
+
+def map_large_buffers(threshold: int = LARGE_BUFFER) -> None:
+    """Serve every allocation of ``threshold`` bytes or more with its own mapping (glibc ``mallopt``), returned to
+    the OS the moment it is freed. glibc's default threshold rises to the largest block freed (up to 32 MiB), so
+    after the first freed weight, weights and logits come from the heap, and a stage's freed tensors stay in the
+    RSS the next stage adds to: on SmolLM2-135M's ONNX export, the eager parity pass peaked 117 MiB higher for it
+    (1496 against 1379 MiB), at no measurable cost in time. Smaller buffers (activations) stay on the heap: mapping
+    them too (128 KiB) cost 12% of the export's time. Process-wide; a no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
         pass

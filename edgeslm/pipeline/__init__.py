@@ -23,7 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeslm.errors import InputError
+from edgeslm.latency.host import host_facts
 from edgeslm.latency.rss import PeakRss
+from edgeslm.memory import map_large_buffers
 from edgeslm.pipeline.checks import check_memory, check_model_fits, check_request, context_lengths
 from edgeslm.pipeline.plan import Recipes, Status
 from edgeslm.pipeline.reference import (Reference, Variant, load, load_adapters, load_draft, prepare,
@@ -73,6 +75,7 @@ def export_targets(request: ExportRequest, status: Status = lambda msg: None) ->
     tgts = [(t if isinstance(t, Target) else load_target(t), out) for t, out in r.targets]
     extra = ((r.report_dir, "--report-dir folder"),) if r.report_dir is not None else ()
     plans = check_request(tgts, r.backends, r.recipes, r.group_size, r.force, status, extra)
+    map_large_buffers()  # freed weights and logits leave the RSS at once, not at the next stage's peak
     probe = PeakRss()
     probe.start()
     ref, ctx_info, fc = shared_reference(r, [t for t, _ in tgts], plans, status)
@@ -104,6 +107,9 @@ def shared_reference(r: ExportRequest, tgts: list[Target], plans, status: Status
     lora = load_adapters(tuple(r.adapters), loaded[1])
     draft_loaded = load_draft(r.draft, loaded[1], tgts, plans, ctxs, r.group_size, prompts, lora, status)
     fc = check_memory(loaded[1], plans, r.memory_check, status)
+    if r.bench:  # the host's bandwidth probe reads a 512 MiB buffer: now, not on top of the export's own peak
+        status("measuring this machine's memory bandwidth")
+        host_facts()
     ref = prepare(r.model, r.revision, prompts, max(ctxs), status, loaded, min(ctxs), fc.reference_s)
     ref.forecast = fc
     prepare_adapters(ref, lora, max(ctxs), status)

@@ -250,6 +250,9 @@ class _Writer:
             g.const(f"lm_head.weight_Q{self.w.table.bits}", packed)
             g.const("lm_head.weight_scales", scales)
             del head_w
+            # lm_head becomes its eager twin now: a tied fp32 table is then freed by the embedding's swap, not
+            # held to the end of the writing beside its dequantized copy (1 GiB at Llama-3.2-1B's vocabulary)
+            dec.lm_head = NBitsLinear(head_table[2], self.w.table.block)
 
         # positions come from the mask: seqlens_k = Σ mask − 1 and the total length, as GQA takes them
         one = g.const("one_i64", np.array([1], np.int64))
@@ -298,13 +301,11 @@ class _Writer:
         g, dec, scheme = self.g, self.dec, self.w.table
         if scheme is None:
             return self.linear(x, [(dec, "lm_head")], "lm_head", None)
-        packed, scales, deq = table
+        packed = table[0]
         by_name = {v.name: v for v in g.initializers}
-        y = g.op("MatMulNBits", [x, by_name[f"lm_head.weight_Q{scheme.bits}"], by_name["lm_head.weight_scales"]],
-                 "/lm_head/MatMulNBits", domain="com.microsoft", K=packed.shape[1] * scheme.block, N=packed.shape[0],
-                 bits=scheme.bits, block_size=scheme.block, accuracy_level=ACCURACY_LEVEL)
-        dec.lm_head = NBitsLinear(deq, scheme.block)  # the same storage as a tied table's
-        return y
+        return g.op("MatMulNBits", [x, by_name[f"lm_head.weight_Q{scheme.bits}"], by_name["lm_head.weight_scales"]],
+                    "/lm_head/MatMulNBits", domain="com.microsoft", K=packed.shape[1] * scheme.block,
+                    N=packed.shape[0], bits=scheme.bits, block_size=scheme.block, accuracy_level=ACCURACY_LEVEL)
 
 
 def unsupported(dec: Decoder) -> str | None:
