@@ -1,5 +1,5 @@
 """edgeslm against the peer exporters, one command: same model, same recipe, same context, each export a separate
-child process; one table of the ratios the project's goals are stated in (issue 12).
+child process; one table of the ratios the project's goals are stated in (issues 12 and 25).
 
     .venv/bin/python benchmarks/peers.py                        # the four published shapes (slow: see below)
     .venv/bin/python benchmarks/peers.py --models smollm2-135m --only onnx

@@ -101,6 +101,11 @@ def test_nbits_linear_is_matmulnbits():
             plain = torch.nn.functional.linear(x, twin.weight, bias).numpy()
         assert np.abs(got - want).max() < 1e-5
         assert np.abs(plain - want).max() > 1e-3  # without the activation rounding it would not be exact
+        # dequantize reads B as the kernel does: fp32 compute (accuracy level 0) on the identity gives it back
+        node.attributes["accuracy_level"] = ir.AttrInt64("accuracy_level", 0)
+        sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+        weights = sess.run(None, {"x": np.eye(k, dtype=np.float32)})[0] - bias.numpy()
+        assert np.abs(weights.T - dequantize(packed, scales, bits).numpy()).max() < 1e-6
 
 
 def test_runtime_parity_prefills_the_prompt_and_decodes_the_rest(tiny_dir, tmp_path):

@@ -256,3 +256,27 @@ def test_fused_projections_compute_the_parts_and_lower_smaller(tiny_dir, tmp_pat
     fused.use_delegate_forms()
     facts = lower_to_pte(fused, runner_metadata(fused, 1, (2,)), tmp_path / "fused.pte")
     assert 0 < facts["xnnpack_partitions"] <= 3 * layers + 4
+
+
+_MALLOC_PROBE = """
+import ctypes, sys
+from edgeslm.memory import map_large_buffers
+libc = ctypes.CDLL("libc.so.6"); libc.malloc.restype = ctypes.c_void_p; libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "1":
+    map_large_buffers()
+libc.free(libc.malloc(20 << 20))  # glibc's own threshold rises to the largest block freed (up to 32 MiB)
+p = libc.malloc(9 << 20)
+heap = next(l for l in open("/proc/self/maps") if l.rstrip().endswith("[heap]"))
+lo, hi = (int(x, 16) for x in heap.split()[0].split("-"))
+print("heap" if lo <= p < hi else "mapped")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_large_buffers_are_mapped_during_an_export():
+    """After a 20 MiB block is freed, glibc serves a 9 MiB one from the heap, where a freed weight or logits
+    buffer stays in the RSS; ``map_large_buffers`` (called by every export) keeps such buffers mapped, so they
+    leave the RSS when freed."""
+    got = [subprocess.run([sys.executable, "-c", _MALLOC_PROBE, flag], capture_output=True, text=True,
+                          timeout=120).stdout.strip() for flag in ("0", "1")]
+    assert got == ["heap", "mapped"]

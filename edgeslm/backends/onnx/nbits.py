@@ -48,7 +48,8 @@ def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, n
     scales = np.zeros((n, blocks), np.float32)
     zero = np.zeros((n, blocks), np.uint8)  # unused: symmetric
     fn = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
-    fn(packed, np.ascontiguousarray(weight.detach().numpy().T, np.float32), scales, zero, block, n, k, True)
+    # [K, N] as the quantizer reads it; torch's transpose (blocked, every core) is 5× numpy's here
+    fn(packed, weight.detach().to(torch.float32).t().contiguous().numpy(), scales, zero, block, n, k, True)
     return packed, scales
 
 
@@ -60,17 +61,12 @@ def pack4(codes: torch.Tensor, block: int) -> np.ndarray:
 
 def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int) -> torch.Tensor:
     """The fp32 ``[N, K]`` weight a MatMulNBits (or GatherBlockQuantized) B and scales stand for: s·(q − 2^(b−1)),
-    a 4-bit byte's low nibble first (one table lookup per byte: the bit arithmetic in torch took half the
-    writer's time on a 135M model)."""
-    return torch.from_numpy(_codes(bits)[packed].reshape(*scales.shape, -1) * scales[..., None]) \
-        .reshape(scales.shape[0], -1)
-
-
-def _codes(bits: int) -> np.ndarray:
-    """Each byte's centred codes as fp32: [256, 2] (low nibble, high nibble) for 4 bits, [256, 1] for 8."""
-    b = np.arange(256)
-    codes = np.stack((b & 15, b >> 4), -1) if bits == 4 else b[:, None]
-    return (codes - 2 ** (bits - 1)).astype(np.float32)
+    a 4-bit byte's low nibble first. torch's elementwise ops (every core): 8× faster than a byte-table lookup in
+    numpy on a 16384 × 2048 weight, where the lookup took a third of the writer's time at Llama-3.2-1B's size."""
+    p = torch.from_numpy(packed)
+    codes = torch.stack((p & 15, p >> 4), -1) if bits == 4 else p
+    w = codes.reshape(*scales.shape, -1).to(torch.float32).sub_(2 ** (bits - 1))
+    return w.mul_(torch.from_numpy(scales)[..., None]).reshape(scales.shape[0], -1)
 
 
 def quantize_activations(x: torch.Tensor, block: int) -> torch.Tensor:
