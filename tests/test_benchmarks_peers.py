@@ -45,7 +45,9 @@ def test_goals_ratios_and_verdicts(peers):
     assert g["onnx_lowering_time"]["value"] == 0.25 and g["onnx_lowering_time"]["met"] is True  # vs its whole run
     assert g["onnx_export_time"]["value"] == 1.5 and g["onnx_export_time"]["met"] is True  # ≤ 3
     assert g["onnx_decode"]["value"] == 0.5 and g["onnx_decode"]["met"] is False
-    assert g["onnx_ttft"]["value"] == 0.9 and g["onnx_ttft"]["met"] is True  # lower is better
+    assert g["onnx_ttft"]["value"] == 0.9 and g["onnx_ttft"]["met"] is True  # lower is better, noise allowed
+    worse = [dict(r, ttft_ms=103.0) if r.get("exporter") == "edgeslm" and r["side"] == "onnx" else r for r in ROWS]
+    assert {x["goal"]: x for x in peers.goal_results(worse)}["onnx_ttft"]["met"] is False  # 1.03: worse
     assert g["onnx_rss"]["value"] == 1.5 and g["onnx_rss"]["met"] is False
     assert g["onnx_bytes"]["value"] == 1.2 and g["onnx_bytes"]["met"] is False
     # ours only, the worse of the two sides; the peers' RSS does not count
