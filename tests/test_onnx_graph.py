@@ -140,3 +140,20 @@ def test_runtime_parity_prefills_the_prompt_and_decodes_the_rest(tiny_dir, tmp_p
     assert along.shape == per_token.shape and (along - per_token).abs().max() < 1e-4
     rt.calls.clear()
     assert (m.logits(IDS) - per_token).abs().max() < 1e-4 and rt.calls == [("prefill", len(IDS))]
+
+
+def test_chunked_quantize_and_in_place_dequantize_equal_the_whole(monkeypatch):
+    """A vocabulary-sized table goes through onnxruntime's quantizer and back in chunks of rows, the dequantized
+    values written over the fp32 weight: the same bytes and values as one whole pass."""
+    from edgeslm.backends.onnx import nbits
+
+    w = torch.randn(37, 64, generator=torch.Generator().manual_seed(1))
+    for bits in (4, 8):
+        whole = quantize(w, bits, 32)
+        deq = dequantize(*whole, bits)
+        monkeypatch.setattr(nbits, "ROWS", 8)  # 5 chunks, the last one short
+        parts = quantize(w, bits, 32)
+        assert all(np.array_equal(a, b) for a, b in zip(whole, parts))
+        target = w.clone()
+        assert dequantize(*parts, bits, out=target) is target and torch.equal(target, deq)
+        monkeypatch.undo()

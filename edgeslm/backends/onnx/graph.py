@@ -244,15 +244,17 @@ class _Writer:
         tied = torch.equal(dec.lm_head.weight, dec.embed_tokens.weight)
         head_table = None
         if self.w.table is not None:
-            head_w = dec.lm_head.weight.detach().to(torch.float32)
+            head_w = dec.lm_head.weight.detach()
             packed, scales = quantize(head_w, self.w.table.bits, self.w.table.block)
-            head_table = (packed, scales, dequantize(packed, scales, self.w.table.bits))
+            # the dequantized table overwrites the fp32 one where nothing else reads it (a tied table the Gather
+            # keeps in fp32 does): no second 1 GiB copy at Llama-3.2-1B's vocabulary
+            in_place = head_w.dtype == torch.float32 and (not tied or self.w.quantized_embedding)
+            deq = dequantize(packed, scales, self.w.table.bits, out=head_w if in_place else None)
+            head_table = (packed, scales, deq)
             g.const(f"lm_head.weight_Q{self.w.table.bits}", packed)
             g.const("lm_head.weight_scales", scales)
             del head_w
-            # lm_head becomes its eager twin now: a tied fp32 table is then freed by the embedding's swap, not
-            # held to the end of the writing beside its dequantized copy (1 GiB at Llama-3.2-1B's vocabulary)
-            dec.lm_head = NBitsLinear(head_table[2], self.w.table.block)
+            dec.lm_head = NBitsLinear(deq, self.w.table.block)
 
         # positions come from the mask: seqlens_k = Σ mask − 1 and the total length, as GQA takes them
         one = g.const("one_i64", np.array([1], np.int64))

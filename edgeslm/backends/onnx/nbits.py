@@ -38,18 +38,25 @@ class NBits:
         return f"MatMulNBits {self.bits}-bit, block {self.block}, {how}"
 
 
+ROWS = 4096  # output rows quantized / dequantized per call: bounds the temporaries of a vocabulary-sized table
+
+
 def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     """``weight [N, K]`` (a linear's) → MatMulNBits' B ``uint8 [N, K/block, block·bits/8]`` and fp32 scales
     ``[N, K/block]``, symmetric (codes stored offset by 2^(bits-1)), by onnxruntime's own quantizer (what
-    ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder call)."""
+    ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder call). Each output row is quantized on its own, so
+    rows go through in chunks of :data:`ROWS`: the transposed fp32 copy the quantizer reads stays small."""
     n, k = weight.shape
     blocks = k // block
     packed = np.zeros((n, blocks, block * bits // 8), np.uint8)
     scales = np.zeros((n, blocks), np.float32)
     zero = np.zeros((n, blocks), np.uint8)  # unused: symmetric
     fn = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
-    # [K, N] as the quantizer reads it; torch's transpose (blocked, every core) is 5× numpy's here
-    fn(packed, weight.detach().to(torch.float32).t().contiguous().numpy(), scales, zero, block, n, k, True)
+    for i in range(0, n, ROWS):
+        rows = weight[i:i + ROWS].detach()
+        # [K, rows] as the quantizer reads it; torch's transpose (blocked, every core) is 5× numpy's here
+        fn(packed[i:i + ROWS], rows.to(torch.float32).t().contiguous().numpy(), scales[i:i + ROWS], zero[i:i + ROWS],
+           block, rows.shape[0], k, True)
     return packed, scales
 
 
@@ -59,14 +66,19 @@ def pack4(codes: torch.Tensor, block: int) -> np.ndarray:
     return (c[..., 0::2] | (c[..., 1::2] << 4)).numpy()
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int) -> torch.Tensor:
+def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """The fp32 ``[N, K]`` weight a MatMulNBits (or GatherBlockQuantized) B and scales stand for: s·(q − 2^(b−1)),
-    a 4-bit byte's low nibble first. torch's elementwise ops (every core): 8× faster than a byte-table lookup in
-    numpy on a 16384 × 2048 weight, where the lookup took a third of the writer's time at Llama-3.2-1B's size."""
-    p = torch.from_numpy(packed)
-    codes = torch.stack((p & 15, p >> 4), -1) if bits == 4 else p
-    w = codes.reshape(*scales.shape, -1).to(torch.float32).sub_(2 ** (bits - 1))
-    return w.mul_(torch.from_numpy(scales)[..., None]).reshape(scales.shape[0], -1)
+    a 4-bit byte's low nibble first, written into ``out`` when given (the fp32 weight it replaces: no second
+    copy of a vocabulary-sized table), :data:`ROWS` rows at a time. torch's elementwise ops (every core): 8×
+    faster than a byte-table lookup in numpy on a 16384 × 2048 weight."""
+    n = scales.shape[0]
+    out = torch.empty(n, scales.shape[1] * packed.shape[2] * 8 // bits) if out is None else out
+    for i in range(0, n, ROWS):
+        p = torch.from_numpy(packed[i:i + ROWS])
+        codes = torch.stack((p & 15, p >> 4), -1) if bits == 4 else p
+        w = codes.reshape(*scales[i:i + ROWS].shape, -1).to(torch.float32).sub_(2 ** (bits - 1))
+        out[i:i + ROWS] = w.mul_(torch.from_numpy(scales[i:i + ROWS])[..., None]).reshape(p.shape[0], -1)
+    return out
 
 
 def quantize_activations(x: torch.Tensor, block: int) -> torch.Tensor:
