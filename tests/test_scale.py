@@ -272,7 +272,6 @@ print("heap" if lo <= p < hi else "mapped")
 """
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
 def test_large_buffers_are_mapped_during_an_export():
     """After a 20 MiB block is freed, glibc serves a 9 MiB one from the heap, where a freed weight or logits
     buffer stays in the RSS; ``map_large_buffers`` (called by every export) keeps such buffers mapped, so they
