@@ -125,13 +125,11 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     obs = job.observe(ort_model)
     job.check("lowering", recipe_name, reference, candidate, ref_obs, obs, name)
     if why_traced is not None and scheme:
-        obs = _quantize_traced(job, recipe_name, scheme, folder, name, obs, facts)
+        obs, ort_model = _quantize_traced(job, recipe_name, scheme, folder, name, obs, facts)
     job.timings["onnx_export_s"] = time.perf_counter() - t  # with parity in onnxruntime
     job.check("end_to_end", recipe_name, "transformers fp32", f"{recipe_name} ONNX in onnxruntime", job.obs_ref,
               obs, name, gated=False)
     job.status("onnx: greedy in onnxruntime-genai")
-    if why_traced is not None and scheme:
-        ort_model = RuntimeStepModel(OrtModel(folder))  # the quantized graph replaced the traced one
     free = job.observe_free(ort_model)  # generators compared free-running, both
     genai = genai_greedy_tokens(folder, job.prompt_ids, [len(g) for g in free.greedy])
     agree = job.check_greedy("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
@@ -203,7 +201,8 @@ def _gqa_provider_gap(job: ExportJob) -> str | None:
 
 def _quantize_traced(job: ExportJob, recipe_name: str, scheme, folder: Path, name: str, obs, facts: dict):
     """onnxruntime's quantizer (or fp16 converter) over the traced graph; the quantization stage compares the
-    fp32 and quantized graphs, both in onnxruntime. Returns the quantized graph's observations."""
+    fp32 and quantized graphs, both in onnxruntime. Returns the quantized graph's observations and its session
+    (the later onnxruntime passes reuse it)."""
     tq = time.perf_counter()
     if scheme == "fp16":
         job.stage("onnx: converting to fp16", "pass")
@@ -216,10 +215,11 @@ def _quantize_traced(job: ExportJob, recipe_name: str, scheme, folder: Path, nam
                   "pass")
         quantize_matmul_nbits(folder / MODEL_FILE, *scheme)
     job.timings["onnx_lowering_s"] += time.perf_counter() - tq  # torch.onnx export + quantizer alone
-    obs_q = job.observe(RuntimeStepModel(OrtModel(folder)))
+    model = RuntimeStepModel(OrtModel(folder))
+    obs_q = job.observe(model)
     job.check("quantization", recipe_name, "fp32 ONNX in onnxruntime", f"{recipe_name} ONNX in onnxruntime",
               obs, obs_q, name)
-    return obs_q
+    return obs_q, model
 
 
 def _describe(scheme, table: dict | None) -> list[str]:
