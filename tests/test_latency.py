@@ -198,6 +198,26 @@ def test_bench_peak_rss_is_the_artifacts_own(slow_bundle):
     assert problems(doc, "latency") == []
 
 
+def test_bench_times_the_bare_runtime_loop(slow_bundle):
+    """ONNX is timed in onnxruntime-genai's own loop, in a worker that imports neither torch nor edgeslm's model
+    code; a run that reaches the context length (64 here) stops there and counts the decode steps it ran."""
+    import subprocess
+    import sys
+
+    out, _ = slow_bundle
+    code = ("import json, sys; from pathlib import Path; from edgeslm.latency.worker import time_artifact; "
+            "r = time_artifact(Path(sys.argv[1]), 0, 40, 24, 1, 2); heavy = ('torch', 'transformers', "
+            "'edgeslm.model', 'edgeslm.backends.base'); "
+            "print(json.dumps({**r, 'heavy': sorted(m for m in heavy if m in sys.modules)}))")
+    res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == [] and got["rss_memory_pass"] == "bare runtime", got
+    # 40 prompt tokens + the first pick leave 23 positions of 64: genai stops at max_length
+    assert [r["decode_steps"] for r in got["runs"]] == [23, 23], got["runs"]
+    assert all(r["ttft_s"] > 0 and r["decode_s"] > 0 for r in got["runs"])
+
+
 @pytest.mark.parametrize("backend", ["onnx", "executorch"])
 def test_preloading_imports_what_the_step_model_needs(backend):
     """bench's ``load_s`` is timed around ``step_model``: every module it reaches (the backend's work module,

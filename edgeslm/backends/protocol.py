@@ -69,6 +69,20 @@ class AppRuntime:
     honoured: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class BareRun:
+    """One generation in a bare runtime: the prompt's prefill with the first token picked (time to first token),
+    then ``steps`` decode steps, each feeding back the token picked."""
+
+    ttft_s: float
+    decode_s: float
+    steps: int
+
+
+# ``generate(prompt ids, new tokens)``: the app's own loop over a loaded artifact (Backend.open_bare)
+BareGenerate = Callable[[list[int], int], BareRun]
+
+
 # Class attributes every backend sets, with the type each must have (checked at class definition).
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,  # the registry key, as written in target files, manifests and --backend
@@ -86,7 +100,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "option_section": (str, type(None)),  # the target file's [section] of its options, or None
     "has_verifier": bool,  # verifier() works: speculative decoding can be measured
     "has_native_speculative": bool,  # native_speculative() works: the runtime's own draft support
-    "has_bare_runtime": bool,  # run_bare() works: the bare-runtime RSS reference
+    "has_bare_runtime": bool,  # open_bare() works: bench times the app's own loop, the RSS reference
     "search": tuple,  # recipes --recipe auto tries (ordered by predicted bytes at run time); () = no search
 }
 
@@ -123,9 +137,9 @@ class Backend(abc.ABC):
         if cls.has_native_speculative != (cls.native_speculative is not Backend.native_speculative):
             raise TypeError(f"backend class {cls.__qualname__}: has_native_speculative must say whether it defines "
                             "native_speculative()")
-        if cls.has_bare_runtime != (cls.run_bare is not Backend.run_bare):
+        if cls.has_bare_runtime != (cls.open_bare is not Backend.open_bare):
             raise TypeError(f"backend class {cls.__qualname__}: has_bare_runtime must say whether it defines "
-                            "run_bare()")
+                            "open_bare()")
         if not set(cls.search) <= set(cls.recipes):
             raise TypeError(f"backend class {cls.__qualname__}: search names recipes it lacks "
                             f"({', '.join(sorted(set(cls.search) - set(cls.recipes)))})")
@@ -215,10 +229,10 @@ class Backend(abc.ABC):
             importlib.import_module(module)
         self.work  # noqa: B018 (imported for its side effect)
 
-    def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
-        """Load ``artifact`` the way an app does and generate once (a prefill of ``ids``, ``gen_len`` decode
-        steps), importing nothing but the runtime (only where ``has_bare_runtime``)."""
-        raise NotImplementedError(f"no bare-runtime reference for {self.name} artifacts")
+    def open_bare(self, bundle: Path, artifact: dict, manifest: dict) -> BareGenerate:
+        """Load ``artifact`` the way an app does, importing nothing but the runtime, and return its generation
+        loop (only where ``has_bare_runtime``): bench times it and the bare-runtime RSS reference runs it."""
+        raise NotImplementedError(f"no bare-runtime loop for {self.name} artifacts")
 
     # -- latency model ------------------------------------------------------------------------------------------
 

@@ -5,12 +5,12 @@ with min/max. Artifacts whose runtime cannot run here (Core ML off macOS) are li
 Before anything is timed, every artifact that will load is checked against the manifest (sizes and sha256,
 :func:`edgeslm.integrity.check_artifact`): a changed or corrupt file is refused, never timed.
 
-``peak_rss_mib`` is the memory the artifact costs in its runtime: peak RSS over loading it and generating one
-response (prompt + new tokens) the way an app does, minus the RSS of the worker with only the runtime imported
-(``rss_before_load_mib``); measured first in the worker, before edgeslm's step-model harness is imported
-(``rss_measured_in``: "bare runtime", or "step model" for runtimes with no bare loop). See
-:mod:`edgeslm.latency.worker` and :mod:`edgeslm.latency.rss` (why not ``ru_maxrss``: it carried the exporting
-parent's peak across exec).
+Artifacts are timed in their runtime's own loop where the backend has one (``rss_measured_in``: "bare runtime":
+the worker imports the runtime only, loads the artifact the way an app does, and times the app's prefill and
+decode calls), through the backend's step model otherwise ("step model"). ``peak_rss_mib`` is the memory the
+artifact costs in its runtime: peak RSS over loading it and generating one response (prompt + new tokens), minus
+the RSS of the worker before the load (``rss_before_load_mib``). See :mod:`edgeslm.latency.worker` and
+:mod:`edgeslm.latency.rss` (why not ``ru_maxrss``: it carried the exporting parent's peak across exec).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def summarize(raw: dict, prompt_len: int, gen_len: int) -> dict:
         "measured": True,
         "ttft_ms": _spread(ttft),
         "prefill_tok_s": _spread([prompt_len / r["ttft_s"] for r in runs]),
-        "decode_tok_s": _spread([gen_len / r["decode_s"] for r in runs]),
+        "decode_tok_s": _spread([r["decode_steps"] / r["decode_s"] for r in runs]),
         "load_s": raw["load_s"],
         "peak_rss_mib": raw["rss_above_baseline_mib"],  # the artifact's cost: above the runtime-only baseline
         "rss_before_load_mib": raw["rss_baseline_mib"],

@@ -1,6 +1,7 @@
 """The memory an artifact costs in its bare runtime: the runtime's own loop, nothing of edgeslm's tooling imported.
-``bench``'s worker measures ``peak_rss_mib`` this way in its first pass (:func:`measure_here`); run on its own in a
-fresh interpreter (:func:`reference_rss`) it is the yardstick ``bench`` is checked against (issue 12: within 10%).
+``bench``'s worker loads an artifact this way (:func:`open_measured`), its ``peak_rss_mib`` taken over the load and
+the first run, then times the same loop; run on its own in a fresh interpreter (:func:`reference_rss`) it is the
+yardstick ``bench`` is checked against (issue 12: within 10%).
 
     python -m edgeslm.latency.reference_rss BUNDLE [--prompt-len 128] [--gen-len 64] [--reference-only]
         → JSON, one row per artifact: bench's figure beside the fresh bare-runtime one, and their ratio
@@ -8,7 +9,7 @@ fresh interpreter (:func:`reference_rss`) it is the yardstick ``bench`` is check
 :func:`reference_rss` runs the artifact in a fresh interpreter (``python -s -c``) that imports only the
 runtime (its backend's ``runtime_modules``: for ExecuTorch ``executorch.runtime`` plus the custom-ops and
 quantized-kernel libraries; for ONNX ``numpy`` and ``onnxruntime_genai``), reads the manifest with ``json``, takes
-its RSS, then loads the artifact the way an app does and generates once (the backend's ``run_bare``): a
+its RSS, then loads the artifact the way an app does and generates once (the backend's ``open_bare``): a
 ``prompt_len``-token prefill and ``gen_len`` decode steps. Reported: peak RSS over load + generation minus that
 baseline. None of edgeslm's export harness, model code or transformers is imported (``edgeslm``,
 ``edgeslm.latency`` and the backend registry and backend modules import nothing heavy; the ExecuTorch kernel
@@ -25,9 +26,12 @@ import os
 import random
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslm.backends import backend_names, get_backend  # light: no backend's heavy imports
+from edgeslm.backends.protocol import BareGenerate, BareRun
 from edgeslm.latency.rss import PeakRss, import_runtime
 
 
@@ -42,8 +46,21 @@ def has_bare_runtime(backend: str) -> bool:
     return get_backend(backend).has_bare_runtime
 
 
-def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict:
-    """In *this* process (a fresh interpreter, or bench's worker before it imports anything else): import the runtime, baseline, load, generate."""
+@dataclass
+class BareSession:
+    """An artifact loaded in its bare runtime by :func:`open_measured`: its generation loop, the prompt, how long
+    the load took, the first run, and the peak RSS over load + that run."""
+
+    generate: BareGenerate
+    ids: list[int]
+    load_s: float
+    first: BareRun
+    rss: dict
+
+
+def open_measured(bundle: Path, index: int, prompt_len: int, gen_len: int) -> BareSession:
+    """In *this* process (a fresh interpreter, or bench's worker before it imports anything else): import the
+    runtime, take the baseline, load the artifact the way an app does and generate once, read the peak."""
     m = json.loads((bundle / "manifest.json").read_text())
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
@@ -54,11 +71,20 @@ def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dic
     ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
     probe = PeakRss()
     probe.start()
-    backend.run_bare(bundle, art, m, ids, gen_len)
-    rss = probe.stop()
+    t = time.perf_counter()
+    generate = backend.open_bare(bundle, art, m)
+    load_s = time.perf_counter() - t
+    first = generate(ids, gen_len)
+    return BareSession(generate, ids, load_s, first, probe.stop())
+
+
+def measure_here(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict:
+    """:func:`open_measured`'s figures, with the modules of edgeslm's tooling that were imported (none)."""
+    rss = open_measured(bundle, index, prompt_len, gen_len).rss
+    art = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]
     tooling = sorted(k for k in ("transformers", "edgeslm.backends.base", "edgeslm.model", "edgeslm.pipeline", "onnx")
                      if k in sys.modules)  # none: asserted by the tests
-    return {"artifact": art["file"], "backend": backend.name, "rss_baseline_mib": rss["baseline_mib"],
+    return {"artifact": art["file"], "backend": art["backend"], "rss_baseline_mib": rss["baseline_mib"],
             "rss_peak_mib": rss["peak_mib"], "rss_above_baseline_mib": rss["above_baseline_mib"],
             "rss_method": rss["method"], "tooling_imported": tooling}
 

@@ -2,88 +2,96 @@
 
     python -m edgeslm.latency.worker BUNDLE INDEX PROMPT_LEN GEN_LEN WARMUP REPEATS  → one JSON line on stdout
 
-Each run: prefill the prompt in one call (time to first token = that call + picking the token), then GEN_LEN
-single-token decode steps, each feeding back the argmax. The prompt is fixed pseudo-random token ids (seeded), so
-runs and machines compare like for like.
+Each run: prefill the prompt in one call, picking the first token (time to first token), then GEN_LEN single-token
+decode steps, each feeding back the token picked. The prompt is fixed pseudo-random token ids (seeded), so runs and
+machines compare like for like.
 
-Memory (``rss_*``) is measured in a first pass, before anything but the runtime is imported: the runtime's
-modules only, baseline RSS, high-water mark reset, the artifact loaded and one response generated the way an app
-does (:func:`edgeslm.latency.reference_rss.measure_here`), peak read. ``rss_above_baseline_mib`` is what the
-artifact costs in its runtime. Only then are edgeslm's backends imported and the artifact loaded again through
-its step model for the timed runs: that harness (torch, model code, a ``step`` that hands back logits) is not what
-an app runs (onnxruntime-genai's step model copies the prefill's full logits out: +47 MiB at a 49k vocabulary and
-128 prompt tokens, on ~203 MiB). No figure includes the parent's memory (see :mod:`edgeslm.latency.rss`).
+Backends with a bare loop (``has_bare_runtime``: ExecuTorch, onnxruntime-genai) are timed in it: the process
+imports the runtime's modules only, takes its RSS, loads the artifact the way an app does and generates once (the
+first run, a warm-up unless WARMUP is 0), and the peak over that is ``rss_*``
+(:func:`edgeslm.latency.reference_rss.open_measured`); the timed runs go on in the same loop. Nothing of edgeslm's
+export harness (torch's model code, transformers) is imported, so neither the memory nor the start-up carry it.
+Other backends are timed through their step model (``step(tokens, start_pos) -> logits``), the memory probed over
+its load and first run. No figure includes the parent's memory (see :mod:`edgeslm.latency.rss`).
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from edgeslm.latency.reference_rss import has_bare_runtime, measure_here, prompt_ids
+from edgeslm.backends.protocol import BareRun
+from edgeslm.latency.reference_rss import has_bare_runtime, open_measured, prompt_ids
 from edgeslm.latency.rss import PeakRss
 from edgeslm.progress import COUNT_LINE, Count, no_count
 from edgeslm.quiet import native_output_silenced
 
 
-def _memory_in_bare_runtime(bundle: Path, index: int, prompt_len: int, gen_len: int) -> dict | None:
-    """Pass 1, before anything but the runtime is imported: the artifact loaded and one response generated the
-    way an app does (:func:`edgeslm.latency.reference_rss.measure_here`). None for runtimes it has no loop for."""
-    backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
-    if not has_bare_runtime(backend):
-        return None
-    with native_output_silenced():
-        rss = measure_here(bundle, index, prompt_len, gen_len)
-    gc.collect()  # the program / model of pass 1 is gone before pass 2 loads its own
-    return rss
-
-
 def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
                   on_run: Count = no_count) -> dict:
-    """The memory pass, then ``warmup`` + ``repeats`` timed runs (``on_run(done, total)`` after each)."""
-    memory = _memory_in_bare_runtime(bundle, index, prompt_len, gen_len)
+    """``warmup`` + ``repeats`` runs, the memory measured over the load and the first (``on_run(done, total)``
+    after each run)."""
+    backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
+    timed = _time_bare if has_bare_runtime(backend) else _time_step_model
+    with native_output_silenced():
+        return timed(bundle, index, prompt_len, gen_len, warmup, repeats, on_run)
 
-    # Only now, after the bare-runtime pass: the registry's step models and the validating manifest reader.
+
+def _time_bare(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
+               on_run: Count) -> dict:
+    """In the backend's bare loop: loaded and run once under the memory probe, then the rest of the runs."""
+    s = open_measured(bundle, index, prompt_len, gen_len)
+    runs = [s.first]
+    on_run(1, warmup + repeats)
+    for r in range(1, warmup + repeats):
+        runs.append(s.generate(s.ids, gen_len))
+        on_run(r + 1, warmup + repeats)
+    return {"load_s": s.load_s, "runs": [_run(x) for x in runs[warmup:]],
+            "rss_baseline_mib": s.rss["baseline_mib"], "rss_peak_mib": s.rss["peak_mib"],
+            "rss_above_baseline_mib": s.rss["above_baseline_mib"], "rss_method": s.rss["method"],
+            "rss_memory_pass": "bare runtime"}
+
+
+def _run(x: BareRun) -> dict:
+    return {"ttft_s": x.ttft_s, "decode_s": x.decode_s, "decode_steps": x.steps}
+
+
+def _time_step_model(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
+                     on_run: Count) -> dict:
+    """Through the backend's step model (no bare loop): the runtime and its glue imported first, so that
+    ``load_s`` is the artifact's load alone."""
     from edgeslm.backends import get_backend
     from edgeslm.manifest import read_manifest
 
     m = read_manifest(bundle)
     art = m["artifacts"][index]
     backend = get_backend(art["backend"])
-    backend.preload_runtime()  # the runtime and its glue: no import lands inside a measured stretch
+    backend.preload_runtime()
     ids = prompt_ids(m["model"]["shape"]["vocab_size"], prompt_len)
-    probe = PeakRss() if memory is None else None  # no bare loop for this runtime: the step model stands in
-    if probe:
-        probe.start()
+    probe = PeakRss()
+    probe.start()
     t = time.perf_counter()
-    with native_output_silenced():
-        model = backend.step_model(bundle, art)
+    model = backend.step_model(bundle, art)
     load_s = time.perf_counter() - t
-    runs = []
-    with native_output_silenced():
-        for r in range(warmup + repeats):
-            t0 = time.perf_counter()
-            tok = int(model.step(ids, 0).argmax())
-            ttft = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            for pos in range(prompt_len, prompt_len + gen_len):
-                tok = int(model.step([tok], pos).argmax())
-            decode = time.perf_counter() - t1
-            if r >= warmup:
-                runs.append({"ttft_s": ttft, "decode_s": decode})
-            on_run(r + 1, warmup + repeats)
-            if probe and r == 0:  # load + one generation, as the bare pass measures
-                first = probe.stop()
-                memory = {"rss_baseline_mib": first["baseline_mib"], "rss_peak_mib": first["peak_mib"],
-                          "rss_above_baseline_mib": first["above_baseline_mib"], "rss_method": first["method"]}
-    return {"load_s": load_s, "runs": runs, "rss_baseline_mib": memory["rss_baseline_mib"],
-            "rss_peak_mib": memory["rss_peak_mib"], "rss_above_baseline_mib": memory["rss_above_baseline_mib"],
-            "rss_method": memory["rss_method"],
-            "rss_memory_pass": "step model" if probe else "bare runtime"}
+    runs, memory = [], None
+    for r in range(warmup + repeats):
+        t0 = time.perf_counter()
+        tok = int(model.step(ids, 0).argmax())
+        ttft = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for pos in range(prompt_len, prompt_len + gen_len):
+            tok = int(model.step([tok], pos).argmax())
+        if r >= warmup:
+            runs.append(_run(BareRun(ttft, time.perf_counter() - t1, gen_len)))
+        if r == 0:  # load + one generation, as the bare loop measures
+            memory = probe.stop()
+        on_run(r + 1, warmup + repeats)
+    return {"load_s": load_s, "runs": runs, "rss_baseline_mib": memory["baseline_mib"],
+            "rss_peak_mib": memory["peak_mib"], "rss_above_baseline_mib": memory["above_baseline_mib"],
+            "rss_method": memory["method"], "rss_memory_pass": "step model"}
 
 
 def _report_runs() -> Count:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, deferred
+from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, BareGenerate, BareRun, deferred
 
 if TYPE_CHECKING:  # this module stays importable without torch (the bare-runtime RSS reference imports it)
     from edgeslm.backends.base import ExportJob
@@ -35,9 +36,10 @@ def gated_stages(recipe: str) -> dict:
     return {"quantization": None, "lowering": None} if recipe != "fp32" else {"lowering": None}
 
 
-def run_bare(path: Path, ids: list[int], gen_len: int) -> None:
-    """The .pte in the bare ExecuTorch runtime: ``forward(tokens, positions)`` as the app's runner calls it."""
-    import torch  # the bare-runtime RSS reference: nothing but the runtime is imported (torch comes with it)
+def open_bare(path: Path) -> BareGenerate:
+    """The .pte in the bare ExecuTorch runtime, and its generation loop: ``forward(tokens, positions)`` as the
+    app's runner calls it, the prompt in one call, then one token per call."""
+    import torch  # the bare runtime: nothing else is imported (torch comes with it)
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
@@ -45,11 +47,18 @@ def run_bare(path: Path, ids: list[int], gen_len: int) -> None:
     def last_argmax(out) -> int:
         return int(out.reshape(-1, out.shape[-1])[-1].argmax())
 
-    n = len(ids)
-    tok = last_argmax(method.execute([torch.tensor([ids], dtype=torch.long), torch.arange(n, dtype=torch.long)])[0])
-    for pos in range(n, n + gen_len):
-        tok = last_argmax(method.execute([torch.tensor([[tok]], dtype=torch.long),
-                                          torch.tensor([pos], dtype=torch.long)])[0])
+    def generate(ids: list[int], gen_len: int) -> BareRun:
+        n = len(ids)
+        t0 = time.perf_counter()
+        tok = last_argmax(method.execute([torch.tensor([ids], dtype=torch.long),
+                                          torch.arange(n, dtype=torch.long)])[0])
+        t1 = time.perf_counter()
+        for pos in range(n, n + gen_len):
+            tok = last_argmax(method.execute([torch.tensor([[tok]], dtype=torch.long),
+                                              torch.tensor([pos], dtype=torch.long)])[0])
+        return BareRun(t1 - t0, time.perf_counter() - t1, gen_len)
+
+    return generate
 
 
 class ExecuTorch(Backend):
@@ -92,5 +101,5 @@ class ExecuTorch(Backend):
     def verifier(self, bundle: Path, artifact: dict):
         return self.work.verifier(bundle, artifact)
 
-    def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
-        run_bare(bundle / artifact["file"], ids, gen_len)
+    def open_bare(self, bundle: Path, artifact: dict, manifest: dict) -> BareGenerate:
+        return open_bare(bundle / artifact["file"])

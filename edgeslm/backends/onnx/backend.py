@@ -10,11 +10,12 @@ model â†’ the graph in onnxruntime. On the traced path: lowering = fp32 eager â†
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeslm.backends.genai_options import provider_options
-from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, deferred
+from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, BareGenerate, BareRun, deferred
 from edgeslm.gates import Thresholds
 from edgeslm.toml_kit import bad, reject_unknown
 
@@ -72,21 +73,34 @@ def gated_stages(recipe: str) -> dict:
     return {**stages, "quantization": None} if recipe != "fp32" else stages
 
 
-def run_bare(folder: Path, ids: list[int], gen_len: int, context_length: int) -> None:
-    """The folder in bare onnxruntime-genai on the CPU provider: ``append_tokens(prompt)`` then
-    ``generate_next_token()``, ``max_length`` = the bundle's context length (genai sizes its KV cache by it)."""
-    import onnxruntime_genai as og  # the bare-runtime RSS reference: nothing but the runtime is imported
-
+def open_bare(folder: Path, context_length: int) -> BareGenerate:
+    """The folder in bare onnxruntime-genai on the CPU provider, and its generation loop: ``append_tokens(prompt)``
+    and the first ``generate_next_token()`` (which picks from the prefill's logits), then one
+    ``generate_next_token()`` per decode step. ``max_length`` = the bundle's context length (genai sizes its KV
+    cache by it), so a run that reaches it stops early and says how many steps it ran."""
+    import onnxruntime_genai as og  # the bare runtime: nothing else is imported
 
     config = og.Config(str(folder))
     config.clear_providers()  # the CPU here; the folder's configured EPs are the device's
     model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=context_length)
-    gen = og.Generator(model, params)
-    gen.append_tokens(ids)
-    for _ in range(gen_len):
+
+    def generate(ids: list[int], gen_len: int) -> BareRun:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=context_length)
+        gen = og.Generator(model, params)
+        t0 = time.perf_counter()
+        gen.append_tokens(ids)
         gen.generate_next_token()
+        gen.get_next_tokens()
+        t1 = time.perf_counter()
+        steps = 0
+        while steps < gen_len and not gen.is_done():
+            gen.generate_next_token()
+            gen.get_next_tokens()
+            steps += 1
+        return BareRun(t1 - t0, time.perf_counter() - t1, steps)
+
+    return generate
 
 
 class Onnx(Backend):
@@ -138,5 +152,5 @@ class Onnx(Backend):
                            n: int) -> dict:
         return self.work.native_speculative(bundle, target, draft, k, prompt_ids, n)
 
-    def run_bare(self, bundle: Path, artifact: dict, manifest: dict, ids: list[int], gen_len: int) -> None:
-        run_bare((bundle / artifact["file"]).parent, ids, gen_len, manifest["context_length"])
+    def open_bare(self, bundle: Path, artifact: dict, manifest: dict) -> BareGenerate:
+        return open_bare((bundle / artifact["file"]).parent, manifest["context_length"])
