@@ -157,3 +157,37 @@ def test_chunked_quantize_and_in_place_dequantize_equal_the_whole(monkeypatch):
         target = w.clone()
         assert dequantize(*parts, bits, out=target) is target and torch.equal(target, deq)
         monkeypatch.undo()
+
+
+def test_genai_on_every_core_computes_what_its_default_computes(tokenizer, tmp_path):
+    """The checks run onnxruntime-genai with one thread per core (bench keeps genai's default, what an app gets):
+    at SmolLM2-135M's widths, int4, the greedy tokens and every step's logits are the same bit for bit."""
+    import onnxruntime_genai as og
+
+    from edgeslm.backends.onnx.export import write_genai_config
+    from edgeslm.backends.onnx.runtime import load_genai_model
+    from edgeslm.testing.shapes import make_real_shape
+
+    ckpt = load_checkpoint(resolve(str(make_real_shape("smollm2-135m-8l", tmp_path / "ckpt", tokenizer))))
+    dec = build_decoder(ckpt, 64)
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    write_decoder(dec, folder / "model.onnx", Weights(NBits(4, 32), NBits(4, 32), True))
+    write_genai_config(folder, dec, 1, [2], 0, {}, [], graph_io=True)
+
+    def greedy(all_cores: bool):
+        model = load_genai_model(folder, all_cores=all_cores)
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(IDS) + 16)
+        gen = og.Generator(model, params)
+        gen.append_tokens(IDS)
+        toks, rows = [], []
+        while not gen.is_done():
+            rows.append(np.asarray(gen.get_output("logits")).reshape(-1, 49152)[-1].copy())
+            gen.generate_next_token()
+            toks.append(int(gen.get_next_tokens()[0]))
+        return toks, np.stack(rows)
+
+    (t1, l1), (t2, l2) = greedy(False), greedy(True)
+    assert len(t1) == 16 and t1 == t2
+    assert np.array_equal(l1, l2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -64,15 +65,22 @@ def padded_length(folder: Path, n: int) -> int:
     return -(-n // window["window_size"]) * window["window_size"] if window else n
 
 
-def load_genai_model(folder: Path, overlay: dict | None = None):
+def load_genai_model(folder: Path, overlay: dict | None = None, all_cores: bool = False):
     """onnxruntime_genai.Model on this machine's CPU: the folder's configured EPs (CUDA, QNN, ...) are for the
     device and are not available here, so they are cleared for local runs (the files are left untouched).
-    ``overlay`` is applied over the folder's genai_config.json first (e.g. speculative.json adding a draft)."""
+    ``overlay`` is applied over the folder's genai_config.json first (e.g. speculative.json adding a draft).
+    ``all_cores``: one intra-op thread per core this process may use, for the checks run here; genai's own default
+    (half the hardware threads, as it assumes SMT) is what an app gets and what bench times. Thread count does not
+    change MatMulNBits' or attention's arithmetic (each output is summed by one thread in the same order): greedy
+    tokens and logits are the same bit for bit (tests/test_onnx_graph.py)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
     if overlay is not None:
         config.overlay(json.dumps(overlay))
+    if all_cores:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
     config.clear_providers()
     return og.Model(config)
 
@@ -132,14 +140,14 @@ def genai_greedy_tokens(folder: Path, prompt_ids: list[list[int]], lengths: list
     """Greedy token ids from onnxruntime_genai's own generator for each tokenized prompt, the model loaded once:
     at most ``lengths[i]``, fewer when it stops at an eos token (forcing ``min_length`` instead would mask eos and
     change what greedy picks)."""
-    model = load_genai_model(folder)
+    model = load_genai_model(folder, all_cores=True)
     return [_genai_greedy(model, folder, ids, n)[0] for ids, n in zip(prompt_ids, lengths, strict=True)]
 
 
 def genai_speculative_tokens(folder: Path, overlay: dict, ids: list[int], n: int) -> tuple[list[int], dict]:
     """Greedy tokens from onnxruntime-genai's native speculative decoding (the folder's config with ``overlay``
     adding the draft), and its speculative statistics."""
-    out, gen = _genai_greedy(load_genai_model(folder, overlay), folder, ids, n)
+    out, gen = _genai_greedy(load_genai_model(folder, overlay, all_cores=True), folder, ids, n)
     return out, dict(gen.get_speculative_stats())
 
 
@@ -151,7 +159,7 @@ class GenaiModel:
         import onnxruntime_genai as og
 
         self.og = og
-        self.model = load_genai_model(folder)
+        self.model = load_genai_model(folder, all_cores=True)
         self.context = json.loads((folder / "genai_config.json").read_text())["model"]["context_length"]
         self.gen = None
 
