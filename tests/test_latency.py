@@ -218,6 +218,18 @@ def test_bench_times_the_bare_runtime_loop(slow_bundle):
     assert all(r["ttft_s"] > 0 and r["decode_s"] > 0 for r in got["runs"])
 
 
+def test_bench_times_a_step_model_where_there_is_no_bare_loop(slow_bundle):
+    """Runtimes without a bare loop (the QNN folders' static-shape models) are timed through their step model:
+    the same runs, decode steps counted, the memory probed over its load and first run."""
+    from edgeslm.latency.worker import _time_step_model
+
+    out, _ = slow_bundle
+    got = _time_step_model(out, 0, 16, 8, 1, 2, lambda done, total: None)
+    assert got["rss_memory_pass"] == "step model" and got["load_s"] > 0 and got["rss_peak_mib"] > 0, got
+    assert [r["decode_steps"] for r in got["runs"]] == [8, 8]
+    assert all(r["ttft_s"] > 0 and r["decode_s"] > 0 for r in got["runs"])
+
+
 @pytest.mark.parametrize("backend", ["onnx", "executorch"])
 def test_preloading_imports_what_the_step_model_needs(backend):
     """bench's ``load_s`` is timed around ``step_model``: every module it reaches (the backend's work module,
