@@ -6,6 +6,7 @@ as constant methods, so the stock TextLLMRunner used by the Android/iOS apps loa
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -41,7 +42,15 @@ def export_program(model: Decoder):
 
 
 def lower_to_pte(model: Decoder, metadata: dict, out: Path) -> dict:
-    """Export, delegate to XNNPACK and write ``out``; returns facts for the manifest."""
+    """Export, delegate to XNNPACK and write ``out``; returns facts for the manifest. The graphs lowering made
+    are released when it returns (:func:`drop_lowering_references`)."""
+    try:
+        return _lower(model, metadata, out)
+    finally:
+        drop_lowering_references()
+
+
+def _lower(model: Decoder, metadata: dict, out: Path) -> dict:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
@@ -67,3 +76,25 @@ def lower_to_pte(model: Decoder, metadata: dict, out: Path) -> dict:
     )
     out.write_bytes(prog.buffer)
     return {"delegate": "xnnpack", "xnnpack_partitions": delegated}
+
+
+def drop_lowering_references() -> None:
+    """Let the graphs of a lowering go. ExecuTorch keeps them reachable from module-level state:
+    ``exir.backend.utils.is_same_node`` is an unbounded ``lru_cache`` keyed on fx Nodes, and each partitioner
+    config module's ``WhyNoPartition`` remembers the last node it rejected. Through them every exported program,
+    lowered module, fake tensor and quantized weight of the lowering stays alive: on the SmolLM2-135M shape the
+    RSS after the ExecuTorch half was 917 MiB above its start, and on the Llama-3.2-1B shape the ONNX half then
+    peaked 3.3 GB above its peak when run alone."""
+    from executorch.exir.backend.utils import WhyNoPartition, is_same_node
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    is_same_node.cache_clear()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("executorch.") and isinstance(getattr(module, "why", None), WhyNoPartition):
+            module.why.node = None
+    # torch.export's own class-level caches: fake-tensor dispatch results, and ShapeEnv methods cached per instance
+    FakeTensorMode.cache_clear()
+    for attr in vars(ShapeEnv).values():
+        if hasattr(attr, "cache_clear"):
+            attr.cache_clear()
