@@ -218,13 +218,14 @@ def test_bench_times_the_bare_runtime_loop(slow_bundle):
     assert all(r["ttft_s"] > 0 and r["decode_s"] > 0 for r in got["runs"])
 
 
-def test_bench_times_a_step_model_where_there_is_no_bare_loop(slow_bundle):
+def test_bench_times_a_step_model_where_there_is_no_bare_loop(slow_bundle, monkeypatch):
     """Runtimes without a bare loop (the QNN folders' static-shape models) are timed through their step model:
     the same runs, decode steps counted, the memory probed over its load and first run."""
-    from edgeslm.latency.worker import _time_step_model
+    from edgeslm.latency import worker
 
     out, _ = slow_bundle
-    got = _time_step_model(out, 0, 16, 8, 1, 2, lambda done, total: None)
+    monkeypatch.setattr(worker, "has_bare_runtime", lambda backend: False)
+    got = worker.time_artifact(out, 0, 16, 8, 1, 2)
     assert got["rss_memory_pass"] == "step model" and got["load_s"] > 0 and got["rss_peak_mib"] > 0, got
     assert [r["decode_steps"] for r in got["runs"]] == [8, 8]
     assert all(r["ttft_s"] > 0 and r["decode_s"] > 0 for r in got["runs"])

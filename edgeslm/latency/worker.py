@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from edgeslm.backends.protocol import BareRun
-from edgeslm.latency.reference_rss import has_bare_runtime, open_measured, prompt_ids
+from edgeslm.latency.reference_rss import BareSession, has_bare_runtime, open_measured, prompt_ids
 from edgeslm.latency.rss import PeakRss
 from edgeslm.progress import COUNT_LINE, Count, no_count
 from edgeslm.quiet import native_output_silenced
@@ -35,34 +35,25 @@ def time_artifact(bundle: Path, index: int, prompt_len: int, gen_len: int, warmu
     """``warmup`` + ``repeats`` runs, the memory measured over the load and the first (``on_run(done, total)``
     after each run)."""
     backend = json.loads((bundle / "manifest.json").read_text())["artifacts"][index]["backend"]
-    timed = _time_bare if has_bare_runtime(backend) else _time_step_model
+    bare = has_bare_runtime(backend)
+    total = warmup + repeats
     with native_output_silenced():
-        return timed(bundle, index, prompt_len, gen_len, warmup, repeats, on_run)
-
-
-def _time_bare(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
-               on_run: Count) -> dict:
-    """In the backend's bare loop: loaded and run once under the memory probe, then the rest of the runs."""
-    s = open_measured(bundle, index, prompt_len, gen_len)
-    runs = [s.first]
-    on_run(1, warmup + repeats)
-    for r in range(1, warmup + repeats):
-        runs.append(s.generate(s.ids, gen_len))
-        on_run(r + 1, warmup + repeats)
-    return {"load_s": s.load_s, "runs": [_run(x) for x in runs[warmup:]],
+        s = (open_measured if bare else _open_step_model)(bundle, index, prompt_len, gen_len)
+        runs = [s.first]
+        on_run(1, total)
+        for r in range(1, total):
+            runs.append(s.generate(s.ids, gen_len))
+            on_run(r + 1, total)
+    return {"load_s": s.load_s,
+            "runs": [{"ttft_s": x.ttft_s, "decode_s": x.decode_s, "decode_steps": x.steps} for x in runs[warmup:]],
             "rss_baseline_mib": s.rss["baseline_mib"], "rss_peak_mib": s.rss["peak_mib"],
             "rss_above_baseline_mib": s.rss["above_baseline_mib"], "rss_method": s.rss["method"],
-            "rss_memory_pass": "bare runtime"}
+            "rss_memory_pass": "bare runtime" if bare else "step model"}
 
 
-def _run(x: BareRun) -> dict:
-    return {"ttft_s": x.ttft_s, "decode_s": x.decode_s, "decode_steps": x.steps}
-
-
-def _time_step_model(bundle: Path, index: int, prompt_len: int, gen_len: int, warmup: int, repeats: int,
-                     on_run: Count) -> dict:
-    """Through the backend's step model (no bare loop): the runtime and its glue imported first, so that
-    ``load_s`` is the artifact's load alone."""
+def _open_step_model(bundle: Path, index: int, prompt_len: int, gen_len: int) -> BareSession:
+    """For a backend without a bare loop, :func:`open_measured` through its step model: the runtime and its glue
+    imported first (so that ``load_s`` is the artifact's load alone), then loaded and run once under the probe."""
     from edgeslm.backends import get_backend
     from edgeslm.manifest import read_manifest
 
@@ -76,22 +67,17 @@ def _time_step_model(bundle: Path, index: int, prompt_len: int, gen_len: int, wa
     t = time.perf_counter()
     model = backend.step_model(bundle, art)
     load_s = time.perf_counter() - t
-    runs, memory = [], None
-    for r in range(warmup + repeats):
+
+    def generate(ids: list[int], gen_len: int) -> BareRun:
         t0 = time.perf_counter()
         tok = int(model.step(ids, 0).argmax())
-        ttft = time.perf_counter() - t0
         t1 = time.perf_counter()
-        for pos in range(prompt_len, prompt_len + gen_len):
+        for pos in range(len(ids), len(ids) + gen_len):
             tok = int(model.step([tok], pos).argmax())
-        if r >= warmup:
-            runs.append(_run(BareRun(ttft, time.perf_counter() - t1, gen_len)))
-        if r == 0:  # load + one generation, as the bare loop measures
-            memory = probe.stop()
-        on_run(r + 1, warmup + repeats)
-    return {"load_s": load_s, "runs": runs, "rss_baseline_mib": memory["baseline_mib"],
-            "rss_peak_mib": memory["peak_mib"], "rss_above_baseline_mib": memory["above_baseline_mib"],
-            "rss_method": memory["method"], "rss_memory_pass": "step model"}
+        return BareRun(t1 - t0, time.perf_counter() - t1, gen_len)
+
+    first = generate(ids, gen_len)
+    return BareSession(generate, ids, load_s, first, probe.stop())
 
 
 def _report_runs() -> Count:
