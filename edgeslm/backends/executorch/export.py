@@ -86,15 +86,8 @@ def drop_lowering_references() -> None:
     RSS after the ExecuTorch half was 917 MiB above its start, and on the Llama-3.2-1B shape the ONNX half then
     peaked 3.3 GB above its peak when run alone."""
     from executorch.exir.backend.utils import WhyNoPartition, is_same_node
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     is_same_node.cache_clear()
     for name, module in list(sys.modules.items()):
         if name.startswith("executorch.") and isinstance(getattr(module, "why", None), WhyNoPartition):
             module.why.node = None
-    # torch.export's own class-level caches: fake-tensor dispatch results, and ShapeEnv methods cached per instance
-    FakeTensorMode.cache_clear()
-    for attr in vars(ShapeEnv).values():
-        if hasattr(attr, "cache_clear"):
-            attr.cache_clear()
