@@ -7,14 +7,26 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator, Protocol
 
 import torch
 
-
 TOP_K = 5  # alternatives recorded per greedy step, to tell a near-tie divergence from a real one
+POSITIONS_PER_PASS = 512  # teacher-forced sequences share a forward up to this many padded positions
+
+
+@contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """torch on one thread while a runtime's own thread pool steps: after each parallel op torch's OpenMP workers
+    spin-wait and take the cores the runtime's next step needs (SmolLM2-135M shape, onnxruntime on 2 cores: a
+    greedy step with its top-k 9.1 ms with torch on 2 threads, 4.8 ms on one). The numbers are the same."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def top_alternatives(logits: torch.Tensor) -> dict:
@@ -45,6 +57,25 @@ class ParityModel(Protocol):
         """``n`` greedily chosen tokens after ``ids`` (eos does not stop it); see :func:`greedy_loop`."""
 
 
+def logits_of(model: ParityModel, seqs: list[list[int]]) -> Iterator[torch.Tensor]:
+    """Each sequence's teacher-forced logits ``[len(seq), vocab]``, in order. A model with ``logits_batch``
+    scores them right-padded in batches of at most :data:`POSITIONS_PER_PASS` positions (a causal model's rows
+    before the padding do not see it; one pass each gives the same numbers: tests/test_parity_batching.py),
+    any other one pass per sequence."""
+    batch = getattr(model, "logits_batch", None)
+    if batch is None:
+        yield from (model.logits(s) for s in seqs)
+        return
+    group: list[list[int]] = []
+    for s in seqs:
+        if group and max(map(len, group + [s])) * (len(group) + 1) > POSITIONS_PER_PASS:
+            yield from batch(group)
+            group = []
+        group.append(s)
+    if group:
+        yield from batch(group)
+
+
 def logits_along(model: ParityModel, prompt: list[int], cont: list[int]) -> torch.Tensor:
     """``model``'s logits over ``prompt + cont``; a runtime model scores them the way an app runs them
     (``logits_along``: the prompt prefilled, the continuation decoded), any other in one pass."""
@@ -59,6 +90,12 @@ class HFModel:
     @torch.no_grad()
     def logits(self, ids):
         return self.model(torch.tensor([ids])).logits[0].float()
+
+    @torch.no_grad()
+    def logits_batch(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """:meth:`logits` of each sequence from one right-padded forward (causal: no mask needed)."""
+        out = self.model(_right_padded(seqs)).logits
+        return [out[i, :len(s)].float() for i, s in enumerate(seqs)]
 
     @torch.no_grad()
     def greedy(self, ids, n, tops=None):
@@ -114,6 +151,23 @@ class EagerDecoder:
         finally:
             self.decoder.full_logits = False
 
+    @property
+    def logits_batch(self):
+        """:meth:`logits` of many sequences in one right-padded pass through the functional (cache in, cache
+        out) path; None where attention runs executorch's custom ops, which hold a batch-1 cache."""
+        if any(layer.self_attn.use_custom_ops for layer in self.decoder.layers):
+            return None
+        return self._logits_batch
+
+    @torch.no_grad()
+    def _logits_batch(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        d, n = self.decoder, len(seqs)
+        ids = _right_padded(seqs)
+        past = [torch.zeros(n, layer.self_attn.n_kv, 0, layer.self_attn.hd, dtype=layer.self_attn.k_cache.dtype)
+                for layer in d.layers for _ in "kv"]
+        logits, _ = d.forward_with_past(ids, torch.arange(ids.shape[1]), past)
+        return [logits[i, :len(s)].float() for i, s in enumerate(seqs)]
+
     @torch.no_grad()
     def greedy(self, ids, n, tops=None):
         d = self.decoder
@@ -131,18 +185,28 @@ class RuntimeStepModel:
         # A runtime that returns every position's logits scores ``ids`` in one prefill pass; otherwise token by
         # token, through the decode path.
         prefill = getattr(self.rt, "prefill", None)
-        if prefill is not None:
-            return prefill(list(ids)).float()
-        return torch.stack([self.rt.step([t], i) for i, t in enumerate(ids)]).float()
+        with torch_on_one_thread():
+            if prefill is not None:
+                return prefill(list(ids)).float()
+            return torch.stack([self.rt.step([t], i) for i, t in enumerate(ids)]).float()
 
     def logits_along(self, prompt, cont):
         """The app's path: ``prompt`` prefilled, then ``cont`` decoded a token at a time (both kernels scored)."""
         if getattr(self.rt, "prefill", None) is None:
             return self.logits(list(prompt) + list(cont))
-        rows = [self.rt.prefill(list(prompt))]
-        rows += [self.rt.step([t], len(prompt) + i)[None] for i, t in enumerate(cont)]
-        return torch.cat(rows).float()
+        with torch_on_one_thread():
+            rows = [self.rt.prefill(list(prompt))]
+            rows += [self.rt.step([t], len(prompt) + i)[None] for i, t in enumerate(cont)]
+            return torch.cat(rows).float()
 
     def greedy(self, ids, n, tops=None):
         # prefill in one call (the runner's prefill path), then one token per step
-        return greedy_loop(lambda t: self.rt.step(t, 0), lambda tok, pos: self.rt.step([tok], pos), ids, n, tops)
+        with torch_on_one_thread():
+            return greedy_loop(lambda t: self.rt.step(t, 0), lambda tok, pos: self.rt.step([tok], pos), ids, n,
+                               tops)
+
+
+def _right_padded(seqs: list[list[int]]) -> torch.Tensor:
+    """``[len(seqs), longest]`` token ids, each sequence followed by zeros."""
+    width = max(map(len, seqs))
+    return torch.tensor([list(s) + [0] * (width - len(s)) for s in seqs])

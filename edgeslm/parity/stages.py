@@ -29,7 +29,7 @@ import torch
 
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
-from edgeslm.parity.models import ParityModel, logits_along, top_alternatives
+from edgeslm.parity.models import ParityModel, logits_along, logits_of, top_alternatives
 from edgeslm.progress import Count, no_count
 from edgeslm.records import Check
 
@@ -105,16 +105,19 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
         greedy, tops = free.greedy, free.greedy_top
     else:
         logits, greedy, tops = [], [], []
-        for i, (ids, p) in enumerate(zip(prompt_ids, path)):
-            full = logits_along(model, ids, p[:-1])
-            logits.append(full[:len(ids)])
+        if hasattr(model, "logits_along"):  # a runtime: the app's path, prompt by prompt
+            fulls = (logits_along(model, ids, p[:-1]) for ids, p in zip(prompt_ids, path))
+        else:
+            fulls = logits_of(model, [list(ids) + list(p[:-1]) for ids, p in zip(prompt_ids, path)])
+        for i, (ids, p, full) in enumerate(zip(prompt_ids, path, fulls)):
+            logits.append(full[:len(ids)].clone())  # a copy: the rest of a batch's logits is not kept alive
             rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
             greedy.append([int(r.argmax()) for r in rows])
             tops.append([top_alternatives(r) for r in rows])
             on_step(i + 1, total)
     nll_sum, count, bad = 0.0, 0, []
-    for i, chunk in enumerate(heldout):
-        lg = model.logits(chunk)
+    for i, lg in enumerate(logits_of(model, list(heldout))):
+        chunk = heldout[i]
         bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
         s, k = nll(lg, chunk)
         nll_sum, count = nll_sum + s, count + k
