@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from edgeslm.backends.onnx.graph import Weights, unsupported, write_decoder
-from edgeslm.backends.onnx.nbits import NBits, NBitsLinear, dequantize, quantize
+from edgeslm.backends.onnx.nbits import NBits, NBitsEmbedding, NBitsLinear, dequantize, quantize
 from edgeslm.model.build import build_decoder
 from edgeslm.model.checkpoint import load_checkpoint
 from edgeslm.model.source import resolve
@@ -95,7 +95,7 @@ def test_nbits_linear_is_matmulnbits():
                                   opset_imports={"": 21, "com.microsoft": 1}), ir_version=10)
         sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
         want = sess.run(None, {"x": x.numpy()})[0]
-        twin = NBitsLinear(dequantize(packed, scales, bits), 32, bias)
+        twin = NBitsLinear(packed, scales, bits, 32, bias)
         with torch.no_grad():
             got = twin(x).numpy()
             plain = torch.nn.functional.linear(x, twin.weight, bias).numpy()
@@ -106,6 +106,28 @@ def test_nbits_linear_is_matmulnbits():
         sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
         weights = sess.run(None, {"x": np.eye(k, dtype=np.float32)})[0] - bias.numpy()
         assert np.abs(weights.T - dequantize(packed, scales, bits).numpy()).max() < 1e-6
+
+
+def test_the_eager_table_reads_what_gather_block_quantized_reads():
+    """NBitsEmbedding keeps the table packed and dequantizes the rows looked up: the rows onnxruntime's
+    GatherBlockQuantized returns, bit for bit (the eager model of a quantized, tied table)."""
+    g = torch.Generator().manual_seed(1)
+    n, k = 300, 64
+    packed, scales = quantize(torch.randn(n, k, generator=g) * 0.05, 4, 32)
+    ids = torch.tensor([[5, 0, 299], [17, 17, 42]])
+    vals = [ir.Value(name="data", const_value=ir.tensor(packed.reshape(n, -1))),
+            ir.Value(name="ids", type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape(["b", "s"])),
+            ir.Value(name="scales", const_value=ir.tensor(scales))]
+    y = ir.Value(name="y", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(["b", "s", k]))
+    node = ir.node("GatherBlockQuantized", vals, dict(bits=4, block_size=32, gather_axis=0, quantize_axis=1),
+                   domain="com.microsoft", outputs=[y])
+    model = ir.Model(ir.Graph([vals[1]], [y], nodes=[node], initializers=[vals[0], vals[2]],
+                              opset_imports={"": 21, "com.microsoft": 1}), ir_version=10)
+    sess = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"ids": ids.numpy()})[0]
+    got = NBitsEmbedding(packed, scales, 4)(ids).numpy()
+    assert got.shape == want.shape == (2, 3, k)
+    assert np.array_equal(got, want)
 
 
 def test_runtime_parity_prefills_the_prompt_and_decodes_the_rest(tiny_dir, tmp_path):

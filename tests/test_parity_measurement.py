@@ -181,8 +181,8 @@ def test_an_eager_decoder_emitting_inf_fails(llama, monkeypatch):
     prompt_ids = [ckpt.tokenizer(p).input_ids for p in ("The quick brown fox", "def main():")]
     heldout = heldout_chunks(ckpt.tokenizer, 64)[:2]
     ref = observe(EagerDecoder(dec), prompt_ids, heldout, n=4)
-    forward = dec.forward
-    monkeypatch.setattr(dec, "forward", lambda *a, **k: forward(*a, **k) * math.inf)
+    logits = dec._logits  # both paths' last step (one sequence, or a batch of them)
+    monkeypatch.setattr(dec, "_logits", lambda *a, **k: logits(*a, **k) * math.inf)
     bad = observe(EagerDecoder(dec), prompt_ids, heldout, path=ref.greedy)
     assert bad.perplexity is None and bad.heldout_non_finite
     c = compare("lowering", "fp32", "broken", ref, bad, ["a", "b"], Thresholds(max_abs_logit_diff=1e-3))

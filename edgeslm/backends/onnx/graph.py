@@ -29,7 +29,7 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
-from edgeslm.backends.onnx.nbits import ACCURACY_LEVEL, NBits, NBitsLinear, dequantize, pack4, quantize
+from edgeslm.backends.onnx.nbits import ACCURACY_LEVEL, NBits, NBitsEmbedding, NBitsLinear, pack4, quantize
 from edgeslm.model.decoder import Decoder
 from edgeslm.quant import offset_linear
 
@@ -124,11 +124,12 @@ class _Writer:
             sums = g.block_sums(x, scheme.block, k)
             off = g.op("MatMul", [sums, g.const(f"{name}.offsets", offsets.T.numpy())], f"/{name}/offsets/MatMul")
             y = g.op("Add", [y, off], f"/{name}/offsets/Add")
-        deq = dequantize(packed, scales, scheme.bits)
-        parts = zip(owners, deq.split(sizes), bias.split(sizes) if bias is not None else [None] * len(sizes),
+        cuts = np.cumsum(sizes)[:-1]  # each part's rows of B and scales (views: the graph's own arrays)
+        parts = zip(owners, np.split(packed, cuts), np.split(scales, cuts),
+                    bias.split(sizes) if bias is not None else [None] * len(sizes),
                     offsets.split(sizes) if offsets is not None else [None] * len(sizes))
-        for (owner, attr), wq, b, off in parts:
-            setattr(owner, attr, NBitsLinear(wq.contiguous(), scheme.block, b, off))
+        for (owner, attr), p, sc, b, off in parts:
+            setattr(owner, attr, NBitsLinear(p, sc, scheme.bits, scheme.block, b, off))
         return y
 
     def norm_weight(self, norm: nn.Module, name: str) -> ir.Value:
@@ -208,11 +209,7 @@ class _Writer:
             h = g.op("Gather", [g.const("model.embed_tokens.weight", table.numpy()), ids], "/model/embed_tokens/Gather")
         else:
             scheme = w.table
-            if lm_head is not None:
-                packed, scales, deq = lm_head
-            else:
-                packed, scales = quantize(table, scheme.bits, scheme.block)
-                deq = dequantize(packed, scales, scheme.bits)
+            packed, scales = lm_head if lm_head is not None else quantize(table, scheme.bits, scheme.block)
             names = ("lm_head.weight", "lm_head.weight_scales") if lm_head is not None else \
                 ("model.embed_tokens.weight", "model.embed_tokens.weight_scales")
             data = next((v for v in g.initializers if v.name == f"{names[0]}_Q{scheme.bits}"), None)
@@ -224,7 +221,7 @@ class _Writer:
             h = g.op("GatherBlockQuantized", [rows, ids, scale], "/model/embed_tokens/GatherBlockQuantized",
                      domain="com.microsoft", bits=scheme.bits, block_size=scheme.block, gather_axis=0,
                      quantize_axis=1)
-            dec.embed_tokens.weight = nn.Parameter(deq, requires_grad=False)
+            dec.embed_tokens = NBitsEmbedding(packed, scales, scheme.bits)
         if self.spec.embed_scale != 1.0:
             h = g.op("Mul", [h, g.const("model.embed_scale", np.array(self.spec.embed_scale, np.float32))],
                      "/model/embed_tokens/Mul")
@@ -244,17 +241,11 @@ class _Writer:
         tied = torch.equal(dec.lm_head.weight, dec.embed_tokens.weight)
         head_table = None
         if self.w.table is not None:
-            head_w = dec.lm_head.weight.detach()
-            packed, scales = quantize(head_w, self.w.table.bits, self.w.table.block)
-            # the dequantized table overwrites the fp32 one where nothing else reads it (a tied table the Gather
-            # keeps in fp32 does): no second 1 GiB copy at Llama-3.2-1B's vocabulary
-            in_place = head_w.dtype == torch.float32 and (not tied or self.w.quantized_embedding)
-            deq = dequantize(packed, scales, self.w.table.bits, out=head_w if in_place else None)
-            head_table = (packed, scales, deq)
+            packed, scales = quantize(dec.lm_head.weight.detach(), self.w.table.bits, self.w.table.block)
+            head_table = (packed, scales)
             g.const(f"lm_head.weight_Q{self.w.table.bits}", packed)
             g.const("lm_head.weight_scales", scales)
-            del head_w
-            dec.lm_head = NBitsLinear(deq, self.w.table.block)
+            dec.lm_head = NBitsLinear(packed, scales, self.w.table.bits, self.w.table.block)
 
         # positions come from the mask: seqlens_k = Σ mask − 1 and the total length, as GQA takes them
         one = g.const("one_i64", np.array([1], np.int64))
@@ -322,7 +313,7 @@ def unsupported(dec: Decoder) -> str | None:
 
 def write_decoder(dec: Decoder, path: Path, weights: Weights) -> dict:
     """Write ``path`` (+ ``path.data``) from ``dec``'s weights; ``dec`` becomes the eager model of the same
-    numerics (its linears :class:`NBitsLinear`, its table the dequantized one). Returns facts for the manifest."""
+    numerics (its linears :class:`NBitsLinear`, a quantized table :class:`NBitsEmbedding`). Returns facts for the manifest."""
     writer = _Writer(dec, weights)
     tied = torch.equal(dec.lm_head.weight, dec.embed_tokens.weight)
     with torch.no_grad():
