@@ -213,3 +213,25 @@ def test_genai_on_every_core_computes_what_its_default_computes(tokenizer, tmp_p
     (t1, l1), (t2, l2) = greedy(False), greedy(True)
     assert len(t1) == 16 and t1 == t2
     assert np.array_equal(l1, l2)
+
+
+def test_runtime_agreement_fails_a_generator_that_picks_another_token(tiny_dir, tmp_path, monkeypatch):
+    """onnxruntime is teacher-forced along onnxruntime-genai's tokens: a generator that picks another token than
+    the graph ranks first is caught at that very position (and the export fails), the other prompts agree."""
+    from edgeslm.backends.onnx import work
+    from edgeslm.pipeline import export
+
+    real = work.genai_greedy_tokens
+
+    def picks_another(folder, prompt_ids, lengths):
+        out = real(folder, prompt_ids, lengths)
+        out[0][3] = (out[0][3] + 1) % 512  # the tiny vocabulary
+        return out
+
+    monkeypatch.setattr(work, "genai_greedy_tokens", picks_another)
+    res = export(str(tiny_dir("llama")), "android", tmp_path / "b", backends=("onnx",), recipe="int4",
+                 context_length=64, bench=False)
+    (agree,) = [c for c in res.parity["checks"] if c["stage"] == "runtime_agreement"]
+    assert agree["status"] == "failed" and not res.passed
+    prefixes = [p["greedy_prefix"] for p in agree["per_prompt"]]
+    assert prefixes[0] == 3 and all(p == agree["greedy_tokens"] for p in prefixes[1:]), prefixes

@@ -20,6 +20,7 @@ import torch
 from edgeslm.backends import get_backend, unavailable_here
 from edgeslm.bundle.conversations import CHECK_CONVERSATIONS, messages
 from edgeslm.gates import DECISIVE_MARGIN
+from edgeslm.parity.models import torch_on_one_thread
 from edgeslm.records import artifact_name
 
 GOLDEN = "golden.json"
@@ -150,7 +151,8 @@ def golden_vectors(tokenizer, has_template: bool, bundle: Path, artifacts: list[
         best = None
         for prompt in GREEDY_PROMPTS:  # the prompt whose greedy run stays decisive longest proves the most
             ids = tokenizer(prompt).input_ids
-            tokens, must = greedy_here(model, ids, GREEDY_TOKENS, set(eos_ids))
+            with torch_on_one_thread():
+                tokens, must = greedy_here(model, ids, GREEDY_TOKENS, set(eos_ids))
             if best is None or must > best["must_match"]:
                 best = {"prompt": prompt, "prompt_ids": ids, "tokens": tokens, "must_match": must,
                         "text": tokenizer.decode(tokens, skip_special_tokens=True)}

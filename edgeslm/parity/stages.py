@@ -16,7 +16,9 @@ argmax differs from the reference's token, its own free-running greedy output wo
 and at that position it would choose that argmax, so the greedy prefix against the reference is exact. Between
 two candidates (e.g. quantized eager vs the artifact), agreement is counted on the same contexts: the first
 position where the two would choose differently. A free-running greedy run is kept only where a runtime's own
-generator is compared (:func:`observe_free`).
+generator is compared (:func:`observe_free`): both run the same decode kernels, so they agree token for token,
+where a one-pass score along the generator's tokens would differ in the last bits and part them at near-ties.
+Eager models score their sequences right-padded in batches (:func:`edgeslm.parity.models.logits_of`).
 """
 
 from __future__ import annotations
@@ -96,8 +98,8 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
             n: int = GREEDY_TOKENS, path: list[list[int]] | None = None,
             on_step: Count = no_count) -> Observations:
     """What ``model`` says on the prompts and the held-out text. Without ``path`` it generates ``n`` greedy tokens
-    per prompt freely; with ``path`` (the reference's greedy tokens) it is teacher-forced along them instead, one
-    forward per prompt (see the module docstring). ``on_step(done, total)`` after each prompt and held-out chunk."""
+    per prompt freely; with ``path`` (the reference's greedy tokens) it is teacher-forced along them instead: a
+    runtime as an app runs it, prompt by prompt, an eager model in batches (see the module docstring). ``on_step(done, total)`` after each prompt and held-out chunk."""
     total = len(prompt_ids) + len(heldout)
     if path is None:
         free = observe_free(model, prompt_ids, n, on_step=lambda i, _: on_step(i, total))
