@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def release_memory() -> None:
@@ -15,6 +17,24 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+
+
+@contextmanager
+def long_lived_frozen() -> Iterator[None]:
+    """Within: :func:`freeze_long_lived` may move what is alive (imported modules, the loaded checkpoint) out of
+    the collector's reach; on leaving, all of it is handed back. A full collection walks every tracked object
+    (0.23 s with torch and transformers imported): an export runs about ten, explicit and automatic, and each
+    skips what was frozen. Objects frozen still go when their last reference does."""
+    freeze_long_lived()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def freeze_long_lived() -> None:
+    """What is alive now outlives the export (see :func:`long_lived_frozen`)."""
+    gc.freeze()
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter

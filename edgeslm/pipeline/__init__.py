@@ -25,7 +25,7 @@ from pathlib import Path
 from edgeslm.errors import InputError
 from edgeslm.latency.host import host_facts
 from edgeslm.latency.rss import PeakRss
-from edgeslm.memory import map_large_buffers
+from edgeslm.memory import freeze_long_lived, long_lived_frozen, map_large_buffers
 from edgeslm.pipeline.checks import check_memory, check_model_fits, check_request, context_lengths
 from edgeslm.pipeline.plan import Recipes, Status
 from edgeslm.pipeline.reference import (Reference, Variant, load, load_adapters, load_draft, prepare,
@@ -78,10 +78,11 @@ def export_targets(request: ExportRequest, status: Status = lambda msg: None) ->
     map_large_buffers()  # freed weights and logits leave the RSS at once, not at the next stage's peak
     probe = PeakRss()
     probe.start()
-    ref, ctx_info, fc = shared_reference(r, [t for t, _ in tgts], plans, status)
-    ref.rss = probe
-    results = [build_target(ref, tgt, plan, ctx, out, r.force, r.group_size, status, r.bench, ctx_from)
-               for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
+    with long_lived_frozen():
+        ref, ctx_info, fc = shared_reference(r, [t for t, _ in tgts], plans, status)
+        ref.rss = probe
+        results = [build_target(ref, tgt, plan, ctx, out, r.force, r.group_size, status, r.bench, ctx_from)
+                   for (tgt, out), plan, (ctx, ctx_from) in zip(tgts, plans, ctx_info)]
     peak = probe.stop()
     written = []
     if r.report_dir is not None:
@@ -101,6 +102,7 @@ def shared_reference(r: ExportRequest, tgts: list[Target], plans, status: Status
     where it came from) and the forecast."""
     prompts = list(r.prompts) if r.prompts is not None else None
     loaded = load(r.model, r.revision, status)
+    freeze_long_lived()  # transformers imported, the checkpoint read: both live as long as the export
     ctx_info = context_lengths(loaded[1], tgts, r.context_length, status)
     ctxs = [c for c, _ in ctx_info]
     check_model_fits(loaded[1], tgts, plans, ctxs, r.group_size, prompts)
