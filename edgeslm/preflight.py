@@ -17,8 +17,8 @@ from edgeslm.eta import about
 
 GiB = 1024**3
 
-# Measured on a 2-core x86 host (benchmarks/results/peers.md; Llama-3.2-1B shape: peak 6.2 GB for a 4.9 GB fp32
-# model). BASE: the process once torch, transformers, executorch and onnxruntime are imported.
+# Measured on a 2-core x86 host (benchmarks/results/peers.md; Llama-3.2-1B shape, ONNX alone: peak 6.7 GiB for a
+# 4.6 GiB fp32 model). BASE: the process once torch, transformers, executorch and onnxruntime are imported.
 BASE_BYTES = int(0.75 * GiB)
 # Parity phase: one fp32 model (transformers reference, then the decoder) plus activations, per fp32 byte.
 PARITY_PER_FP32_BYTE = 1.1
@@ -28,12 +28,13 @@ PARITY_PER_FP32_BYTE = 1.1
 # decoder, and each artifact's eager and runtime parity passes:
 SECONDS_PER_PARAMETER = 4e-8
 # Logits held through the export, per vocabulary entry, in every phase: each parity pass keeps its prompts'
-# teacher-forced logits ([positions, vocab] fp32; the reference's and the fp32 decoder's live to the end), and a
-# held-out forward makes its logits and their log-softmax. Negligible at 32 K entries, 2.5 GiB at Gemma 3's 262 K.
-# Fitted with the ONNX coefficient (edgeslm/backends/onnx/backend.py) on `export --target android` of the
-# Gemma-3-270M shape (262,144 entries, fp32 1.0 GiB: peak 5367 MiB, in the ONNX stage, where this file forecast 4450
-# without it) and the Qwen2.5-0.5B shape (151,936 entries, fp32 1.8 GiB: peak 6266 MiB): it forecasts them 6% and 5% above (tests/test_scale.py).
-LOGIT_BYTES_PER_VOCAB_ENTRY = 10 * 1024
+# teacher-forced logits ([prompt positions, vocab] fp32; the reference's and the fp32 decoder's live to the end), and
+# a batched forward makes its logits (the held-out text: 512 positions) and their log-softmax. Negligible at 32 K
+# entries, 1.75 GiB at Gemma 3's 262 K. Fitted with the ONNX coefficient (edgeslm/backends/onnx/backend.py) on
+# `export --target android --no-bench` (both backends) of the Gemma-3-270M shape (262,144 entries, fp32 1.0 GiB: peak
+# 3429 MiB), the Qwen2.5-0.5B shape (151,936 entries, 1.8 GiB: 4312 MiB) and the Llama-3.2-1B shape (128,256, 4.6
+# GiB: 7733 MiB): it forecasts them 18%, 5% and 10% above (tests/test_scale.py).
+LOGIT_BYTES_PER_VOCAB_ENTRY = 7 * 1024
 
 
 @dataclass(frozen=True)
