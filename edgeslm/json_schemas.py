@@ -111,7 +111,7 @@ _DEFS = {
                          "weight_bytes_by_dtype": {"type": "object", "additionalProperties": _NUM}})},
                     "checks": {"type": "array", "items": {"$ref": "#/$defs/row"}},
                     "parity": {"$ref": "#/$defs/parity"}},
-                   {"device": _STR_OR_NULL,
+                   {"device": _STR_OR_NULL, "status": {"enum": ["passed", "failed", "not_run", "info"]},
                     "latency": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/latency"}]}}),
     "row": _obj({"target": _STR, "artifact": _STR, "backend": _STR, "check": _STR,
                  "kind": {"enum": ["parity", "structure", "latency"]},

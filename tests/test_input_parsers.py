@@ -670,3 +670,16 @@ def test_gate_and_report_never_crash_on_a_mutated_report(folders, where, name, d
                  _cli("gate", str(folder), "--baseline", str(dst)).exit_code,
                  _cli("report", str(dst)).exit_code}
         assert codes <= {0, 1, 2}, codes
+
+
+def test_a_target_status_that_is_not_a_status_is_refused_by_name(folders, tmp_path):
+    """Found by the fuzzer above: a report target whose status was a list crashed gate (an internal error); the
+    readers now hold a target's status to the statuses, so it is one clear message, exit 2."""
+    _, reports, gates = folders
+    dst = tmp_path / "reports"
+    shutil.copytree(reports, dst)
+    doc = json.loads((dst / "summary.json").read_text())
+    doc["targets"][0]["status"] = ["passed"]
+    (dst / "summary.json").write_text(json.dumps(doc))
+    res = _cli("gate", str(dst), "--gates", str(gates))
+    assert res.exit_code == 2 and "targets/0/status" in res.output, res.output
