@@ -76,13 +76,6 @@ def logits_of(model: ParityModel, seqs: list[list[int]]) -> Iterator[torch.Tenso
         yield from batch(group)
 
 
-def logits_along(model: ParityModel, prompt: list[int], cont: list[int]) -> torch.Tensor:
-    """``model``'s logits over ``prompt + cont``; a runtime model scores them the way an app runs them
-    (``logits_along``: the prompt prefilled, the continuation decoded), any other in one pass."""
-    along = getattr(model, "logits_along", None)
-    return along(prompt, cont) if along is not None else model.logits(list(prompt) + list(cont))
-
-
 class HFModel:
     def __init__(self, model):
         self.model = model

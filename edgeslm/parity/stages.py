@@ -31,7 +31,7 @@ import torch
 
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
-from edgeslm.parity.models import ParityModel, logits_along, logits_of, top_alternatives
+from edgeslm.parity.models import ParityModel, logits_of, top_alternatives
 from edgeslm.progress import Count, no_count
 from edgeslm.records import Check
 
@@ -108,7 +108,7 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
     else:
         logits, greedy, tops = [], [], []
         if hasattr(model, "logits_along"):  # a runtime: the app's path, prompt by prompt
-            fulls = (logits_along(model, ids, p[:-1]) for ids, p in zip(prompt_ids, path))
+            fulls = (model.logits_along(ids, p[:-1]) for ids, p in zip(prompt_ids, path))
         else:
             fulls = logits_of(model, [list(ids) + list(p[:-1]) for ids, p in zip(prompt_ids, path)])
         for i, (ids, p, full) in enumerate(zip(prompt_ids, path, fulls)):
@@ -118,8 +118,7 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
             tops.append([top_alternatives(r) for r in rows])
             on_step(i + 1, total)
     nll_sum, count, bad = 0.0, 0, []
-    for i, lg in enumerate(logits_of(model, list(heldout))):
-        chunk = heldout[i]
+    for i, (chunk, lg) in enumerate(zip(heldout, logits_of(model, list(heldout)))):
         bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
         s, k = nll(lg, chunk)
         nll_sum, count = nll_sum + s, count + k

@@ -66,13 +66,12 @@ def pack4(codes: torch.Tensor, block: int) -> np.ndarray:
     return (c[..., 0::2] | (c[..., 1::2] << 4)).numpy()
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int) -> torch.Tensor:
     """The fp32 ``[N, K]`` weight a MatMulNBits (or GatherBlockQuantized) B and scales stand for: s·(q − 2^(b−1)),
-    a 4-bit byte's low nibble first, written into ``out`` when given (the fp32 weight it replaces: no second
-    copy of a vocabulary-sized table), :data:`ROWS` rows at a time. torch's elementwise ops (every core): 8×
+    a 4-bit byte's low nibble first, :data:`ROWS` rows at a time. torch's elementwise ops (every core): 8×
     faster than a byte-table lookup in numpy on a 16384 × 2048 weight."""
     n = scales.shape[0]
-    out = torch.empty(n, scales.shape[1] * packed.shape[2] * 8 // bits) if out is None else out
+    out = torch.empty(n, scales.shape[1] * packed.shape[2] * 8 // bits)
     for i in range(0, n, ROWS):
         p = torch.from_numpy(packed[i:i + ROWS])
         codes = torch.stack((p & 15, p >> 4), -1) if bits == 4 else p
