@@ -214,23 +214,51 @@ def test_genai_on_every_core_computes_what_its_default_computes(tokenizer, tmp_p
     assert np.array_equal(l1, l2)
 
 
-def test_runtime_agreement_fails_a_generator_that_picks_another_token(tiny_dir, tmp_path, monkeypatch):
-    """onnxruntime is teacher-forced along onnxruntime-genai's tokens: a generator that picks another token than
-    the graph ranks first is caught at that very position (and the export fails), the other prompts agree."""
+def test_runtime_agreement_fails_a_generator_that_parts_from_onnxruntime(tiny_dir, tmp_path, monkeypatch):
+    """onnxruntime-genai is fed onnxruntime's path: a generator whose logits rank another token first at one decode
+    step is caught at that very position (and the export fails), the other prompts agree in full."""
     from edgeslm.backends.onnx import work
     from edgeslm.pipeline import export
 
-    real = work.genai_greedy_tokens
+    class PartsAtStep3(work.GenaiModel):
+        prompts = 0
 
-    def picks_another(folder, prompt_ids, lengths):
-        out = real(folder, prompt_ids, lengths)
-        out[0][3] = (out[0][3] + 1) % 512  # the tiny vocabulary
-        return out
+        def prefill(self, tokens):
+            type(self).prompts += 1
+            return super().prefill(tokens)
 
-    monkeypatch.setattr(work, "genai_greedy_tokens", picks_another)
+        def step(self, tokens, start_pos):
+            row = super().step(tokens, start_pos)
+            if type(self).prompts == 1 and self.steps_taken(start_pos) == 3:  # the row choosing the 4th token
+                row = row.clone()
+                row[(int(row.argmax()) + 1) % row.numel()] = row.max() + 5.0
+            return row
+
+        def steps_taken(self, start_pos):
+            return start_pos - self.prompt_len + 1
+
+        def _append(self, tokens, start_pos):
+            if start_pos == 0:
+                self.prompt_len = len(tokens)
+            return super()._append(tokens, start_pos)
+
+    monkeypatch.setattr(work, "GenaiModel", PartsAtStep3)
     res = export(str(tiny_dir("llama")), "android", tmp_path / "b", backends=("onnx",), recipe="int4",
                  context_length=64, bench=False)
     (agree,) = [c for c in res.parity["checks"] if c["stage"] == "runtime_agreement"]
     assert agree["status"] == "failed" and not res.passed
     prefixes = [p["greedy_prefix"] for p in agree["per_prompt"]]
     assert prefixes[0] == 3 and all(p == agree["greedy_tokens"] for p in prefixes[1:]), prefixes
+    assert agree["metrics"]["max_abs_logit_diff"] == 0.0  # the prompts' own rows: only that decode step parted
+
+
+def test_runtime_agreement_is_bit_exact_on_a_healthy_folder(tiny_dir, tmp_path):
+    """genai fed onnxruntime's path computes onnxruntime's logits to the bit (the stage's bound is for accumulation
+    order only), with its greedy tokens the same at every position."""
+    from edgeslm.pipeline import export
+
+    res = export(str(tiny_dir("qwen3")), "android", tmp_path / "b", backends=("onnx",), recipe="int4",
+                 context_length=64, bench=False)
+    (agree,) = [c for c in res.parity["checks"] if c["stage"] == "runtime_agreement"]
+    assert agree["status"] == "passed" and agree["metrics"]["max_abs_logit_diff"] == 0.0
+    assert agree["metrics"]["greedy_exact"] == agree["prompts"] == 8

@@ -97,10 +97,11 @@ class ExportJob:
         """``count(done, total)`` for the current stage's countable work (modules quantized, ...)."""
         return counter(self.status, unit)
 
-    def observe(self, model) -> Observations:
-        """What ``model`` says on this export's prompts and held-out text, teacher-forced along the transformers
-        reference's greedy path (exact greedy prefixes at one forward per prompt; see parity/stages.py)."""
-        return observe(model, self.prompt_ids, self.heldout_ids, path=self.obs_ref.greedy,
+    def observe(self, model, heldout: bool = True) -> Observations:
+        """What ``model`` says on this export's prompts and (``heldout``) held-out text, teacher-forced along the
+        transformers reference's greedy path (exact greedy prefixes at one forward per prompt; see
+        parity/stages.py)."""
+        return observe(model, self.prompt_ids, self.heldout_ids if heldout else (), path=self.obs_ref.greedy,
                        on_step=self.counter("prompts"))
 
     def observe_free(self, model) -> Observations:
@@ -112,9 +113,10 @@ class ExportJob:
         return self.target.thresholds(recipe, stage) or default
 
     def check(self, stage: str, recipe: str, reference: str, candidate: str, ref: Observations,
-              cand: Observations, artifact: str | None, gated: bool = True) -> Check:
+              cand: Observations, artifact: str | None, gated: bool = True,
+              default: Thresholds | None = None) -> Check:
         c = compare(stage, reference, candidate, ref, cand, self.prompts,
-                    self.gate(recipe, stage) if gated else None, artifact)
+                    self.gate(recipe, stage, default) if gated else None, artifact)
         return self._add(c)
 
     def _add(self, c: Check) -> Check:

@@ -7,10 +7,13 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
 import torch
+
+from edgeslm.parity.kernels import onednn_linears
 
 TOP_K = 5  # alternatives recorded per greedy step, to tell a near-tie divergence from a real one
 POSITIONS_PER_PASS = 512  # teacher-forced sequences share a forward up to this many padded positions
@@ -49,6 +52,15 @@ def greedy_loop(prefill: Callable[[list[int]], torch.Tensor], step: Callable[[in
     return toks
 
 
+def _eager(method):
+    """An eager model's method run without autograd and with its linears through oneDNN (parity/kernels.py)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with torch.no_grad(), onednn_linears(self.module):
+            return method(self, *args, **kwargs)
+    return run
+
+
 class ParityModel(Protocol):
     def logits(self, ids: list[int]) -> torch.Tensor:
         """``[len(ids), vocab]`` logits, position i predicting token i+1."""
@@ -78,19 +90,19 @@ def logits_of(model: ParityModel, seqs: list[list[int]]) -> Iterator[torch.Tenso
 
 class HFModel:
     def __init__(self, model):
-        self.model = model
+        self.model = self.module = model
 
-    @torch.no_grad()
+    @_eager
     def logits(self, ids):
         return self.model(torch.tensor([ids])).logits[0].float()
 
-    @torch.no_grad()
+    @_eager
     def logits_batch(self, seqs: list[list[int]]) -> list[torch.Tensor]:
         """:meth:`logits` of each sequence from one right-padded forward (causal: no mask needed)."""
         out = self.model(_right_padded(seqs)).logits
         return [out[i, :len(s)].float() for i, s in enumerate(seqs)]
 
-    @torch.no_grad()
+    @_eager
     def greedy(self, ids, n, tops=None):
         state = {}
 
@@ -101,7 +113,7 @@ class HFModel:
 
         return greedy_loop(run, lambda tok, pos: run([tok], state["past"]), ids, n, tops)
 
-    @torch.no_grad()
+    @_eager
     def greedy_batch(self, prompts: list[list[int]], n: int) -> tuple[list[list[int]], list[list[dict]],
                                                                      list[torch.Tensor]]:
         """Greedy tokens (and each step's alternatives) for all prompts at once, left-padded under an attention
@@ -134,9 +146,9 @@ class EagerDecoder:
     """Our decoder run eagerly in PyTorch (prefill all positions at once, then one token per step)."""
 
     def __init__(self, decoder):
-        self.decoder = decoder
+        self.decoder = self.module = decoder
 
-    @torch.no_grad()
+    @_eager
     def logits(self, ids):
         self.decoder.full_logits = True
         try:
@@ -152,7 +164,7 @@ class EagerDecoder:
             return None
         return self._logits_batch
 
-    @torch.no_grad()
+    @_eager
     def _logits_batch(self, seqs: list[list[int]]) -> list[torch.Tensor]:
         d, n = self.decoder, len(seqs)
         ids = _right_padded(seqs)
@@ -161,7 +173,7 @@ class EagerDecoder:
         logits, _ = d.forward_with_past(ids, torch.arange(ids.shape[1]), past)
         return [logits[i, :len(s)].float() for i, s in enumerate(seqs)]
 
-    @torch.no_grad()
+    @_eager
     def greedy(self, ids, n, tops=None):
         d = self.decoder
         return greedy_loop(lambda t: d(torch.tensor([t]), torch.arange(len(t)))[0],

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 from torch import nn
+
+from edgeslm.parity.kernels import linear
 
 ACCURACY_LEVEL = 4  # int8 activations × n-bit weights (MLAS CompInt8)
 
@@ -110,9 +111,9 @@ class NBitsLinear(nn.Module):
         return dequantize(self.packed, self.scales, self.bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(quantize_activations(x, self.block), self.weight, self.bias)
+        y = linear(quantize_activations(x, self.block), self.weight, self.bias)
         if self.offsets is not None:
-            y = y + F.linear(x.reshape(*x.shape[:-1], -1, self.block).sum(-1), self.offsets)
+            y = y + linear(x.reshape(*x.shape[:-1], -1, self.block).sum(-1), self.offsets)
         return y
 
 

@@ -152,8 +152,10 @@ def genai_speculative_tokens(folder: Path, overlay: dict, ids: list[int], n: int
 
 
 class GenaiModel:
-    """``step(tokens, start_pos) -> last logits`` through onnxruntime-genai itself, for any folder it loads
-    (ours or another exporter's), so parity can be measured on exactly what an app would run."""
+    """``step(tokens, start_pos) -> last logits`` and ``prefill(tokens) -> every position's logits`` through
+    onnxruntime-genai's own generator (``append_tokens``, the call an app feeds its prompt and each chosen token
+    through), for any folder it loads (ours or another exporter's), so parity is measured on exactly what an app
+    runs."""
 
     def __init__(self, folder: Path):
         import onnxruntime_genai as og
@@ -164,13 +166,19 @@ class GenaiModel:
         self.gen = None
 
     def step(self, tokens: list[int], start_pos: int) -> torch.Tensor:
+        return self._append(tokens, start_pos)[-1]
+
+    def prefill(self, tokens: list[int]) -> torch.Tensor:
+        return self._append(tokens, 0)
+
+    def _append(self, tokens: list[int], start_pos: int) -> torch.Tensor:
         if start_pos == 0:
             params = self.og.GeneratorParams(self.model)
             params.set_search_options(do_sample=False, max_length=self.context)
             self.gen = self.og.Generator(self.model, params)
         self.gen.append_tokens(tokens)
         logits = np.asarray(self.gen.get_output("logits"))
-        return torch.from_numpy(logits.reshape(-1, logits.shape[-1])[-1].astype(np.float32).copy())
+        return torch.from_numpy(logits.reshape(-1, logits.shape[-1]).astype(np.float32, copy=True))
 
 
 class OrtVerifier(OrtModel):
