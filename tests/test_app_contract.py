@@ -144,3 +144,25 @@ def test_golden_file_is_listed_and_verified(chat_bundle, tmp_path):
     (b / "golden.json").write_text(json.dumps(g))
     res = CliRunner().invoke(main, ["verify", str(b)])
     assert res.exit_code == 1 and "golden.json" in res.output
+
+
+def test_golden_greedy_is_the_full_scans_choice(chat_bundle):
+    """Each prompt is run only up to its first near-tie: the vector kept is still the one a full run of every
+    prompt picks (the first most decisive prompt, its whole greedy run)."""
+    from transformers import AutoTokenizer
+
+    from edgeslm.backends import get_backend
+    from edgeslm.bundle.golden import GREEDY_PROMPTS, GREEDY_TOKENS, greedy_here
+    from edgeslm.records import artifact_name
+
+    g = json.loads((chat_bundle / "golden.json").read_text())
+    m = json.loads((chat_bundle / "manifest.json").read_text())
+    tok = AutoTokenizer.from_pretrained(chat_bundle)
+    eos = set(m["special_tokens"]["eos_ids"])
+    for v in g["greedy"]:
+        (art,) = [a for a in m["artifacts"] if artifact_name(a) == v["artifact"]]
+        model = get_backend(art["backend"]).step_model(chat_bundle, art)
+        runs = [(p, *greedy_here(model, tok(p).input_ids, GREEDY_TOKENS, eos)) for p in GREEDY_PROMPTS]
+        best = max(runs, key=lambda r: r[2])  # the first of the most decisive
+        assert (v["prompt"], v["tokens"], v["must_match"]) == best, v["artifact"]
+        assert any(must < len(t) for _, t, must in runs)  # prompts with a near-tie were tried: the cut mattered

@@ -115,9 +115,10 @@ def _chat_vectors(tokenizer, has_template: bool) -> list[dict]:
     return out
 
 
-def greedy_here(model, prompt_ids: list[int], n: int, eos_ids) -> tuple[list[int], int]:
+def greedy_here(model, prompt_ids: list[int], n: int, eos_ids, until_tie: bool = False) -> tuple[list[int], int]:
     """Greedy ids from a runtime's ``step(tokens, start_pos) -> logits`` and how many lead up to the first
-    near-tie (top-1 within ``DECISIVE_MARGIN`` nats of top-2), which a device's kernels may break either way."""
+    near-tie (top-1 within ``DECISIVE_MARGIN`` nats of top-2), which a device's kernels may break either way.
+    ``until_tie``: stop at that near-tie (its token the last): how decisive a prompt is costs only that far."""
     logits = model.step(list(prompt_ids), 0)
     pos, tokens, must = len(prompt_ids), [], None
     for i in range(n):
@@ -127,7 +128,7 @@ def greedy_here(model, prompt_ids: list[int], n: int, eos_ids) -> tuple[list[int
             must = i
         nxt = int(logp.argmax())
         tokens.append(nxt)
-        if nxt in eos_ids or i + 1 == n:
+        if nxt in eos_ids or i + 1 == n or (until_tie and must is not None):
             break
         logits = model.step([nxt], pos)
         pos += 1
@@ -152,12 +153,15 @@ def golden_vectors(tokenizer, has_template: bool, bundle: Path, artifacts: list[
         for prompt in GREEDY_PROMPTS:  # the prompt whose greedy run stays decisive longest proves the most
             ids = tokenizer(prompt).input_ids
             with torch_on_one_thread():
-                tokens, must = greedy_here(model, ids, GREEDY_TOKENS, set(eos_ids))
+                tokens, must = greedy_here(model, ids, GREEDY_TOKENS, set(eos_ids), until_tie=True)
             if best is None or must > best["must_match"]:
-                best = {"prompt": prompt, "prompt_ids": ids, "tokens": tokens, "must_match": must,
-                        "text": tokenizer.decode(tokens, skip_special_tokens=True)}
-            if must == len(tokens):
+                best = {"prompt": prompt, "prompt_ids": ids, "tokens": tokens, "must_match": must}
+            if must == len(tokens):  # decisive to the end (or to eos): nothing later can beat it
                 break
+        if best["must_match"] < len(best["tokens"]):  # it stopped at its near-tie: the whole run for the vector
+            with torch_on_one_thread():
+                best["tokens"], _ = greedy_here(model, best["prompt_ids"], GREEDY_TOKENS, set(eos_ids))
+        best["text"] = tokenizer.decode(best["tokens"], skip_special_tokens=True)
         greedy.append({**entry, **best})
     return {"schema_version": SCHEMA_VERSION, "kind": "edgeslm-golden", "tokenizer": _tokenizer_vectors(tokenizer),
             "chat": _chat_vectors(tokenizer, has_template), "greedy": greedy}

@@ -69,15 +69,21 @@ def pack4(codes: torch.Tensor, block: int) -> np.ndarray:
 
 def dequantize(packed: np.ndarray, scales: np.ndarray, bits: int) -> torch.Tensor:
     """The fp32 ``[N, K]`` weight a MatMulNBits (or GatherBlockQuantized) B and scales stand for: s·(q − 2^(b−1)),
-    a 4-bit byte's low nibble first, :data:`ROWS` rows at a time. torch's elementwise ops (every core): 8×
-    faster than a byte-table lookup in numpy on a 16384 × 2048 weight."""
-    n = scales.shape[0]
-    out = torch.empty(n, scales.shape[1] * packed.shape[2] * 8 // bits)
+    a 4-bit byte's low nibble first, :data:`ROWS` rows at a time, each step in place in the output (torch's
+    elementwise ops, every core): 1.8× the speed of building the codes apart and copying them in, 8× a byte-table
+    lookup in numpy, on an 8192 × 2048 weight."""
+    n, per_byte = scales.shape[0], 8 // bits
+    out = torch.empty(n, scales.shape[1] * packed.shape[2] * per_byte)
     for i in range(0, n, ROWS):
         p = torch.from_numpy(packed[i:i + ROWS])
-        codes = torch.stack((p & 15, p >> 4), -1) if bits == 4 else p
-        w = codes.reshape(*scales[i:i + ROWS].shape, -1).to(torch.float32).sub_(2 ** (bits - 1))
-        out[i:i + ROWS] = w.mul_(torch.from_numpy(scales[i:i + ROWS])[..., None]).reshape(p.shape[0], -1)
+        s = torch.from_numpy(scales[i:i + ROWS])
+        codes = out[i:i + ROWS].view(*p.shape, per_byte)  # [rows, blocks, bytes, codes per byte]
+        if bits == 4:
+            codes[..., 0] = p & 15
+            codes[..., 1] = p >> 4
+        else:
+            codes[..., 0] = p
+        codes.sub_(2 ** (bits - 1)).view(*s.shape, -1).mul_(s[..., None])
     return out
 
 
