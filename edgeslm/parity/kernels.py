@@ -21,10 +21,16 @@ from torch import nn
 
 @cache
 def _onednn():
-    """The oneDNN linear op, or None where this torch lacks it."""
-    if not torch.backends.mkldnn.is_available():
+    """The oneDNN linear op, or None where this torch lacks it or it refuses a small probe."""
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+    if op is None:
         return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    x, w = torch.ones(2, 4), torch.ones(3, 4)
+    try:
+        ok = torch.equal(op(x, w, None, "none", [], ""), F.linear(x, w))
+    except (RuntimeError, NotImplementedError):
+        return None
+    return op if ok else None
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
