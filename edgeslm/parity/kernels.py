@@ -3,8 +3,9 @@
 torch's own fp32 ``F.linear`` goes to a BLAS whose small-M kernels run this host's (AMD EPYC) at a third of its
 memory bandwidth: the transformers reference's batched greedy steps (M = 8 rows) read Llama-3.2-1B's 4.9 GB of
 weights at about 6 GB/s. oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own
-compiler lowers fp32 linears to on CPU) takes the same dense weights, no repacking, and ran 1.2-2.8x faster on
-every shape measured here (M = 1 ... 512; ``benchmarks/linear_kernels.py``). The outputs are fp32 sums in another
+compiler lowers fp32 linears to on CPU) takes the same dense weights, no repacking, and ran 1.1-3.0x faster on
+the shapes parity runs (M = 8 ... 512; at M = 1 from 0.8x on a 576 x 1536 layer to 2.1x;
+``benchmarks/results/linear_kernels.md``). The outputs are fp32 sums in another
 order (relative difference ~1e-6); a row's value does not depend on how many rows share the call (M >= 8), so
 batched and one-by-one passes still agree. Where oneDNN is missing (a torch built without it), ``F.linear``."""
 
