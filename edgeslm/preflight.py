@@ -20,7 +20,8 @@ GiB = 1024**3
 # Measured on a 2-core x86 host (benchmarks/results/peers.md; Llama-3.2-1B shape, ONNX alone: peak 6.7 GiB for a
 # 4.6 GiB fp32 model). BASE: the process once torch, transformers, executorch and onnxruntime are imported.
 BASE_BYTES = int(0.75 * GiB)
-# Parity phase: one fp32 model (transformers reference, then the decoder) plus activations, per fp32 byte.
+# Parity phase: one fp32 model (the transformers reference, whose tensors the decoder then shares) plus activations,
+# per fp32 byte.
 PARITY_PER_FP32_BYTE = 1.1
 # Lowering phase per fp32 byte of the model, plus per decoder layer, and seconds per decoder layer and artifact:
 # each backend's own (lowering_per_fp32_byte, lowering_bytes_per_layer, seconds_per_layer in

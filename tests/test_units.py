@@ -102,3 +102,21 @@ def test_an_export_freezes_what_lives_long_and_hands_it_back(tmp_path, monkeypat
         pipeline.export_targets(ExportRequest.of("whatever", ["android"], tmp_path / "out"))
     assert seen and seen[0] > before
     assert gc.get_freeze_count() == before == 0
+
+
+def test_fp32_decoder_shares_the_reference_tensors(tiny_dir):
+    """The parity reference's fp32 decoder is built from the transformers model's own fp32 tensors (no second read
+    and conversion of the checkpoint): same storage, and the same logits as a decoder read from disk."""
+    from edgeslm.model.build import build_decoder
+    from edgeslm.model.checkpoint import SharedWeights, load_checkpoint
+    from edgeslm.model.source import resolve
+    from edgeslm.parity.models import EagerDecoder
+
+    ckpt = load_checkpoint(resolve(str(tiny_dir("qwen2")), None))
+    filled: dict = {}
+    ref = ckpt.reference_model(filled)
+    assert set(filled) == set(ckpt.weights)
+    shared = build_decoder(ckpt, 64, untie=False, weights=SharedWeights(ckpt.weights, filled))
+    assert shared.layers[0].mlp.up_proj.weight.data_ptr() == ref.model.layers[0].mlp.up_proj.weight.data_ptr()
+    ids = [2, 7, 40, 11, 9, 30, 5, 8, 12, 3]
+    assert torch.equal(EagerDecoder(shared).logits(ids), EagerDecoder(build_decoder(ckpt, 64, untie=False)).logits(ids))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from edgeslm.errors import InputError
@@ -52,13 +54,16 @@ def _fuse(model: Decoder, parent_fqn: str, parts: tuple[str, ...], fused: str) -
 
 
 def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = False, untie: bool = True,
-                  recipe: Recipe | None = None, on_quantized: Count = no_count, fuse: bool = False) -> Decoder:
+                  recipe: Recipe | None = None, on_quantized: Count = no_count, fuse: bool = False,
+                  weights: Mapping | None = None) -> Decoder:
     """The decoder with the checkpoint's weights in fp32, read one tensor at a time. ``untie`` gives lm_head its
     own copy of tied embeddings (to quantize them apart); without it they share one tensor (fp32 parity runs:
     on Llama-3.2-1B that is 1 GB less). With ``recipe``, each module the recipe names is quantized as soon as
     its weights are in, so the whole fp32 model never exists beside quantization's temporaries (the plan
     applied is ``model.quant_plan``; ``on_quantized(done, total)`` after each module). ``fuse``: q/k/v and
-    gate/up become one linear each (:class:`Fused`) where the recipe quantizes the parts alike."""
+    gate/up become one linear each (:class:`Fused`) where the recipe quantizes the parts alike. ``weights``:
+    read from it instead of ``ckpt.weights`` (:class:`edgeslm.model.checkpoint.SharedWeights`); fp32 tensors are
+    then taken as they are, not copied."""
     config = ckpt.config
     family = family_for(config)
     limit = getattr(config, "max_position_embeddings", None)
@@ -67,7 +72,7 @@ def build_decoder(ckpt: Checkpoint, max_seq_len: int, use_custom_ops: bool = Fal
             f"context length {max_seq_len} exceeds the model's max_position_embeddings ({limit})",
             f"pass --context-length {limit} or less",
         )
-    weights = ckpt.weights
+    weights = ckpt.weights if weights is None else weights
     model = meta_decoder(ckpt, max_seq_len, use_custom_ops)
     spec = model.spec
     tied = bool(getattr(config, "tie_word_embeddings", False))

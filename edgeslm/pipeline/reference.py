@@ -12,7 +12,7 @@ from edgeslm.latency.rss import PeakRss
 from edgeslm.memory import release_memory
 from edgeslm.model.adapter import adapted, load_adapter, peft_reference
 from edgeslm.model.build import build_decoder
-from edgeslm.model.checkpoint import Checkpoint, load_checkpoint
+from edgeslm.model.checkpoint import Checkpoint, SharedWeights, load_checkpoint
 from edgeslm.model.families import family_for
 from edgeslm.model.source import resolve
 from edgeslm.parity.models import EagerDecoder, HFModel
@@ -117,11 +117,12 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
     heldout = heldout_chunks(ckpt.tokenizer, min_context or context_length)
     status(Stage("running the transformers reference", forecast_s))
     t = time.perf_counter()
-    ref = ckpt.reference_model()
+    filled: dict = {}
+    ref = ckpt.reference_model(filled)
     obs_ref = observe(HFModel(ref), prompt_ids, heldout, on_step=counter(status, "prompts (transformers)"))
-    del ref
-    release_memory()  # the fp32 reference must be gone before the fp32 decoder is built (peak memory)
-    fp32 = build_decoder(ckpt, context_length, untie=False)
+    # the fp32 decoder shares the reference's fp32 tensors (one fp32 model in memory, not two in turn)
+    fp32 = build_decoder(ckpt, context_length, untie=False, weights=SharedWeights(ckpt.weights, filled))
+    del ref, filled
     obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy,
                        on_step=counter(status, "prompts (edgeslm fp32)"))
     shape = _shape(fp32.spec)
