@@ -123,6 +123,7 @@ def prepare(model: str, revision: str | None, prompts: list[str] | None, context
     # the fp32 decoder shares the reference's fp32 tensors (one fp32 model in memory, not two in turn)
     fp32 = build_decoder(ckpt, context_length, untie=False, weights=SharedWeights(ckpt.weights, filled))
     del ref, filled
+    release_memory()  # what the transformers passes left (activations, caches) must not add to the next peak
     obs_fp32 = observe(EagerDecoder(fp32), prompt_ids, heldout, path=obs_ref.greedy,
                        on_step=counter(status, "prompts (edgeslm fp32)"))
     shape = _shape(fp32.spec)
