@@ -31,7 +31,7 @@ import torch
 
 from edgeslm.gates import Thresholds
 from edgeslm.parity.metrics import compare_logits, divergence_margin, greedy_prefix, nll, non_finite_rows
-from edgeslm.parity.models import ParityModel, logits_of, top_alternatives
+from edgeslm.parity.models import ParityModel, logits_of, top_alternatives, torch_on_one_thread
 from edgeslm.progress import Count, no_count
 from edgeslm.records import Check
 
@@ -114,13 +114,15 @@ def observe(model: ParityModel, prompt_ids: list[list[int]], heldout: list[list[
         for i, (ids, p, full) in enumerate(zip(prompt_ids, path, fulls)):
             logits.append(full[:len(ids)].clone())  # a copy: the rest of a batch's logits is not kept alive
             rows = full[len(ids) - 1:len(ids) - 1 + len(p)]
-            greedy.append([int(r.argmax()) for r in rows])
-            tops.append([top_alternatives(r) for r in rows])
+            with torch_on_one_thread():  # row by row: faster on one (and a runtime's spinning pool took the other)
+                greedy.append([int(r.argmax()) for r in rows])
+                tops.append([top_alternatives(r) for r in rows])
             on_step(i + 1, total)
     nll_sum, count, bad = 0.0, 0, []
     for i, (chunk, lg) in enumerate(zip(heldout, logits_of(model, list(heldout)))):
-        bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
-        s, k = nll(lg, chunk)
+        with torch_on_one_thread():
+            bad += [count + j for j in non_finite_rows(lg[:-1])]  # the rows nll reads
+            s, k = nll(lg, chunk)
         nll_sum, count = nll_sum + s, count + k
         on_step(len(prompt_ids) + i + 1, total)
     return Observations(logits, greedy, tops, nll_sum if count else None, count, tuple(bad))
