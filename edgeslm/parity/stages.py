@@ -15,10 +15,12 @@ time) and its greedy choice at each position is its argmax there. Up to the firs
 argmax differs from the reference's token, its own free-running greedy output would be exactly the reference's,
 and at that position it would choose that argmax, so the greedy prefix against the reference is exact. Between
 two candidates (e.g. quantized eager vs the artifact), agreement is counted on the same contexts: the first
-position where the two would choose differently. A free-running greedy run is kept only where a runtime's own
-generator is compared (:func:`observe_free`): both run the same decode kernels, so they agree token for token,
-where a one-pass score along the generator's tokens would differ in the last bits and part them at near-ties.
-Eager models score their sequences right-padded in batches (:func:`edgeslm.parity.models.logits_of`).
+position where the two would choose differently. onnxruntime-genai's generator is fed the same path the same way
+(ONNX runtime_agreement: equal logits to the bit); a free-running greedy run is kept only where two generators
+are compared free (:func:`observe_free`, onnx-qnn), where a one-pass score along one generator's tokens would
+differ from the other's decode kernels in the last bits and part them at near-ties. Eager models score their
+sequences right-padded in batches (:func:`edgeslm.parity.models.logits_of`), their linears through oneDNN
+(:mod:`edgeslm.parity.kernels`).
 """
 
 from __future__ import annotations
