@@ -85,6 +85,7 @@ def test_fp32_onnx_matches_transformers_in_ort_and_genai(family, tiny_dir, tmp_p
         assert p["greedy_candidate"] == p["greedy_reference"], p["prompt"]  # onnxruntime == transformers
     (art,) = [a.to_json() for a in res.artifacts]
     assert art["onnxruntime_genai"]["greedy_exact"] == 8  # onnxruntime-genai == onnxruntime, token for token
+    assert art["onnxruntime_genai"]["max_abs_logit_diff"] == 0.0  # fed the same path: the same logits, to the bit
     assert e2e["metrics"]["max_abs_logit_diff"] < 1e-3 and res.passed
     from edgeslm.model.checkpoint import load_checkpoint
     from edgeslm.model.source import resolve
@@ -124,6 +125,7 @@ def test_onnx_fp16_and_int8(recipe, dtype, tiny_dir, tmp_path):
     res = export(str(tiny_dir("qwen3")), "jetson-orin", tmp_path / "b", recipe=recipe, context_length=64, bench=False)
     (art,) = [a.to_json() for a in res.artifacts]
     assert art["onnxruntime_genai"]["greedy_exact"] == 8  # the folder loads and runs in onnxruntime-genai
+    assert art["onnxruntime_genai"]["max_abs_logit_diff"] == 0.0  # fp16 graphs too
     q = _check(res, "quantization")
     assert 0 < q["metrics"]["kl_mean"] < 0.05 and q["metrics"]["top1_agreement"] > 0.9
     graph = onnx.load(str(tmp_path / "b" / art["file"]), load_external_data=False).graph
