@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 from edgeslm.errors import InputError
 from edgeslm.model.source import ModelSource, resolve_hub
-from edgeslm.model.checkpoint import LazyWeights, check_safetensors_headers
+from edgeslm.model.checkpoint import LazyWeights, WeightsOverlay, check_safetensors_headers
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -147,11 +146,12 @@ def load_adapter(spec: str, ckpt, name: str | None = None, revision: str | None 
     return Adapter(src, name or Path(src.model_id).name, r, alpha, scale, targets, pairs, sha)
 
 
-class MergedWeights(Mapping):
+class MergedWeights(WeightsOverlay):
     """The base checkpoint's lazy weights with one adapter merged into the weights it adapts (fp32)."""
 
     def __init__(self, base, adapter: Adapter):
-        self.base, self.adapter = base, adapter
+        super().__init__(base)
+        self.adapter = adapter
         self.lora = LazyWeights([adapter.source.path / WEIGHTS])
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -161,21 +161,6 @@ class MergedWeights(Mapping):
             return w
         a, b = (self.lora[k].to(torch.float32) for k in pair)
         return w.to(torch.float32) + self.adapter.scale * (b @ a)
-
-    def shape(self, name: str) -> list[int]:
-        return self.base.shape(name)
-
-    def file(self, name: str) -> Path:
-        return self.base.file(name)
-
-    def numel(self, name: str) -> int:
-        return self.base.numel(name)
-
-    def __iter__(self):
-        return iter(self.base)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
 
 def adapted(ckpt, adapter: Adapter):

@@ -182,27 +182,41 @@ class LazyWeights(Mapping):
         return len(self._where)
 
 
-class SharedWeights(Mapping):
-    """``weights`` with the tensors in ``loaded`` (name → the fp32 tensor a loaded model was filled with from these
-    same weights) served as they are: a second fp32 model built from them shares that memory instead of reading
-    and converting the checkpoint again (Llama-3.2-1B: 3 s and 4.9 GB of fresh pages). Shapes and files are
-    ``weights``'."""
+class WeightsOverlay(Mapping):
+    """Another weights mapping's names, shapes and files, with some of its tensors served otherwise (a subclass's
+    ``__getitem__``): an adapter merged in, or a loaded model's own tensors."""
 
-    def __init__(self, weights: Mapping, loaded: dict):
-        self._weights, self._loaded = weights, loaded
+    def __init__(self, base: Mapping):
+        self.base = base
 
-    def __getitem__(self, name: str) -> torch.Tensor:
-        t = self._loaded.get(name)
-        return self._weights[name] if t is None else t
+    def shape(self, name: str) -> list[int]:
+        return self.base.shape(name)
 
-    def __getattr__(self, name: str):
-        return getattr(self._weights, name)
+    def file(self, name: str) -> Path:
+        return self.base.file(name)
+
+    def numel(self, name: str) -> int:
+        return self.base.numel(name)
 
     def __iter__(self):
-        return iter(self._weights)
+        return iter(self.base)
 
     def __len__(self) -> int:
-        return len(self._weights)
+        return len(self.base)
+
+
+class SharedWeights(WeightsOverlay):
+    """``base`` with the tensors in ``loaded`` (name → the fp32 tensor a loaded model was filled with from these
+    same weights) served as they are: a second fp32 model built from them shares that memory instead of reading
+    and converting the checkpoint again (Llama-3.2-1B: 3 s and 4.9 GB of fresh pages)."""
+
+    def __init__(self, base: Mapping, loaded: dict):
+        super().__init__(base)
+        self.loaded = loaded
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        t = self.loaded.get(name)
+        return self.base[name] if t is None else t
 
 
 def _read_header(f: Path) -> tuple[dict, int]:
