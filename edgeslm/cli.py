@@ -22,6 +22,7 @@ from edgeslm.backends import backend_names, recipes_help
 from edgeslm.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_SIGNAL_BASE, EdgeslmError, Interrupted
 from edgeslm.eta import duration
 from edgeslm.fleet.matrix import FORMATS, dump
+from edgeslm.memory import skip_exit_collection
 from edgeslm.parity.report import parity_tables
 from edgeslm.progress_view import export_view
 from edgeslm.quiet import native_output_silenced
@@ -175,6 +176,7 @@ class _Cli(click.Group):
         argv = list(sys.argv[1:] if args is None else args)
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        skip_exit_collection()
         try:
             with _signals_raise():
                 rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)

@@ -12,7 +12,7 @@ import torch
 
 from edgeslm.gates import Thresholds, judge
 from edgeslm.json_schemas import problems
-from edgeslm.parity.metrics import nll
+from edgeslm.parity.metrics import nll, non_finite_rows
 from edgeslm.parity.stages import HELDOUT_TOKENS, Observations, adds_bos, compare, heldout_chunks, heldout_text, observe
 from edgeslm.records import Check, Status
 
@@ -69,6 +69,28 @@ def test_bos_never_scored_and_the_count_matches():
     lp = torch.log_softmax(logits.double(), -1)
     assert k == 4 and s == pytest.approx(-float(sum(lp[i, t] for i, t in enumerate([4, 5, 6, 7]))))
 
+
+
+def test_nll_matches_a_full_fp64_log_softmax_at_vocabulary_size():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(128, 49152, generator=g) * 4
+    ids = torch.randint(0, 49152, (128,), generator=g).tolist()
+    lp = torch.log_softmax(logits.double()[:-1], -1)
+    exact = -float(lp.gather(-1, torch.tensor(ids[1:])[:, None]).sum())
+    s, k = nll(logits, ids)
+    assert k == 127 and s == pytest.approx(exact, rel=1e-8)
+    assert nll(logits.half(), ids)[0] == pytest.approx(-float(torch.log_softmax(logits.half().double()[:-1], -1)
+                                                             .gather(-1, torch.tensor(ids[1:])[:, None]).sum()),
+                                                     rel=1e-6)  # fp16 logits are scored in fp32, not fp16
+
+
+def test_non_finite_rows_finds_nan_and_both_infinities_and_not_huge_finite_rows():
+    logits = torch.randn(6, 1000)
+    logits[1, 7], logits[3, 0], logits[4, 999] = math.nan, math.inf, -math.inf
+    logits[2] = 3e38  # finite values whose sum overflows: not a non-finite row
+    logits[5, :2] = torch.tensor([math.inf, -math.inf])  # the sum is NaN: still found
+    assert non_finite_rows(logits) == [1, 3, 4, 5]
+    assert non_finite_rows(torch.full((2, 70000), 60000.0).half()) == []  # fp16 sums overflow fp16, not fp32
 
 @pytest.fixture(scope="module")
 def llama(tiny_dir):
