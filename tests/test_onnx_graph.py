@@ -255,3 +255,35 @@ def test_runtime_agreement_is_bit_exact_on_a_healthy_folder(tiny_dir, tmp_path):
     (agree,) = [c for c in res.parity["checks"] if c["stage"] == "runtime_agreement"]
     assert agree["status"] == "passed" and agree["metrics"]["max_abs_logit_diff"] == 0.0
     assert agree["metrics"]["greedy_exact"] == agree["prompts"] == 8
+
+
+@pytest.mark.parametrize("weights", [Weights(NBits(4, 32), NBits(4, 32), True), Weights(NBits(4, 32, "asym"),
+                                                                                     NBits(8, 32), True),
+                                     Weights(NBits(4, 32), None, False), Weights(None, None, False)],
+                         ids=["int4", "int4-asym", "linears-only", "fp32"])
+def test_matrices_read_as_stored_write_the_same_graph_and_twin(weights, tiny_dir, tmp_path):
+    """A bf16 checkpoint: the writer reading its matrices as stored (bf16, converted as they are quantized: no
+    fp32 copy of the model) writes the bytes an fp32-built decoder writes, and leaves the same eager twin, all
+    fp32 (the unquantized embedding or linears included)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = tiny_dir("llama")
+    bf16 = tmp_path / "bf16"
+    shutil.copytree(src, bf16)
+    for f in bf16.glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).items()}, f, metadata={"format": "pt"})
+    ckpt = load_checkpoint(resolve(str(bf16)))
+    decs = {stored: build_decoder(ckpt, 64, stored_matrices=stored) for stored in (False, True)}
+    assert decs[True].layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert decs[False].layers[0].mlp.up_proj.weight.dtype == torch.float32
+    graphs = {}
+    for stored, dec in decs.items():
+        (tmp_path / str(stored)).mkdir()
+        write_decoder(dec, tmp_path / str(stored) / "model.onnx", weights)
+        assert {p.dtype for p in dec.parameters()} == {torch.float32}
+        graphs[stored] = {v.name: v.const_value.numpy().tobytes()
+                          for v in ir.load(tmp_path / str(stored) / "model.onnx").graph.initializers.values()}
+    assert graphs[True] == graphs[False]
+    assert np.array_equal(_eager(decs[True], IDS), _eager(decs[False], IDS))

@@ -104,7 +104,7 @@ class _Writer:
         g = self.g
         n, k = w.shape
         if scheme is None:
-            y = g.op("MatMul", [x, g.const(f"{name}.weight", w.T.numpy())], f"/{name}/MatMul")
+            y = g.op("MatMul", [x, g.const(f"{name}.weight", w.float().T.numpy())], f"/{name}/MatMul")
             if bias is not None:
                 y = g.op("Add", [y, g.const(f"{name}.bias", bias.numpy())], f"/{name}/Add")
             return y
@@ -206,7 +206,8 @@ class _Writer:
         g, dec, w = self.g, self.dec, self.w
         table = dec.embed_tokens.weight.detach()
         if not w.quantized_embedding:
-            h = g.op("Gather", [g.const("model.embed_tokens.weight", table.numpy()), ids], "/model/embed_tokens/Gather")
+            h = g.op("Gather", [g.const("model.embed_tokens.weight", table.float().numpy()), ids],
+                     "/model/embed_tokens/Gather")
         else:
             scheme = w.table
             packed, scales = lm_head if lm_head is not None else quantize(table, scheme.bits, scheme.block)
@@ -311,13 +312,24 @@ def unsupported(dec: Decoder) -> str | None:
     return None
 
 
+def fp32_parameters(dec: Decoder) -> None:
+    """Every weight of ``dec`` in fp32 (those read as stored, bf16, converted in place): what the writer left
+    unquantized (an embedding, a linear), as the graph holds it, so the eager model computes what the graph
+    does; or the whole decoder before the traced path."""
+    for name, p in list(dec.named_parameters()):
+        if p.dtype != torch.float32:
+            owner, _, attr = name.rpartition(".")
+            setattr(dec.get_submodule(owner), attr, nn.Parameter(p.detach().float(), requires_grad=False))
+
+
 def write_decoder(dec: Decoder, path: Path, weights: Weights) -> dict:
-    """Write ``path`` (+ ``path.data``) from ``dec``'s weights; ``dec`` becomes the eager model of the same
-    numerics (its linears :class:`NBitsLinear`, a quantized table :class:`NBitsEmbedding`). Returns facts for the manifest."""
+    """Write ``path`` (+ ``path.data``) from ``dec``'s weights (fp32, or its matrices as stored: bf16); ``dec``
+    becomes the eager model of the same numerics (its linears :class:`NBitsLinear`, a quantized table :class:`NBitsEmbedding`). Returns facts for the manifest."""
     writer = _Writer(dec, weights)
     tied = torch.equal(dec.lm_head.weight, dec.embed_tokens.weight)
     with torch.no_grad():
         model = writer.write()
+        fp32_parameters(dec)
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()

@@ -43,7 +43,7 @@ ROWS = 4096  # output rows quantized / dequantized per call: bounds the temporar
 
 
 def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """``weight [N, K]`` (a linear's) → MatMulNBits' B ``uint8 [N, K/block, block·bits/8]`` and fp32 scales
+    """``weight [N, K]`` (a linear's, fp32 or as stored: bf16, fp16) → MatMulNBits' B ``uint8 [N, K/block, block·bits/8]`` and fp32 scales
     ``[N, K/block]``, symmetric (codes stored offset by 2^(bits-1)), by onnxruntime's own quantizer (what
     ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder call). Each output row is quantized on its own, so
     rows go through in chunks of :data:`ROWS`: the transposed fp32 copy the quantizer reads stays small."""
@@ -55,9 +55,10 @@ def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, n
     fn = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
     for i in range(0, n, ROWS):
         rows = weight[i:i + ROWS].detach()
-        # [K, rows] as the quantizer reads it; torch's transpose (blocked, every core) is 5× numpy's here
-        fn(packed[i:i + ROWS], rows.to(torch.float32).t().contiguous().numpy(), scales[i:i + ROWS], zero[i:i + ROWS],
-           block, rows.shape[0], k, True)
+        # [K, rows] fp32 as the quantizer reads it: transposed as stored (bf16: half the bytes to move, 18 against
+        # 26 ms for 4096 × 2048), then converted; torch's transpose (blocked, every core) is 5× numpy's here
+        cols = rows.t().contiguous().to(torch.float32)
+        fn(packed[i:i + ROWS], cols.numpy(), scales[i:i + ROWS], zero[i:i + ROWS], block, rows.shape[0], k, True)
     return packed, scales
 
 

@@ -20,7 +20,7 @@ from edgeslm.backends.onnx.export import (
     quantize_nbits_with_table,
     write_genai_config,
 )
-from edgeslm.backends.onnx.graph import Weights, unsupported, write_decoder
+from edgeslm.backends.onnx.graph import Weights, fp32_parameters, unsupported, write_decoder
 from edgeslm.backends.onnx.nbits import NBits
 from edgeslm.backends.onnx.runtime import (
     GenaiModel,
@@ -108,14 +108,17 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     name = f"{folder_name}/{MODEL_FILE}"
     job.stage(f"onnx: exporting {name}", "onnx")
     t = time.perf_counter()
-    dec = build_decoder(ckpt, job.context_length)
     weights = _graph_weights(scheme)
-    why_traced = "the fp16 recipe" if weights is None else _gqa_provider_gap(job) or unsupported(dec)
+    gap = "the fp16 recipe" if weights is None else _gqa_provider_gap(job)
+    # the writer reads the matrices as stored (bf16) and converts them as it quantizes them
+    dec = build_decoder(ckpt, job.context_length, stored_matrices=gap is None)
+    why_traced = gap or unsupported(dec)
     if why_traced is None:
         facts, reference, ref_obs = _write(job, recipe_name, dec, weights, folder, tmp, name)
         candidate = f"{recipe_name} ONNX in onnxruntime"
     else:
         job.status(f"onnx: tracing ({why_traced} is not written directly)")
+        fp32_parameters(dec)
         facts = _trace(job, dec, folder, tmp)
         facts["traced_because"] = why_traced
         reference, ref_obs, candidate = "edgeslm fp32 eager", job.obs_fp32, "fp32 ONNX in onnxruntime"
