@@ -287,3 +287,23 @@ def test_matrices_read_as_stored_write_the_same_graph_and_twin(weights, tiny_dir
                           for v in ir.load(tmp_path / str(stored) / "model.onnx").graph.initializers.values()}
     assert graphs[True] == graphs[False]
     assert np.array_equal(_eager(decs[True], IDS), _eager(decs[False], IDS))
+
+
+def test_reused_buffers_give_the_same_outputs_from_one_buffer_per_shape(monkeypatch):
+    """Within reused_buffers, linears of one shape dequantize into one buffer (no fresh pages per layer) and
+    compute what they compute alone; outside, each forward has its own."""
+    import edgeslm.backends.onnx.nbits as nbits
+
+    g = torch.Generator().manual_seed(0)
+    mods = [NBitsLinear(*quantize(torch.randn(n, 64, generator=g), 4, 32), 4, 32) for n in (48, 48, 16)]
+    x = torch.randn(3, 64, generator=g)
+    alone = [m(x) for m in mods]
+    seen = []
+    real = nbits.dequantize
+    monkeypatch.setattr(nbits, "dequantize", lambda *a: seen.append(real(*a)) or seen[-1])
+    with nbits.reused_buffers():
+        shared = [m(x) for m in mods]
+        assert nbits._buffers is not None
+    assert all(torch.equal(a, b) for a, b in zip(alone, shared))
+    ptrs = [w.data_ptr() for w in seen]
+    assert ptrs[0] == ptrs[1] != ptrs[2] and nbits._buffers is None

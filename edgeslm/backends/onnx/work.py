@@ -21,7 +21,7 @@ from edgeslm.backends.onnx.export import (
     write_genai_config,
 )
 from edgeslm.backends.onnx.graph import Weights, fp32_parameters, unsupported, write_decoder
-from edgeslm.backends.onnx.nbits import NBits
+from edgeslm.backends.onnx.nbits import NBits, reused_buffers
 from edgeslm.backends.onnx.runtime import (
     GenaiModel,
     OrtModel,
@@ -176,7 +176,8 @@ def _write(job: ExportJob, recipe_name: str, dec, weights: Weights, folder: Path
         return facts, "edgeslm fp32 eager", job.obs_fp32
     job.stage(f"onnx: parity of the {recipe_name} eager model", "pass")
     eager = f"{recipe_name} eager (MatMulNBits numerics)"
-    obs = job.observe(EagerDecoder(dec))
+    with reused_buffers():
+        obs = job.observe(EagerDecoder(dec))
     job.check("quantization", recipe_name, "edgeslm fp32 eager", eager, job.obs_fp32, obs, name)
     return facts, eager, obs
 
