@@ -245,16 +245,33 @@ def test_runtime_agreement_fails_a_generator_that_parts_from_onnxruntime(tiny_di
     assert agree["metrics"]["max_abs_logit_diff"] == 0.0  # the prompts' own rows: only that decode step parted
 
 
-def test_runtime_agreement_is_bit_exact_on_a_healthy_folder(tiny_dir, tmp_path):
+def test_runtime_agreement_is_bit_exact_on_a_healthy_folder(tiny_dir, tmp_path, monkeypatch):
     """genai fed onnxruntime's path computes onnxruntime's logits to the bit (the stage's bound is for accumulation
-    order only), with its greedy tokens the same at every position."""
+    order only), with its greedy tokens the same at every position; the generator it loaded then makes the golden
+    vectors (one load per artifact), and a later request loads the folder afresh."""
+    import json
+
+    from edgeslm.backends.onnx import work
     from edgeslm.pipeline import export
 
+    loads = []
+
+    class Counted(work.GenaiModel):
+        def __init__(self, folder):
+            loads.append(folder)
+            super().__init__(folder)
+
+    monkeypatch.setattr(work, "GenaiModel", Counted)
     res = export(str(tiny_dir("qwen3")), "android", tmp_path / "b", backends=("onnx",), recipe="int4",
                  context_length=64, bench=False)
     (agree,) = [c for c in res.parity["checks"] if c["stage"] == "runtime_agreement"]
     assert agree["status"] == "passed" and agree["metrics"]["max_abs_logit_diff"] == 0.0
     assert agree["metrics"]["greedy_exact"] == agree["prompts"] == 8
+    (vector,) = json.loads((tmp_path / "b" / "golden.json").read_text())["greedy"]
+    assert len(loads) == 1 and vector["tokens"] and not work._kept
+    artifact = {"file": "onnx-int4/model.onnx"}
+    assert work.step_model(tmp_path / "b", artifact) is not work.step_model(tmp_path / "b", artifact)
+    assert len(loads) == 3
 
 
 @pytest.mark.parametrize("weights", [Weights(NBits(4, 32), NBits(4, 32), True), Weights(NBits(4, 32, "asym"),
