@@ -23,11 +23,14 @@ BASE_BYTES = int(0.75 * GiB)
 # Parity phase: one fp32 model (the transformers reference, whose tensors the decoder then shares) plus activations,
 # per fp32 byte.
 PARITY_PER_FP32_BYTE = 1.1
-# Lowering phase per fp32 byte of the model, plus per decoder layer, and seconds per decoder layer and artifact:
-# each backend's own (lowering_per_fp32_byte, lowering_bytes_per_layer, seconds_per_layer in
-# edgeslm/backends/<name>/backend.py). Seconds on that host per parameter for loading, the fp32 reference and
-# decoder, and each artifact's eager and runtime parity passes:
-SECONDS_PER_PARAMETER = 4e-8
+# Lowering phase per fp32 byte of the model, plus per decoder layer, and seconds per decoder layer and per parameter:
+# each backend's own (lowering_per_fp32_byte, lowering_bytes_per_layer, seconds_per_layer, seconds_per_parameter
+# in edgeslm/backends/<name>/backend.py). Seconds on that host per parameter (a tied lm_head counted twice: it is
+# quantized apart) for loading with the transformers reference and the fp32 decoder's passes (Llama-3.2-1B shape:
+# 39 s; SmolLM2-135M: 5.0 s, forecast 4.2), and for one parity pass of one artifact (each has two, its eager model
+# and its runtime; the 1B shape's ONNX passes: 15 and 17.6 s):
+REFERENCE_SECONDS_PER_PARAMETER = 2.6e-8
+PASS_SECONDS_PER_PARAMETER = 1.1e-8
 # Logits held through the export, per vocabulary entry, in every phase: each parity pass keeps its prompts'
 # teacher-forced logits ([prompt positions, vocab] fp32; the reference's and the fp32 decoder's live to the end), and
 # a batched forward makes its logits (the held-out text: 512 positions) and their log-softmax. Negligible at 32 K
@@ -104,19 +107,20 @@ def available_memory() -> int | None:
 
 
 def forecast(parameters: int, vocab_size: int, hidden_size: int, num_layers: int, tied: bool,
-             backends: list[str], available: int | None = None) -> Forecast:
+             backends: list[str], available: int | None = None, costs: dict | None = None) -> Forecast:
     """The forecast for exporting a model of this shape to ``backends`` (one entry per artifact): the larger of
-    the parity phase and the most demanding lowering, over the base and the logits the parity passes hold."""
+    the parity phase and the most demanding lowering, over the base and the logits the parity passes hold.
+    ``costs``: backend → :class:`~edgeslm.backends.protocol.LoweringCost` where the targets send it down another
+    path than its usual one (``Backend.lowering_cost``)."""
     fp32 = 4 * parameters
-    chosen = {b: get_backend(b) for b in backends}
+    chosen = {b: (costs or {}).get(b) or get_backend(b).lowering_cost(None) for b in backends}
     untied = parameters + (vocab_size * hidden_size if tied else 0)  # lm_head gets its own copy to be quantized
-    per_pass = SECONDS_PER_PARAMETER * untied  # loading, reference, decoder: 2; each artifact's two passes: 1
     base = BASE_BYTES + LOGIT_BYTES_PER_VOCAB_ENTRY * vocab_size
     return Forecast(
         tuple(backends), int(base + PARITY_PER_FP32_BYTE * fp32),
-        {n: int(base + b.lowering_per_fp32_byte * fp32 + b.lowering_bytes_per_layer * num_layers)
-         for n, b in chosen.items()},
-        2 * per_pass, per_pass / 2, {n: b.seconds_per_layer * num_layers for n, b in chosen.items()},
+        {n: int(base + b.per_fp32_byte * fp32 + b.bytes_per_layer * num_layers) for n, b in chosen.items()},
+        REFERENCE_SECONDS_PER_PARAMETER * untied, PASS_SECONDS_PER_PARAMETER * untied,
+        {n: b.seconds_per_layer * num_layers + b.seconds_per_parameter * untied for n, b in chosen.items()},
         available, fp32)
 
 

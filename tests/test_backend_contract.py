@@ -48,7 +48,8 @@ def check_contract(b: Backend, tmp_path: Path) -> None:
         assert isinstance(stages, dict) and stages, (b.name, r)
         assert all(isinstance(s, str) and (g is None or isinstance(g, Thresholds)) for s, g in stages.items())
     # cost model and runtime facts
-    assert b.lowering_per_fp32_byte > 0 and b.seconds_per_layer > 0 and b.lowering_bytes_per_layer >= 0
+    assert b.lowering_per_fp32_byte > 0 and b.lowering_bytes_per_layer >= 0
+    assert min(b.seconds_per_layer, b.seconds_per_parameter) >= 0 < b.seconds_per_layer + b.seconds_per_parameter
     assert b.kv_bytes in (1, 2, 4)
     assert all(isinstance(m, str) and m for m in b.runtime_modules)
     for why in (b.unavailable_here(), b.not_built_here()):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -186,6 +187,36 @@ def test_forecast_covers_the_measured_peaks_large_vocabularies_included(shape, b
                     ["executorch", "onnx"], 16 * 10**9).fits
 
 
+# Seconds of `edgeslm export MODEL --target android --backend onnx` (jetson-orin: the traced ONNX path) from the
+# forecast to the bundle written (the bench not counted: its latency.json export_cost.seconds.measured), measured on
+# the 2-core host: random weights of the published shapes, context 512 (1B) or the default.
+MEASURED_SECONDS = {("smollm2-135m", "android"): 16.3, ("llama-3.2-1b", "android"): 96.2,
+                    ("smollm2-135m", "jetson-orin"): 88.8}
+
+
+@pytest.mark.parametrize(("shape", "target"), list(MEASURED_SECONDS))
+def test_time_forecast_of_an_onnx_export_holds_written_and_traced(shape, target):
+    """The ONNX writer takes seconds where tracing took minutes: one forecast for both had the written 135M export
+    at 3 min 20 s for 17 s. jetson-orin's CUDA provider sends it down the traced path, forecast apart (its peak
+    too), and a run with both targets is forecast by the costlier path."""
+    from edgeslm.pipeline.checks import check_memory
+    from edgeslm.pipeline.plan import plan_target
+    from edgeslm.target import load_target
+    from edgeslm.testing.shapes import SHAPES, parameters
+
+    c = SHAPES[shape][1]
+    ckpt = SimpleNamespace(parameters=parameters(shape), config=SimpleNamespace(**c))
+    tgts = [load_target(target)]
+    fc = check_memory(ckpt, tgts, [plan_target(tgts[0], ("onnx",), None, None)], False, lambda m: None)
+    measured = MEASURED_SECONDS[(shape, target)]
+    assert 0.8 * measured <= fc.seconds <= 1.25 * measured, (fc.seconds, measured)
+    if target == "jetson-orin":
+        assert 3419 * 2**20 <= fc.peak_bytes <= 1.25 * 3419 * 2**20  # the traced path's measured peak
+        both = [load_target("android"), tgts[0]]
+        fc2 = check_memory(ckpt, both, [plan_target(t, ("onnx",), None, None) for t in both], False, lambda m: None)
+        assert (fc2.seconds, fc2.peak_bytes) == (fc.seconds, fc.peak_bytes)
+
+
 @pytest.mark.parametrize("family", ["llama", "phi3", "gemma3"])
 def test_streamed_reference_equals_from_pretrained(tiny_dir, family):
     """The parity reference is filled tensor by tensor; it must be exactly what from_pretrained gives."""
@@ -241,11 +272,12 @@ def test_memory_check_override_goes_on(monkeypatch):
 
     monkeypatch.setenv("EDGESLM_MEMORY_BYTES", str(64 * 2**20))
     ckpt = load_checkpoint(resolve("demo"))
-    plans = [plan_target(load_target("android"), ("executorch",), None, None)]
+    tgts = [load_target("android")]
+    plans = [plan_target(tgts[0], ("executorch",), None, None)]
     said: list[str] = []
     with pytest.raises(InputError, match="GiB of memory at its peak"):
-        check_memory(ckpt, plans, True, said.append)
-    fc = check_memory(ckpt, plans, False, said.append)
+        check_memory(ckpt, tgts, plans, True, said.append)
+    fc = check_memory(ckpt, tgts, plans, False, said.append)
     assert not fc.fits and len(said) == 2 and "64 MiB" not in said[0] and "0.1 GiB available" in said[1]
 
 

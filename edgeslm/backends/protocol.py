@@ -83,6 +83,17 @@ class BareRun:
 BareGenerate = Callable[[list[int], int], BareRun]
 
 
+@dataclass(frozen=True)
+class LoweringCost:
+    """What preflight forecasts for one artifact's lowering besides the shared parity phase: bytes per fp32 model
+    byte and per decoder layer, seconds per decoder layer and per parameter (edgeslm/preflight.py)."""
+
+    per_fp32_byte: float
+    bytes_per_layer: int
+    seconds_per_layer: float
+    seconds_per_parameter: float
+
+
 # Class attributes every backend sets, with the type each must have (checked at class definition).
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "name": str,  # the registry key, as written in target files, manifests and --backend
@@ -96,6 +107,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "lowering_per_fp32_byte": (int, float),  # preflight: lowering-phase bytes per fp32 model byte
     "lowering_bytes_per_layer": int,  # preflight: ...plus bytes per decoder layer
     "seconds_per_layer": (int, float),  # preflight: lowering seconds per decoder layer
+    "seconds_per_parameter": (int, float),  # preflight: ...plus seconds per parameter
     "host_cpu": bool,  # runs on a CPU like this machine's (the host device profile models it)
     "option_section": (str, type(None)),  # the target file's [section] of its options, or None
     "has_verifier": bool,  # verifier() works: speculative decoding can be measured
@@ -119,6 +131,7 @@ class Backend(abc.ABC):
     lowering_per_fp32_byte: ClassVar[float]
     lowering_bytes_per_layer: ClassVar[int] = 0
     seconds_per_layer: ClassVar[float]
+    seconds_per_parameter: ClassVar[float] = 0.0
     host_cpu: ClassVar[bool] = False
     option_section: ClassVar[str | None] = None
     has_verifier: ClassVar[bool] = False
@@ -171,6 +184,12 @@ class Backend(abc.ABC):
     def options(self, target: Target) -> dict:
         """This backend's parsed options of ``target`` (empty without a section)."""
         return target.options.get(self.option_section, {}) if self.option_section else {}
+
+    def lowering_cost(self, target: Target | None) -> LoweringCost:
+        """The forecast's figures for lowering for ``target`` (None: the usual path): the class's own, unless the
+        target sends the backend down another path."""
+        return LoweringCost(self.lowering_per_fp32_byte, self.lowering_bytes_per_layer, self.seconds_per_layer,
+                            self.seconds_per_parameter)
 
     def not_built_here(self) -> str | None:
         """Why this backend cannot write its artifact on this machine, or None if it can."""

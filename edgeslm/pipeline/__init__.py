@@ -108,7 +108,7 @@ def shared_reference(r: ExportRequest, tgts: list[Target], plans, status: Status
     check_model_fits(loaded[1], tgts, plans, ctxs, r.group_size, prompts)
     lora = load_adapters(tuple(r.adapters), loaded[1])
     draft_loaded = load_draft(r.draft, loaded[1], tgts, plans, ctxs, r.group_size, prompts, lora, status)
-    fc = check_memory(loaded[1], plans, r.memory_check, status)
+    fc = check_memory(loaded[1], tgts, plans, r.memory_check, status)
     if r.bench:  # the host's bandwidth probe reads a 512 MiB buffer: now, not on top of the export's own peak
         status("measuring this machine's memory bandwidth")
         host_facts()

@@ -5,10 +5,12 @@ is opened), then what needs the checkpoint's config and tokenizer (:func:`contex
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 
 from edgeslm import preflight
-from edgeslm.backends import not_built_here
+from edgeslm.backends import get_backend, not_built_here
+from edgeslm.backends.protocol import LoweringCost
 from edgeslm.bundle.files import check_output
 from edgeslm.errors import InputError
 from edgeslm.model.build import meta_decoder
@@ -111,14 +113,20 @@ def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int
             plan_recipe(meta, get_recipe(recipe_name, tgt.group_size if group_size is None else group_size))
 
 
-def check_memory(ckpt: Checkpoint, plans, memory_check: bool, status: Status) -> preflight.Forecast:
+def check_memory(ckpt: Checkpoint, tgts: list, plans, memory_check: bool, status: Status) -> preflight.Forecast:
     """Predict peak memory and time from the checkpoint's shape; refuse before any heavy work when this machine's
-    memory cannot hold the export (unless ``memory_check`` is off)."""
+    memory cannot hold the export (unless ``memory_check`` is off). A backend two targets send down different
+    paths is forecast by the costlier one."""
     cfg = ckpt.config
     artifacts = sorted({pair for plan in plans for pair in plan})
+    costs: dict = {}
+    for tgt, plan in zip(tgts, plans):
+        for b, _ in plan:
+            c = get_backend(b).lowering_cost(tgt)
+            costs[b] = c if b not in costs else LoweringCost(*map(max, zip(astuple(costs[b]), astuple(c))))
     fc = preflight.forecast(ckpt.parameters, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers,
                             bool(getattr(cfg, "tie_word_embeddings", False)), [b for b, _ in artifacts],
-                            preflight.env_available())
+                            preflight.env_available(), costs)
     status(Plan(fc.describe(), fc.seconds))
     if memory_check and not fc.fits:
         need = fc.peak_bytes / preflight.GiB

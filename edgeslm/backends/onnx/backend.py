@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeslm.backends.genai_options import provider_options
-from edgeslm.backends.protocol import AppRuntime, ArtifactFormat, Backend, BareGenerate, BareRun, deferred
+from edgeslm.backends.protocol import (
+    AppRuntime,
+    ArtifactFormat,
+    Backend,
+    BareGenerate,
+    BareRun,
+    LoweringCost,
+    deferred,
+)
 from edgeslm.gates import Thresholds
 from edgeslm.toml_kit import bad, reject_unknown
 
@@ -53,6 +61,27 @@ SAME_PATH_AGREEMENT = Thresholds(max_abs_logit_diff=1e-3, min_greedy_prefix=1.0)
 def build_options(target) -> dict:
     """Target options the artifact depends on (part of its reuse key): the execution providers it names."""
     return target.options.get(OPTION_SECTION, {})
+
+
+def configured_providers(target) -> list[str]:
+    """The execution providers ``target``'s genai_config names, in order (the CPU's is implicit)."""
+    return [next(iter(p)) for p in build_options(target).get("provider_options", [])]
+
+
+def traced_for(target) -> str | None:
+    """Why ``target``'s execution providers need the traced graph, or None: onnxruntime's CUDA
+    GroupQueryAttention runs fp16/bf16 only, and the written graph is fp32 (on CUDA its attention would fall back
+    to the CPU)."""
+    if "cuda" in configured_providers(target):
+        return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)"
+    return None
+
+
+# The traced path's forecast (torch.onnx, then onnxruntime's quantizer over the traced graph). SmolLM2-135M shape for
+# jetson-orin: 88.8 s (tracing 59 s), peak 3419 MiB (4.6 per fp32 byte over the base). Llama-3.2-1B shape: killed
+# for memory on a 24 GB host while quantizing the traced graph (24.3 GB resident: 4.7 per fp32 byte or more), after
+# tracing 67 s and onnxruntime's fp32 passes 65 s; 4.8 refuses such a machine with the figures instead.
+TRACED_COST = LoweringCost(4.8, 0, 2.2, 8e-8)
 
 
 OPTION_SECTION = "onnx"
@@ -120,10 +149,14 @@ class Onnx(Backend):
     # (the eager twin keeps them packed), then an onnxruntime session (edgeslm/preflight.py, with the logits term).
     # Fitted on android exports, where this phase follows ExecuTorch's and sits on what that left on the heap: the
     # Qwen2.5-0.5B and Llama-3.2-1B shapes peak here; ONNX alone it forecasts 1.2-1.4x above the measured peak.
-    # The traced path (fp16, CUDA targets such as jetson-orin) is not forecast apart and peaks higher: 3427 MiB on
-    # the SmolLM2-135M shape (4.5 per fp32 byte over the base) against 1848 forecast.
+    # The traced path (CUDA targets such as jetson-orin) is forecast apart: TRACED_COST.
     lowering_per_fp32_byte = 1.45
-    seconds_per_layer = 6.0
+    # Time: the graph written and quantized (per parameter: onnxruntime's quantizer, one thread), sessions loaded
+    # (per layer), and the onnxruntime-genai pass, which the shared two passes of preflight do not count; fitted
+    # to ONNX-only exports of the SmolLM2-135M and Llama-3.2-1B shapes (16.3 and 96 s measured, reference
+    # included).
+    seconds_per_layer = 0.18
+    seconds_per_parameter = 1.4e-8
     host_cpu = True
     option_section = OPTION_SECTION
     has_verifier = True
@@ -135,6 +168,9 @@ class Onnx(Backend):
 
     def build_options(self, target) -> dict:
         return build_options(target)
+
+    def lowering_cost(self, target) -> LoweringCost:
+        return TRACED_COST if target is not None and traced_for(target) else super().lowering_cost(target)
 
     def parse_options(self, table, path: Path) -> dict:
         return parse_options(table, path)

@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 from edgeslm.backends.base import ExportJob
-from edgeslm.backends.onnx.backend import BITS, RUNTIME, SAME_PATH_AGREEMENT, build_options
+from edgeslm.backends.onnx.backend import (
+    BITS,
+    RUNTIME,
+    SAME_PATH_AGREEMENT,
+    build_options,
+    configured_providers,
+    traced_for,
+)
 from edgeslm.backends.onnx.export import (
     MODEL_FILE,
     convert_fp16,
@@ -38,6 +45,10 @@ from edgeslm.model.checkpoint import TOKENIZER_FILES
 from edgeslm.parity.models import EagerDecoder, RuntimeStepModel
 from edgeslm.quant.recipes import get_recipe
 from edgeslm.records import Artifact
+
+# The generator the last export's runtime_agreement loaded, for the golden vectors that follow it (one load per
+# artifact: 1.7 s on the Llama-3.2-1B shape); taken once, then the folder is loaded afresh.
+_kept: dict[Path, GenaiModel] = {}
 
 
 def _matmul_scheme(recipe) -> tuple[int, int, bool] | tuple[NBits, NBits] | str | None:
@@ -109,7 +120,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.stage(f"onnx: exporting {name}", "onnx")
     t = time.perf_counter()
     weights = _graph_weights(scheme)
-    gap = "the fp16 recipe" if weights is None else _gqa_provider_gap(job)
+    gap = "the fp16 recipe" if weights is None else traced_for(job.target)
     # the writer reads the matrices as stored (bf16) and converts them as it quantizes them
     dec = build_decoder(ckpt, job.context_length, stored_matrices=gap is None)
     why_traced = gap or unsupported(dec)
@@ -141,7 +152,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     _kept[folder] = generator
     agree = job.check("runtime_agreement", recipe_name, f"{recipe_name} ONNX in onnxruntime",
                       f"{recipe_name} ONNX in onnxruntime-genai", obs, genai, name, default=SAME_PATH_AGREEMENT)
-    configured = _configured_providers(job)
+    configured = configured_providers(job.target)
     return Artifact(
         **file_entry(tmp, name),
         files=[file_entry(tmp, f"{folder_name}/{p.name}") for p in sorted(folder.iterdir()) if p.name != MODEL_FILE],
@@ -195,19 +206,6 @@ def _trace(job: ExportJob, dec, folder: Path, tmp: Path) -> dict:
     return facts
 
 
-def _configured_providers(job: ExportJob) -> list[str]:
-    """The execution providers the target's genai_config names, in order (the CPU's is implicit)."""
-    return [next(iter(p)) for p in build_options(job.target).get("provider_options", [])]
-
-
-def _gqa_provider_gap(job: ExportJob) -> str | None:
-    """Why the target's execution providers need the traced graph: onnxruntime's CUDA GroupQueryAttention runs
-    fp16/bf16 only, and the written graph is fp32 (on CUDA its attention would fall back to the CPU)."""
-    if "cuda" in _configured_providers(job):
-        return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)"
-    return None
-
-
 def _quantize_traced(job: ExportJob, recipe_name: str, scheme, folder: Path, name: str, obs, facts: dict):
     """onnxruntime's quantizer (or fp16 converter) over the traced graph; the quantization stage compares the
     fp32 and quantized graphs, both in onnxruntime. Returns the quantized graph's observations and its session
@@ -249,11 +247,6 @@ def generate(bundle: Path, artifact: dict, prompt: str, max_new_tokens: int, tem
     eos_ids = read_manifest(bundle)["special_tokens"]["eos_ids"]
     return generate_with_genai((bundle / artifact["file"]).parent, prompt, max_new_tokens, temperature, on_token,
                                eos_ids)
-
-
-# The generator the last export's runtime_agreement loaded, for the golden vectors that follow it (one load per
-# artifact: 1.7 s on the Llama-3.2-1B shape); taken once, then the folder is loaded afresh.
-_kept: dict[Path, GenaiModel] = {}
 
 
 def step_model(bundle: Path, artifact: dict):
