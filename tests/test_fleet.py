@@ -18,6 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from edgeslm.backends import get_backend
 from edgeslm.cli import main
 from edgeslm.fleet.spec import load_fleet
 from edgeslm.preflight import GiB, forecast
