@@ -324,7 +324,8 @@ def fp32_parameters(dec: Decoder) -> None:
 
 def write_decoder(dec: Decoder, path: Path, weights: Weights) -> dict:
     """Write ``path`` (+ ``path.data``) from ``dec``'s weights (fp32, or its matrices as stored: bf16); ``dec``
-    becomes the eager model of the same numerics (its linears :class:`NBitsLinear`, a quantized table :class:`NBitsEmbedding`). Returns facts for the manifest."""
+    becomes the eager model of the same numerics (its linears :class:`NBitsLinear`, a quantized table
+    :class:`NBitsEmbedding`). Returns facts for the manifest."""
     writer = _Writer(dec, weights)
     tied = torch.equal(dec.lm_head.weight, dec.embed_tokens.weight)
     with torch.no_grad():

@@ -45,10 +45,11 @@ ROWS = 4096  # output rows quantized / dequantized per call: bounds the temporar
 
 
 def quantize(weight: torch.Tensor, bits: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """``weight [N, K]`` (a linear's, fp32 or as stored: bf16, fp16) → MatMulNBits' B ``uint8 [N, K/block, block·bits/8]`` and fp32 scales
-    ``[N, K/block]``, symmetric (codes stored offset by 2^(bits-1)), by onnxruntime's own quantizer (what
-    ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder call). Each output row is quantized on its own, so
-    rows go through in chunks of :data:`ROWS`: the transposed fp32 copy the quantizer reads stays small."""
+    """``weight [N, K]`` (a linear's, fp32 or as stored: bf16, fp16) → MatMulNBits' B
+    ``uint8 [N, K/block, block·bits/8]`` and fp32 scales ``[N, K/block]``, symmetric (codes stored offset by
+    2^(bits-1)), by onnxruntime's own quantizer (what ``MatMulNBitsQuantizer`` and onnxruntime-genai's builder
+    call). Each output row is quantized on its own, so rows go through in chunks of :data:`ROWS`: the transposed
+    fp32 copy the quantizer reads stays small."""
     n, k = weight.shape
     blocks = k // block
     packed = np.zeros((n, blocks, block * bits // 8), np.uint8)
