@@ -56,7 +56,10 @@ class ExportView:
 
     def count(self, done: int, total: int, unit: str) -> None:
         self.checkpoint()
+        first = self.eta.counted is None
         self.eta.count(done, total, unit)
+        if first and self.progress is not None:
+            self.progress.refresh()  # drawn now: a stage shorter than a refresh tick still shows its count once
 
     def close(self, finished: bool) -> None:
         """The last stage's line: done, or where the export stopped."""

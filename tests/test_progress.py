@@ -93,6 +93,29 @@ def test_terminal_frame_shows_a_bar_a_count_and_the_time_left():
     assert re.search(r"3/12 prompts .* about 2 min left", text), text  # 90 s ahead + 20 s of its share
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_stage_s_first_count_is_drawn_at_once_on_a_terminal(monkeypatch):
+    """A counted stage shorter than a refresh tick (the tiny models' parity passes) still shows its count: the
+    first count of a stage draws the row then and there, not at the next tick."""
+    monkeypatch.setenv("COLUMNS", "140")
+    out = _Terminal()
+    view = ExportView(out, live=True)
+    view.progress.live.auto_refresh = False  # no ticking thread: only what the view draws itself reaches out
+    with view.progress:
+        view(Plan("about 10 s on this machine", 10))
+        view(Stage("onnx: parity in ONNX Runtime", 2))
+        drawn = len(out.getvalue())
+        counter(view, "prompts")(1, 8)
+        first = ANSI.sub("", out.getvalue()[drawn:])
+        counter(view, "prompts")(2, 8)  # later counts wait for the tick
+        assert ANSI.sub("", out.getvalue()[drawn:]) == first
+    assert "1/8 prompts" in first and "━" in first and re.search(r"(about \d+ s|a few seconds) left", first), first
+
+
 def test_lines_off_a_terminal_one_per_finished_stage():
     clock, out = Clock(), io.StringIO()
     view = ExportView(out, live=False, now=clock)
