@@ -185,9 +185,9 @@ class Backend(abc.ABC):
         """This backend's parsed options of ``target`` (empty without a section)."""
         return target.options.get(self.option_section, {}) if self.option_section else {}
 
-    def lowering_cost(self, target: Target | None) -> LoweringCost:
-        """The forecast's figures for lowering for ``target`` (None: the usual path): the class's own, unless the
-        target sends the backend down another path."""
+    def lowering_cost(self, target: Target | None, recipe: str | None = None) -> LoweringCost:
+        """The forecast's figures for lowering ``recipe`` for ``target`` (None: the usual path): the class's own,
+        unless the target or the recipe sends the backend down another path."""
         return LoweringCost(self.lowering_per_fp32_byte, self.lowering_bytes_per_layer, self.seconds_per_layer,
                             self.seconds_per_parameter)
 

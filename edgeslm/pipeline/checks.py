@@ -115,14 +115,14 @@ def check_model_fits(ckpt: Checkpoint, tgts: list[Target], plans, ctxs: list[int
 
 def check_memory(ckpt: Checkpoint, tgts: list, plans, memory_check: bool, status: Status) -> preflight.Forecast:
     """Predict peak memory and time from the checkpoint's shape; refuse before any heavy work when this machine's
-    memory cannot hold the export (unless ``memory_check`` is off). A backend two targets send down different
-    paths is forecast by the costlier one."""
+    memory cannot hold the export (unless ``memory_check`` is off). A backend that two targets or two recipes
+    send down different paths is forecast by the costlier one."""
     cfg = ckpt.config
     artifacts = sorted({pair for plan in plans for pair in plan})
     costs: dict = {}
     for tgt, plan in zip(tgts, plans):
-        for b, _ in plan:
-            c = get_backend(b).lowering_cost(tgt)
+        for b, recipe in candidates(plan):
+            c = get_backend(b).lowering_cost(tgt, recipe)
             costs[b] = c if b not in costs else LoweringCost(*map(max, zip(astuple(costs[b]), astuple(c))))
     fc = preflight.forecast(ckpt.parameters, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers,
                             bool(getattr(cfg, "tie_word_embeddings", False)), [b for b, _ in artifacts],

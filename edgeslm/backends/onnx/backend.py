@@ -82,6 +82,8 @@ def traced_for(target) -> str | None:
 # for memory on a 24 GB host while quantizing the traced graph (24.3 GB resident: 4.7 per fp32 byte or more), after
 # tracing 67 s and onnxruntime's fp32 passes 65 s; 4.8 refuses such a machine with the figures instead.
 TRACED_COST = LoweringCost(4.8, 0, 2.2, 8e-8)
+# Recipes the writer leaves to the traced path wherever they run (fp16 activations and cache).
+TRACED_RECIPES = ("fp16",)
 
 
 OPTION_SECTION = "onnx"
@@ -169,8 +171,9 @@ class Onnx(Backend):
     def build_options(self, target) -> dict:
         return build_options(target)
 
-    def lowering_cost(self, target) -> LoweringCost:
-        return TRACED_COST if target is not None and traced_for(target) else super().lowering_cost(target)
+    def lowering_cost(self, target, recipe: str | None = None) -> LoweringCost:
+        traced = (target is not None and traced_for(target)) or recipe in TRACED_RECIPES
+        return TRACED_COST if traced else super().lowering_cost(target, recipe)
 
     def parse_options(self, table, path: Path) -> dict:
         return parse_options(table, path)
