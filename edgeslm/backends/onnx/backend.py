@@ -68,11 +68,19 @@ def configured_providers(target) -> list[str]:
     return [next(iter(p)) for p in build_options(target).get("provider_options", [])]
 
 
-def traced_for(target) -> str | None:
-    """Why ``target``'s execution providers need the traced graph, or None: onnxruntime's CUDA
-    GroupQueryAttention runs fp16/bf16 only, and the written graph is fp32 (on CUDA its attention would fall back
-    to the CPU)."""
-    if "cuda" in configured_providers(target):
+# Recipes the writer leaves to the traced path wherever they run (fp16 activations and cache: onnxruntime's CPU
+# GroupQueryAttention is fp32 only).
+TRACED_RECIPES = ("fp16",)
+
+
+def traced_for(target, recipe: str | None = None) -> str | None:
+    """Why ``recipe`` for ``target`` takes the traced graph instead of the written one, or None: a recipe of
+    :data:`TRACED_RECIPES`, or the CUDA execution provider (its GroupQueryAttention runs fp16/bf16 only, and the
+    written graph is fp32: on CUDA its attention would fall back to the CPU). The export and its forecast both
+    ask here."""
+    if recipe in TRACED_RECIPES:
+        return f"the {recipe} recipe"
+    if target is not None and "cuda" in configured_providers(target):
         return "the CUDA execution provider (GroupQueryAttention there is fp16/bf16 only)"
     return None
 
@@ -82,8 +90,6 @@ def traced_for(target) -> str | None:
 # for memory on a 24 GB host while quantizing the traced graph (24.3 GB resident: 4.7 per fp32 byte or more), after
 # tracing 67 s and onnxruntime's fp32 passes 65 s; 4.8 refuses such a machine with the figures instead.
 TRACED_COST = LoweringCost(4.8, 0, 2.2, 8e-8)
-# Recipes the writer leaves to the traced path wherever they run (fp16 activations and cache).
-TRACED_RECIPES = ("fp16",)
 
 
 OPTION_SECTION = "onnx"
@@ -172,8 +178,7 @@ class Onnx(Backend):
         return build_options(target)
 
     def lowering_cost(self, target, recipe: str | None = None) -> LoweringCost:
-        traced = (target is not None and traced_for(target)) or recipe in TRACED_RECIPES
-        return TRACED_COST if traced else super().lowering_cost(target, recipe)
+        return TRACED_COST if traced_for(target, recipe) else super().lowering_cost(target, recipe)
 
     def parse_options(self, table, path: Path) -> dict:
         return parse_options(table, path)

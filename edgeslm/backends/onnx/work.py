@@ -120,7 +120,7 @@ def export(job: ExportJob, recipe_name: str, tmp: Path) -> Artifact:
     job.stage(f"onnx: exporting {name}", "onnx")
     t = time.perf_counter()
     weights = _graph_weights(scheme)
-    gap = "the fp16 recipe" if weights is None else traced_for(job.target)
+    gap = traced_for(job.target, recipe_name)
     # the writer reads the matrices as stored (bf16) and converts them as it quantizes them
     dec = build_decoder(ckpt, job.context_length, stored_matrices=gap is None)
     why_traced = gap or unsupported(dec)
