@@ -13,15 +13,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from edgeslm.backends import get_backend
 from edgeslm.cli import main
 from edgeslm.fleet.spec import load_fleet
-from edgeslm.preflight import GiB, forecast
+from edgeslm.pipeline.checks import check_memory
+from edgeslm.pipeline.plan import plan_target
+from edgeslm.preflight import GiB
 from edgeslm.target import load_target
 from edgeslm.testing.shapes import SHAPES, parameters
 from edgeslm.testing.targets import loose_target
@@ -256,10 +258,9 @@ def test_docs_forecast_table_is_the_forecast():
     for model, cells in rows:
         c = SHAPES[model.lower()][1]
         for target, cell in zip(targets, cells.split(" | ")):
-            tgt = load_target(target)  # as the export forecasts it: the backends' costs for this target
-            fc = forecast(parameters(model.lower()), c["vocab_size"], c["hidden_size"], c["num_hidden_layers"],
-                          c["tie_word_embeddings"], list(tgt.backends),
-                          costs={b: get_backend(b).lowering_cost(tgt) for b in tgt.backends})
+            tgt = load_target(target)  # forecast as the export forecasts it (its plan, its backends' costs)
+            ckpt = SimpleNamespace(parameters=parameters(model.lower()), config=SimpleNamespace(**c))
+            fc = check_memory(ckpt, [tgt], [plan_target(tgt, None, None, None)], False, lambda m: None)
             assert cell == f"{fc.peak_bytes / GiB:.1f} GiB, ~{fc.seconds / 60:.0f} min", (model, target)
 
 
